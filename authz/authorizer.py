@@ -1,0 +1,265 @@
+"""One compiled config version: resolve -> identify -> evaluate, giving a Decision.
+
+Built once per config load (every rule compiled, every template parsed, every constant
+response part prepared); `check` only walks what was built. Every path out of `check`
+returns a Decision: an unexpected exception is a 500-class deny, never an error to Envoy.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from authz.config.schema import Config, Endpoint
+from authz.decision import Decision
+from authz.errors import ConfigError, DependencyError, RequestError, TokenError
+from authz.mutations import apply_changes
+from authz.observability import EndpointMetrics, Metrics
+from authz.request import Request, parse_json_body, parse_query
+from authz.resolve import Route, Router, compile_template
+from authz.rules.base import Context, Rule, run
+from authz.rules.compiler import CompileContext, compile_rule
+from authz.runtime import Runtime
+
+log = logging.getLogger("authz")
+
+NO_RULE = "no rule for this endpoint"
+DRY_RUN_HEADER = "x-authz-dry-run"
+
+
+@dataclass(slots=True)
+class CompiledEndpoint:
+    service: str
+    name: str
+    rule: Rule | None
+    needs_token: bool  # every top-level rule but `allow` needs a verified token (RULES §1)
+    reads_query: bool
+    reads_params: bool
+    dry_run: bool
+    body_plan: bool  # body or response field rules: ext_proc applies a plan decided here
+
+    @property
+    def field_rules(self) -> bool:
+        """Envoy must send this endpoint's bodies through ext_proc."""
+        return self.body_plan
+
+
+class Authorizer:
+    def __init__(
+        self,
+        config: Config,
+        runtime: Runtime | None = None,
+        *,
+        dry_run: bool = False,
+        metrics: Metrics | None = None,
+    ):
+        self.config = config
+        self.runtime = runtime if runtime is not None else Runtime(config)
+        self.dry_run = dry_run
+        self.metrics = metrics
+        self.endpoints: list[CompiledEndpoint] = []
+        self.router = Router(self._compile_all())
+        # Per-endpoint metric children bound once here, looked up per Check by a tuple key.
+        self.endpoint_metrics: dict[tuple[str | None, str | None], EndpointMetrics] = (
+            metrics.endpoints((e.service, e.name) for e in self.endpoints) if metrics else {}
+        )
+        auth = config.auth
+        self._token_header = auth.serviceToken.header.lower()
+        self._sign = auth.serviceToken.enabled
+        # Client-sent copies of the headers this service sets upstream never get through: a
+        # header we set overwrites the client's (Envoy 1.40), one we do not set is removed, and
+        # the `_` spelling (which some frameworks read as `-`) is always removed. Envoy applies
+        # headers_to_remove after the headers it sets, so a header we set is never listed.
+        ours = (self._token_header, DRY_RUN_HEADER)
+        underscored = [h.replace("-", "_") for h in ours]
+        self._remove = [*underscored, *([] if self._sign else [self._token_header])]
+        self._remove_unless_dry_run = [*self._remove, DRY_RUN_HEADER]
+        self._www = f'Bearer realm="{config.project}"'
+        self._www_invalid = self._www + ', error="invalid_token"'
+
+    @property
+    def version(self) -> str:
+        return self.config.version
+
+    # --- load time ---------------------------------------------------------------------
+
+    def _compile_all(self) -> list[Route]:
+        errors: list[str] = []
+        if self.config.auth.serviceToken.enabled and not self.runtime.identity.can_sign:
+            errors.append(
+                "auth.secrets: no key can sign the upstream service token: add a secret (HS*) "
+                "or a privateKey, or set auth.serviceToken.enabled: false"
+            )
+        routes: list[Route] = []
+        seen: dict[tuple[str, str], str] = {}
+        for sname, service in self.config.services.items():
+            for ename, ep in service.endpoints.items():
+                path = f"services.{sname}.endpoints.{ename}"
+                compiled, route = self._compile_endpoint(sname, ename, ep, path, errors)
+                self.endpoints.append(compiled)
+                routes.append(route)
+                for method in route.methods or ("*",):
+                    key = (method, ep.path or "")
+                    if ep.path and key in seen:
+                        errors.append(f"{path}.path: same method and path as {seen[key]}")
+                    seen.setdefault(key, path)
+        if errors:
+            raise ConfigError(errors)
+        return routes
+
+    def _compile_endpoint(
+        self, sname: str, ename: str, ep: Endpoint, path: str, errors: list[str]
+    ) -> tuple[CompiledEndpoint, Route]:
+        cc = CompileContext(config=self.config)
+        rule = compile_rule(ep.rule, cc, f"{path}.rule") if ep.rule is not None else None
+        template = None
+        if ep.path is not None:
+            try:
+                template = compile_template(ep.path)
+            except ValueError as exc:
+                cc.error(f"{path}.path", str(exc))
+        errors.extend(cc.errors)
+        whole = "*" in cc.reads
+        compiled = CompiledEndpoint(
+            service=sname,
+            name=ename,
+            rule=rule,
+            needs_token=rule is not None and rule.kind != "allow",
+            reads_query=whole or "query" in cc.reads or "params" in cc.reads,
+            reads_params=whole or "params" in cc.reads,
+            dry_run=ep.mode == "dry-run",
+            body_plan=bool(cc.field_targets & {"params", "res"}),
+        )
+        methods = (
+            None
+            if ep.method == "*" or "*" in ep.method
+            else frozenset([ep.method] if isinstance(ep.method, str) else ep.method)
+        )
+        return compiled, Route(sname, ename, methods, template, compiled)
+
+    # --- per request -------------------------------------------------------------------
+
+    async def check(self, req: Request, trace: bool = False) -> Decision:
+        try:
+            return await self._check(req, trace)
+        except Exception:
+            log.exception("internal error in Check (request id %s)", req.request_id or "-")
+            return self._deny(req, None, 500, "internal error", "internal error")
+
+    async def _check(self, req: Request, trace: bool) -> Decision:
+        found = self.router.resolve(req.method, req.path, req.context)
+        if found is None:
+            return self._deny(req, None, 403, "no endpoint matches", NO_RULE)
+        ep, path_params = found
+        if ep.rule is None:
+            return self._deny(req, ep, 403, "the endpoint has no rule", NO_RULE)
+        try:
+            claims: dict[str, Any] = {}
+            token = None
+            if ep.needs_token:
+                identity = self.runtime.identity
+                token = identity.extract(req.headers)
+                if token is None:
+                    return self._unauthorized(req, ep, "no token", self._www)
+                claims = await identity.verify(token)
+            args = self._args(ep, req, claims, token, path_params)
+            ctx = Context(args, self.runtime, trace)
+            failure = await run(ep.rule, ctx)
+        except TokenError as exc:
+            if self.metrics is not None:
+                self.metrics.token_failure(exc.reason)
+            return self._unauthorized(req, ep, f"token: {exc.reason}", self._www_invalid)
+        except (RequestError, DependencyError) as exc:
+            return self._deny(req, ep, exc.status, str(exc), _public_message(exc))
+        if failure is not None:
+            reason = f"{failure.path}: {failure.reason}"
+            decision = self._deny(req, ep, 403, reason, failure.message or "access denied")
+            decision.trace = ctx.trace
+            return decision
+        decision = self._allow(req, ep, claims.get("id"))
+        decision.params = args.get("params")
+        decision.trace = ctx.trace
+        if ctx.changes or ep.body_plan:
+            decision.headers_to_remove = list(decision.headers_to_remove)
+            apply_changes(decision, args, ctx.changes, req.body, ep.body_plan)
+        return decision
+
+    def _args(
+        self,
+        ep: CompiledEndpoint,
+        req: Request,
+        claims: dict[str, Any],
+        token: str | None,
+        path_params: dict[str, str],
+    ) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "auth": claims,
+            "headers": req.headers,
+            "pathParams": path_params,
+            "method": req.method,
+            "path": req.path,
+            "service": ep.service,
+            "endpoint": ep.name,
+        }
+        if token is not None:
+            args["token"] = token
+        if ep.reads_query:
+            query = args["query"] = parse_query(req.query_string)
+            if ep.reads_params:
+                args["params"] = self._params(req, query)
+        return args
+
+    def _params(self, req: Request, query: dict[str, Any]) -> Any:
+        """The JSON body when it is an object, otherwise the query parameters (DESIGN §3)."""
+        if req.body_partial:
+            raise RequestError("the request body is larger than the authorization limit")
+        if not req.body:
+            return query
+        body = parse_json_body(req.body, self.config.limits)
+        return body if isinstance(body, dict) else query
+
+    # --- decisions ---------------------------------------------------------------------
+
+    def _allow(self, req: Request, ep: CompiledEndpoint, caller_id: Any) -> Decision:
+        decision = Decision(True, 200, "allowed", None, ep.service, ep.name, req.request_id)
+        if self._sign:
+            caller = None if caller_id is None else str(caller_id)
+            token = self.runtime.identity.service_token(caller)
+            decision.headers.append((self._token_header, token))
+        decision.headers_to_remove = self._remove_unless_dry_run
+        return decision
+
+    def _deny(
+        self, req: Request, ep: CompiledEndpoint | None, status: int, reason: str, message: str
+    ) -> Decision:
+        if ep is not None and (ep.dry_run or self.dry_run):
+            decision = self._allow(req, ep, None)
+            decision.reason = f"dry-run, would deny {status}: {reason}"
+            decision.dry_run = True
+            decision.headers.append((DRY_RUN_HEADER, f"deny {status}"))
+            decision.headers_to_remove = self._remove
+            return decision
+        return Decision(
+            False,
+            status,
+            reason,
+            message,
+            ep.service if ep else req.context.get("service"),
+            ep.name if ep else req.context.get("endpoint"),
+            req.request_id,
+        )
+
+    def _unauthorized(self, req: Request, ep: CompiledEndpoint, reason: str, www: str) -> Decision:
+        message = "missing token" if reason == "no token" else "invalid token"
+        decision = self._deny(req, ep, 401, reason, message)
+        if not decision.allowed:
+            decision.response_headers_to_add.append(("www-authenticate", www))
+        return decision
+
+
+def _public_message(exc: Exception) -> str:
+    # 400s explain what is wrong with the client's own input; a 503 says nothing internal.
+    if isinstance(exc, RequestError):
+        return str(exc)
+    return "a service needed for authorization is unavailable"

@@ -1,0 +1,63 @@
+"""`authz check`: requests described as JSON, evaluated offline, decisions as JSON (DESIGN §5)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from authz.request import Request
+
+_KEYS = {"service", "endpoint", "method", "path", "headers", "body"}
+
+
+def read_requests(text: str) -> tuple[list[dict[str, Any]], bool]:
+    """Parse the input: one object or an array of them. ValueError names what is wrong."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the requests file is not valid JSON: {exc}") from None
+    single = isinstance(data, dict)
+    items = [data] if single else data
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise ValueError("expected a JSON object or an array of objects")
+    for n, item in enumerate(items):
+        unknown = set(item) - _KEYS
+        if unknown:
+            raise ValueError(f"request [{n}]: unknown key(s) {', '.join(sorted(unknown))}")
+        if not isinstance(item.get("path", "/"), str) or not item.get("path", "/").startswith("/"):
+            raise ValueError(f"request [{n}]: path must be a string starting with '/'")
+        if not isinstance(item.get("headers", {}), dict):
+            raise ValueError(f"request [{n}]: headers must be an object")
+    return items, single
+
+
+def to_request(item: dict[str, Any], n: int) -> Request:
+    body = item.get("body")
+    if body is None:
+        raw = b""
+    elif isinstance(body, str):
+        raw = body.encode()
+    else:
+        raw = json.dumps(body).encode()
+    context = {k: item[k] for k in ("service", "endpoint") if item.get(k)}
+    headers = {str(k).lower(): str(v) for k, v in item.get("headers", {}).items()}
+    return Request.from_target(
+        str(item.get("method", "GET")).upper(),
+        item.get("path", "/"),
+        headers=headers,
+        body=raw,
+        context=context,
+        request_id=headers.get("x-request-id", f"check-{n}"),
+    )
+
+
+async def run_checks(authorizer: Any, items: list[dict[str, Any]], trace: bool) -> list[Any]:
+    await authorizer.runtime.start()
+    try:
+        out = []
+        for n, item in enumerate(items):
+            decision = await authorizer.check(to_request(item, n), trace=trace)
+            out.append(decision.to_json())
+        return out
+    finally:
+        await authorizer.runtime.close()

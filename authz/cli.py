@@ -1,0 +1,212 @@
+"""The `authz` command line: serve, check, validate, token, test, envoy-config. Every flag also
+reads AUTHZ_*."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from authz.durations import parse_duration
+from authz.errors import ConfigError
+
+
+def _env(flag: str, default: Any = None) -> Any:
+    return os.environ.get("AUTHZ_" + flag.upper().replace("-", "_"), default)
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config", default=_env("config"), required=_env("config") is None,
+        help="config file, YAML or JSON (env AUTHZ_CONFIG)",
+    )  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="authz", description="External authorization for Envoy with security rules."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="serve Check (gRPC) and /healthz, /readyz (HTTP)")
+    _add_config(p)
+    p.add_argument("--listen", default=_env("listen", "0.0.0.0:9001"), help="gRPC address")
+    p.add_argument("--http-listen", default=_env("http-listen", "0.0.0.0:9002"))
+    p.add_argument("--workers", type=int, default=int(_env("workers", "1")))
+    p.add_argument("--drain", default=_env("drain", "2s"), help="not-ready time after SIGTERM")
+    p.add_argument(
+        "--dry-run", action="store_true", default=_env("dry-run", "") in ("1", "true"),
+        help="evaluate and log, but always allow",
+    )  # fmt: skip
+    p.add_argument(
+        "--watch", default=_env("watch", "1s"), help="config file poll period ('0' turns it off)"
+    )
+    p.add_argument(
+        "--decision-log", default=_env("decision-log", "off"), help="off, stdout or a file path"
+    )
+    p.add_argument(
+        "--decision-log-sample-allows", type=float,
+        default=float(_env("decision-log-sample-allows", "1")),
+        help="fraction of allowed decisions logged (denials are always logged)",
+    )  # fmt: skip
+    p.add_argument("--log-level", default=_env("log-level", "info"))
+
+    p = sub.add_parser("check", help="evaluate requests from a JSON file, print decisions")
+    _add_config(p)
+    p.add_argument("requests", help="JSON file (object or array of objects), '-' for stdin")
+    p.add_argument("--no-trace", action="store_true", help="leave the rule trace out")
+    p.add_argument("--explain", action="store_true", help="print the evaluation tree as text")
+
+    p = sub.add_parser("validate", help="validate a config; print every error")
+    _add_config(p)
+
+    p = sub.add_parser("test", help="run rule test files (requests, fixtures, expectations)")
+    p.add_argument("paths", nargs="+", help="test files, or directories of *.tests.yaml")
+    p.add_argument(
+        "--coverage", action="store_true", help="list the rules and clauses never evaluated"
+    )
+    p.add_argument("--explain", action="store_true", help="print the tree of failing cases")
+
+    p = sub.add_parser("envoy-config", help="print an Envoy bootstrap routing every endpoint")
+    _add_config(p)
+    p.add_argument("--authz-address", default=_env("authz-address", "127.0.0.1:9001"))
+    p.add_argument("--listen", default=_env("envoy-listen", "0.0.0.0:8000"))
+    p.add_argument("--admin", default=_env("envoy-admin", "127.0.0.1:9901"))
+    p.add_argument(
+        "--timeout", default=_env("authz-timeout", "500ms"), help="ext_authz/ext_proc deadline"
+    )
+
+    p = sub.add_parser("token", help="mint a JWT signed by the primary key")
+    _add_config(p)
+    p.add_argument("--claims", default=_env("claims", "{}"), help="JSON object of claims")
+    p.add_argument("--ttl", default=_env("ttl", "1h"), help="lifetime, e.g. 15m, 1h, 720h")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = getattr(args, "log_level", "warning").upper()
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    handler = {
+        "serve": _serve, "check": _check, "validate": _validate, "token": _token,
+        "test": _test, "envoy-config": _envoy_config,
+    }  # fmt: skip
+    try:
+        return handler[args.command](args)
+    except ConfigError as exc:
+        print(f"invalid config {args.config}:", file=sys.stderr)
+        for line in exc.errors:
+            print(f"  {line}", file=sys.stderr)
+        return 2
+    except UsageError as exc:
+        print(f"authz {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _load(args: argparse.Namespace):  # -> Authorizer
+    from authz.authorizer import Authorizer
+    from authz.config.load import load_config
+
+    return Authorizer(load_config(args.config))
+
+
+def _validate(args: argparse.Namespace) -> int:
+    authorizer = _load(args)
+    n = len(authorizer.endpoints)
+    services = len(authorizer.config.services)
+    print(
+        f"{args.config}: valid ({services} services, {n} endpoints, version {authorizer.version})"
+    )
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Workers share metrics through files; must be set before prometheus_client loads.
+        import tempfile
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="authz-metrics-")
+    from authz.server import ServeOptions, run_server
+
+    _load(args)  # fail before binding anything (and before forking workers)
+    try:
+        drain = parse_duration(args.drain)
+        watch = 0.0 if args.watch == "0" else parse_duration(args.watch)
+    except ValueError as exc:
+        raise UsageError(f"--drain/--watch: {exc}") from None
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if not 0 <= args.decision_log_sample_allows <= 1:
+        raise UsageError("--decision-log-sample-allows must be between 0 and 1")
+    options = ServeOptions(
+        config=args.config, listen=args.listen, http_listen=args.http_listen,
+        workers=args.workers, drain=drain, dry_run=args.dry_run, watch=watch,
+        decision_log=args.decision_log,
+        decision_log_sample_allows=args.decision_log_sample_allows,
+    )  # fmt: skip
+    return run_server(options)
+
+
+def _token(args: argparse.Namespace) -> int:
+    authorizer = _load(args)
+    try:
+        claims = json.loads(args.claims)
+        ttl = parse_duration(args.ttl)
+    except ValueError as exc:
+        raise UsageError(f"--claims/--ttl: {exc}") from None
+    if not isinstance(claims, dict):
+        raise UsageError("--claims must be a JSON object")
+    print(authorizer.runtime.identity.mint(claims, ttl))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from authz.checkfile import read_requests, run_checks
+
+    authorizer = _load(args)
+    try:
+        text = sys.stdin.read() if args.requests == "-" else Path(args.requests).read_text()
+        items, single = read_requests(text)
+    except (OSError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.explain:
+        from authz.explain import explain_requests
+
+        print(asyncio.run(explain_requests(authorizer, items)))
+        return 0
+    results = asyncio.run(run_checks(authorizer, items, trace=not args.no_trace))
+    print(json.dumps(results[0] if single else results, indent=2, default=str))
+    return 0
+
+
+def _test(args: argparse.Namespace) -> int:
+    from authz.ruletest import run_tests
+
+    return run_tests(args.paths, coverage=args.coverage, explain=args.explain)
+
+
+def _envoy_config(args: argparse.Namespace) -> int:
+    from authz.envoy.bootstrap import BootstrapOptions, render_bootstrap
+
+    authorizer = _load(args)
+    try:
+        options = BootstrapOptions(
+            authz=args.authz_address, listen=args.listen, admin=args.admin,
+            timeout=parse_duration(args.timeout),
+        )  # fmt: skip
+        text = render_bootstrap(authorizer, options)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    print(text, end="")
+    return 0

@@ -1,0 +1,1 @@
+"""Datastores for `query` rules: sqlite, postgres, mongo behind one small interface."""

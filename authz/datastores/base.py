@@ -1,0 +1,141 @@
+"""The one small interface every datastore implements, the factory, and open/close of all.
+
+A datastore is opened once at start (connecting in the background: a datastore that is down
+does not stop the service from starting, it only makes the rules that use it deny with 503
+and /readyz report it) and reused by every Check. Every call is bounded by the datastore's
+`timeout`; any failure or timeout raises `DependencyError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from authz.datastores.filters import check_collection, parse
+from authz.errors import DependencyError
+
+log = logging.getLogger("authz.datastores")
+
+
+class Datastore:
+    """Base class: `find` validates, bounds and wraps; subclasses implement `_find`/`_ping`."""
+
+    type = ""
+
+    def __init__(self, alias: str, settings: Any):
+        self.alias = alias
+        self.settings = settings
+        self.timeout: float = settings.timeout
+        self.healthy = False  # last known state (a find or ping), for readiness
+        self.metrics: Any = None  # observability.DependencyMetrics, set by the runtime
+
+    async def open(self) -> None:
+        """Create the client/pool and start connecting. Never raises for an unreachable store."""
+
+    async def close(self) -> None:
+        """Release connections; safe to call twice."""
+
+    async def ping(self) -> bool:
+        """True when the datastore answers within its timeout."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._ping()
+        except Exception as exc:  # any failure means "not reachable"
+            log.debug("datastore %s ping failed: %r", self.alias, exc)
+            self.healthy = False
+            return False
+        self.healthy = True
+        return True
+
+    async def find(self, col: str, filter: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+        """Documents of `col` matching `filter` (at most `limit`); DependencyError on failure.
+
+        The filter is validated again here (FilterError, a ValueError, for a bad one): no
+        caller can make a backend run something outside the language."""
+        check_collection(col, "col")
+        expr = parse(filter)
+        start = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.timeout):
+                docs = await self._find(col, filter, expr, limit)
+        except DependencyError:
+            self._failed("error")
+            raise
+        except TimeoutError:
+            self._failed("timeout")
+            raise DependencyError(f"datastore {self.alias}: timed out") from None
+        except Exception as exc:
+            self._failed("error")
+            raise DependencyError(f"datastore {self.alias}: {_describe(exc)}") from exc
+        self.healthy = True
+        if self.metrics is not None:
+            self.metrics.observe(time.perf_counter() - start)
+        return docs
+
+    def _failed(self, kind: str) -> None:
+        self.healthy = False
+        if self.metrics is not None:
+            self.metrics.error(kind)
+
+    async def _find(
+        self, col: str, filter: dict[str, Any], expr: Any, limit: int
+    ) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    async def _ping(self) -> None:
+        raise NotImplementedError
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def create_datastore(alias: str, settings: Any, base_dir: Path | None = None) -> Datastore:
+    """The datastore for one `databases:` entry (not opened yet)."""
+    if settings.type == "sqlite":
+        from authz.datastores.sqlite import SqliteDatastore
+
+        return SqliteDatastore(alias, settings, base_dir or Path.cwd())
+    if settings.type == "postgres":
+        from authz.datastores.postgres import PostgresDatastore
+
+        return PostgresDatastore(alias, settings)
+    if settings.type == "mongo":
+        from authz.datastores.mongo import MongoDatastore
+
+        return MongoDatastore(alias, settings)
+    raise ValueError(f"unknown datastore type {settings.type!r}")
+
+
+async def open_datastores(config: Any) -> dict[str, Datastore]:
+    """Create and open every datastore of `config.databases`, keyed by alias."""
+    stores = {
+        alias: create_datastore(alias, settings, config.base_dir)
+        for alias, settings in config.databases.items()
+    }
+    try:
+        for store in stores.values():
+            await store.open()
+    except BaseException:
+        await close_datastores(stores)
+        raise
+    return stores
+
+
+async def close_datastores(stores: dict[str, Datastore]) -> None:
+    for store in stores.values():
+        try:
+            await store.close()
+        except Exception as exc:  # closing must not stop closing the others
+            log.warning("closing datastore %s failed: %r", store.alias, exc)
+
+
+async def ping_datastores(stores: dict[str, Datastore]) -> dict[str, bool]:
+    """Ping every datastore concurrently (for /readyz)."""
+    aliases = list(stores)
+    results = await asyncio.gather(*(stores[a].ping() for a in aliases))
+    return dict(zip(aliases, results, strict=True))

@@ -1,0 +1,105 @@
+"""PostgreSQL datastore: psycopg 3 with an async connection pool.
+
+The pool connects in the background and reconnects by itself; each connection is read-only
+(`default_transaction_read_only`) with a server-side `statement_timeout` as a backstop to the
+client-side deadline. A table's column kinds are read once (`SELECT * ... LIMIT 0`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from authz.datastores.base import Datastore
+from authz.datastores.filters import Expr
+from authz.datastores.sql import PostgresDialect, postgres_kind, quote_table, where
+from authz.errors import DependencyError
+
+
+class PostgresDatastore(Datastore):
+    type = "postgres"
+
+    def __init__(self, alias: str, settings: Any):
+        super().__init__(alias, settings)
+        self._pool: Any = None
+        self._dialect = PostgresDialect()
+        self._columns: dict[str, dict[str, str]] = {}
+
+    async def open(self) -> None:
+        from psycopg_pool import AsyncConnectionPool
+
+        self._pool = AsyncConnectionPool(
+            self.settings.dsn,
+            min_size=self.settings.poolSize,
+            max_size=self.settings.poolSize,
+            kwargs={"autocommit": True, "connect_timeout": 5},
+            configure=self._configure,
+            open=False,
+            name=f"authz-{self.alias}",
+            reconnect_timeout=5.0,  # then give up; the next request starts a new attempt
+        )
+        await self._pool.open(wait=False)
+
+    async def _configure(self, conn: Any) -> None:
+        ms = str(max(1, int(self.timeout * 1000)))
+        await conn.execute("SELECT set_config('statement_timeout', %s, false)", [ms])
+        await conn.execute("SELECT set_config('default_transaction_read_only', 'on', false)")
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close(timeout=1.0)
+
+    def _connection(self) -> Any:
+        if self._pool is None:
+            raise DependencyError(f"datastore {self.alias}: not open")
+        return self._pool.connection(timeout=self.timeout)
+
+    async def _ping(self) -> None:
+        async with self._connection() as conn:
+            await conn.execute("SELECT 1")
+
+    async def _find(
+        self, col: str, filter: dict[str, Any], expr: Expr, limit: int
+    ) -> list[dict[str, Any]]:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        async with self._connection() as conn:
+            try:
+                columns = await self._table(conn, col)
+                clause, params = where(expr, columns, col, self._dialect)
+                sql = f"SELECT * FROM {quote_table(col)} WHERE {clause} LIMIT %s"
+                async with conn.cursor(row_factory=dict_row) as cur:
+                    await cur.execute(sql.encode(), [*params, limit])
+                    rows = await cur.fetchall()
+            except psycopg.Error:
+                self._columns.pop(col, None)  # the table may have changed
+                raise
+        return [{k: _plain(v) for k, v in row.items()} for row in rows]
+
+    async def _table(self, conn: Any, col: str) -> dict[str, str]:
+        columns = self._columns.get(col)
+        if columns is None:
+            async with conn.cursor() as cur:
+                await cur.execute(f"SELECT * FROM {quote_table(col)} LIMIT 0".encode())
+                columns = {d.name: postgres_kind(d.type_code) for d in cur.description or ()}
+            self._columns[col] = columns
+        return columns
+
+
+def _plain(v: Any) -> Any:
+    """Column values as JSON-like data (rules and webhooks see plain values)."""
+    if v is None or isinstance(v, bool | int | float | str | list | dict):
+        return v
+    if isinstance(v, Decimal):
+        return int(v) if v == v.to_integral_value() else float(v)
+    if isinstance(v, dt.datetime):
+        return v.isoformat().replace("+00:00", "Z")
+    if isinstance(v, dt.date | dt.time | uuid.UUID):
+        return str(v)
+    if isinstance(v, bytes | bytearray | memoryview):
+        return bytes(v).hex()
+    return str(v)

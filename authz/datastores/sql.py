@@ -1,0 +1,286 @@
+"""Translate a parsed filter (datastores.filters) into a SQL WHERE clause with bound values.
+
+Identifiers come only from the config (validated by `filters`), are resolved against the
+table's real columns and always quoted; every value is a bound parameter. Each column has a
+*kind* read from the table once (number, string, bool, json, other): a value is compared only
+with columns of its class, so `"1"` never matches 1 and a type mismatch is "no match", never
+a database error. Every generated predicate is two-valued (never SQL NULL), so `NOT` is the
+exact negation MongoDB's `$ne`/`$nin` need. A NULL column is a missing field; inside a JSON
+column, a missing key is missing and a JSON null is null (see filters.py for the semantics).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authz.datastores.filters import Cond, Expr, Logic, value_class
+from authz.errors import DependencyError
+
+KINDS = ("number", "string", "bool", "json", "other")
+_SQL_OPS = {"$eq": "=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+_RANGE = ("$gt", "$gte", "$lt", "$lte")
+
+
+def quote(ident: str) -> str:
+    """Quote one validated identifier (letters, digits, '_': nothing to escape)."""
+    return '"' + ident + '"'
+
+
+def quote_table(name: str) -> str:
+    return ".".join(quote(part) for part in name.split("."))
+
+
+class Target:
+    """One field resolved to a column (and a path inside it for JSON columns)."""
+
+    __slots__ = ("column", "kind", "path")
+
+    def __init__(self, column: str, kind: str, path: tuple[str, ...]):
+        self.column, self.kind, self.path = column, kind, path
+
+
+class Dialect:
+    """SQL fragments one backend needs; `params` collects bound values in order."""
+
+    placeholder = "?"
+    true, false = "1=1", "1=0"
+
+    def absent(self, t: Target, params: list[Any]) -> str:
+        raise NotImplementedError
+
+    def present(self, t: Target, params: list[Any]) -> str:
+        raise NotImplementedError
+
+    def typed(self, t: Target, cls: str, sql_op: str, values: list[Any], params: list[Any]) -> str:
+        """`t` holds a value of class `cls` and `t <op> value` (or `t IN (values)`)."""
+        raise NotImplementedError
+
+    def accepts(self, t: Target, cls: str) -> bool:
+        """Can column `t` hold values of class `cls`? (else: no match)"""
+        if t.kind == "json":
+            return cls in ("number", "string", "bool")
+        if t.kind == "other":
+            return cls in self.other_classes
+        return t.kind == cls
+
+    other_classes: tuple[str, ...] = ("string",)
+
+    def bind(self, cls: str, value: Any, t: Target) -> Any:
+        return value
+
+
+def resolve(field: str, columns: dict[str, str], table: str) -> Target:
+    """Map a dotted field to a column of `table` (exact name, else PostgreSQL's lower-case)."""
+    head, *rest = field.split(".")
+    name = head if head in columns else head.lower() if head.lower() in columns else None
+    if name is None:
+        raise DependencyError(f"table {table} has no column {head!r}")
+    kind = columns[name]
+    if rest and not kind.startswith("json"):
+        raise DependencyError(f"field {field!r}: column {name!r} of {table} is not a JSON column")
+    return Target(name, kind, tuple(rest))
+
+
+def where(expr: Expr, columns: dict[str, str], table: str, d: Dialect) -> tuple[str, list[Any]]:
+    params: list[Any] = []
+    return _expr(expr, columns, table, d, params), params
+
+
+def _expr(expr: Expr, columns: dict[str, str], table: str, d: Dialect, params: list[Any]) -> str:
+    if isinstance(expr, Logic):
+        if not expr.items:
+            return d.true
+        joiner = " AND " if expr.op == "$and" else " OR "
+        return "(" + joiner.join(_expr(e, columns, table, d, params) for e in expr.items) + ")"
+    return _cond(expr, resolve(expr.field, columns, table), d, params)
+
+
+def _cond(c: Cond, t: Target, d: Dialect, params: list[Any]) -> str:
+    op, v = c.op, c.value
+    if op == "$exists":
+        return d.present(t, params) if v else "NOT " + d.present(t, params)
+    if op in ("$ne", "$nin"):
+        return "NOT " + _cond(Cond(c.field, "$eq" if op == "$ne" else "$in", v), t, d, params)
+    if op == "$in":
+        return _in(t, v, d, params)
+    if v is None:
+        return d.absent(t, params) if op in ("$eq", "$gte", "$lte") else d.false
+    cls = value_class(v)
+    if not d.accepts(t, cls):
+        return d.false
+    return d.typed(t, cls, _SQL_OPS[op], [v], params)
+
+
+def _in(t: Target, values: list[Any], d: Dialect, params: list[Any]) -> str:
+    parts = []
+    if any(v is None for v in values):
+        parts.append(d.absent(t, params))
+    by_class: dict[str, list[Any]] = {}
+    for v in values:
+        if v is not None:
+            by_class.setdefault(value_class(v), []).append(v)
+    for cls, group in by_class.items():
+        if d.accepts(t, cls):
+            parts.append(d.typed(t, cls, "IN", group, params))
+    if not parts:
+        return d.false
+    return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
+
+
+def _operand(d: Dialect, sql_op: str, cls: str, values: list[Any], t: Target, params: list[Any]):
+    """`= ?` or `IN (?, ?)`, binding the values."""
+    for v in values:
+        params.append(d.bind(cls, v, t))
+    if sql_op == "IN":
+        return "IN (" + ", ".join([d.placeholder] * len(values)) + ")"
+    return f"{sql_op} {d.placeholder}"
+
+
+# --- SQLite ------------------------------------------------------------------------------
+
+_SQLITE_TYPES = {
+    "number": "('integer', 'real')",
+    "string": "('text')",
+    "bool": "('integer')",
+}
+_SQLITE_JSON_TYPES = {
+    "number": "('integer', 'real')",
+    "string": "('text')",
+    "bool": "('true', 'false')",
+}
+
+
+class SqliteDialect(Dialect):
+    """SQLite: typeof() guards (a column may hold any type), json_type/json_extract for JSON.
+
+    `other` columns (no declared type, NUMERIC affinity) are compared through `+col`, which
+    has no affinity, so SQLite never converts the bound value ('5' stays text)."""
+
+    placeholder = "?"
+    other_classes = ("number", "string")
+
+    def _json(self, t: Target, params: list[Any], fn: str) -> str:
+        params.append("$" + "".join("." + p for p in t.path))
+        return f"{fn}({quote(t.column)}, ?)"
+
+    def absent(self, t: Target, params: list[Any]) -> str:
+        if t.kind == "json":
+            return f"coalesce({self._json(t, params, 'json_type')}, 'null') = 'null'"
+        return f"{quote(t.column)} IS NULL"
+
+    def present(self, t: Target, params: list[Any]) -> str:
+        if t.kind == "json":
+            return f"{self._json(t, params, 'json_type')} IS NOT NULL"
+        return f"{quote(t.column)} IS NOT NULL"
+
+    def bind(self, cls: str, value: Any, t: Target) -> Any:
+        if cls == "bool":
+            return int(value)
+        return str(value) if value_class(value) == "objectid" else value
+
+    def accepts(self, t: Target, cls: str) -> bool:
+        return super().accepts(t, "string" if cls == "objectid" else cls)
+
+    def typed(self, t: Target, cls: str, sql_op: str, values: list[Any], params: list[Any]) -> str:
+        cls = "string" if cls == "objectid" else cls
+        if t.kind == "json":
+            guard = f"coalesce({self._json(t, params, 'json_type')}, '') IN "
+            guard += _SQLITE_JSON_TYPES[cls]
+            value = self._json(t, params, "json_extract")
+        else:
+            col = quote(t.column)
+            guard = f"typeof({col}) IN {_SQLITE_TYPES[cls]}"
+            value = "+" + col if t.kind == "other" else col
+        return f"({guard} AND {value} {_operand(self, sql_op, cls, values, t, params)})"
+
+
+def sqlite_kind(declared: str) -> str:
+    """A column's kind from its declared type (SQLite's affinity rules, plus BOOL and JSON)."""
+    d = (declared or "").upper()
+    if "BOOL" in d:
+        return "bool"
+    if "JSON" in d:
+        return "json"
+    if "INT" in d:
+        return "number"
+    if any(s in d for s in ("CHAR", "CLOB", "TEXT")):
+        return "string"
+    if any(s in d for s in ("REAL", "FLOA", "DOUB")):
+        return "number"
+    return "other"
+
+
+# --- PostgreSQL --------------------------------------------------------------------------
+
+_PG_NUMBER = {20, 21, 23, 26, 700, 701, 1700}  # int8 int2 int4 oid float4 float8 numeric
+_PG_TEXT = {25, 1042, 1043, 19}  # text bpchar varchar name
+_PG_JSON = {114: "json", 3802: "jsonb"}
+_PG_JSON_TYPES = {"number": "number", "string": "string", "bool": "boolean"}
+
+
+def postgres_kind(oid: int) -> str:
+    if oid in _PG_NUMBER:
+        return "number"
+    if oid in _PG_TEXT:
+        return "string"
+    if oid == 16:
+        return "bool"
+    if oid in _PG_JSON:
+        return "json" if oid == 3802 else "json:json"
+    return "other"
+
+
+class PostgresDialect(Dialect):
+    """PostgreSQL: typed comparisons on plain columns (index-friendly), jsonb for JSON.
+
+    Ordering of strings uses COLLATE "C" (byte order, as MongoDB and SQLite); `other`
+    columns (uuid, timestamps, ...) compare through their text form."""
+
+    placeholder = "%s"
+
+    def _x(self, t: Target, params: list[Any]) -> str:
+        col = quote(t.column)
+        if t.kind == "json:json":
+            col += "::jsonb"
+        if not t.path:
+            return col
+        params.append(list(t.path))
+        return f"({col} #> %s::text[])"
+
+    def accepts(self, t: Target, cls: str) -> bool:
+        cls = "string" if cls == "objectid" else cls
+        if t.kind == "json:json":
+            return cls in ("number", "string", "bool")
+        return super().accepts(t, cls)
+
+    def absent(self, t: Target, params: list[Any]) -> str:
+        if t.kind.startswith("json"):
+            return f"coalesce(jsonb_typeof({self._x(t, params)}), 'null') = 'null'"
+        return f"{quote(t.column)} IS NULL"
+
+    def present(self, t: Target, params: list[Any]) -> str:
+        if t.kind.startswith("json"):
+            return f"{self._x(t, params)} IS NOT NULL"
+        return f"{quote(t.column)} IS NOT NULL"
+
+    def bind(self, cls: str, value: Any, t: Target) -> Any:
+        if t.kind.startswith("json") and cls != "string":
+            from psycopg.types.json import Jsonb
+
+            return Jsonb(value)
+        return str(value) if value_class(value) == "objectid" else value
+
+    def typed(self, t: Target, cls: str, sql_op: str, values: list[Any], params: list[Any]) -> str:
+        cls = "string" if cls == "objectid" else cls
+        collate = ' COLLATE "C"' if sql_op not in ("=", "IN") else ""
+        if t.kind.startswith("json"):
+            x = self._x(t, params)
+            guard = f"coalesce(jsonb_typeof({x}), '') = '{_PG_JSON_TYPES[cls]}'"
+            value = f"({self._x(t, params)} #>> '{{}}')" if cls == "string" else self._x(t, params)
+        else:
+            col = quote(t.column)
+            guard = f"{col} IS NOT NULL"
+            value = f"{col}::text" if t.kind == "other" else col
+        if cls == "string":
+            value += collate
+        return f"({guard} AND {value} {_operand(self, sql_op, cls, values, t, params)})"

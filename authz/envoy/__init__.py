@@ -1,0 +1,1 @@
+"""Envoy's side: decode CheckRequest, encode CheckResponse, ext_proc, bootstrap generation."""

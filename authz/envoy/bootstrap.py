@@ -1,0 +1,410 @@
+"""`authz envoy-config`: an Envoy v3 bootstrap (YAML) routing every endpoint of a config.
+
+Built from typed Envoy API objects (envoy-data-plane's dataclasses, serialised as proto3
+JSON with snake_case names), so a misspelt field is an error here, not in Envoy.
+
+- one route per endpoint: `:method` header matcher + exact `path` (fixed paths) or
+  `safe_regex` (templates; `{name}` is one segment, `[^/]+`, exactly as authz matches it),
+  exact paths first, then templates in config order (authz's own resolution order);
+- per-route ext_authz `context_extensions` {service, endpoint}; the request body is buffered
+  for Check (`pack_as_bytes`) only on routes whose rules read it or change it;
+- ext_proc (same authz cluster) only on endpoints with body/response field rules, disabled
+  per route elsewhere;
+- fail closed: `failure_mode_allow: false`, `status_on_error` 503, for both filters;
+- the catch-all route still goes through ext_authz (no context_extensions: authz resolves
+  method + path, denies 403 with its JSON body, and logs/counts the request), and its action
+  is a `direct_response` 403, so an unrouted request can never reach an upstream even if
+  authz allowed it;
+- HCM path normalisation, so authz sees the path the route matched.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import warnings
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import betterproto2
+import yaml
+
+from authz.resolve import _PARAM
+
+# envoy-data-plane's generated models trip pydantic deprecation warnings at import.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from envoy_data_plane.envoy.config.accesslog.v3 import AccessLog
+    from envoy_data_plane.envoy.config.bootstrap.v3 import (
+        Admin,
+        Bootstrap,
+        BootstrapStaticResources,
+    )
+    from envoy_data_plane.envoy.config.cluster.v3 import Cluster, ClusterDiscoveryType
+    from envoy_data_plane.envoy.config.core.v3 import (
+        Address,
+        DataSource,
+        GrpcService,
+        GrpcServiceEnvoyGrpc,
+        HeaderValue,
+        HeaderValueOption,
+        Http2ProtocolOptions,
+        SocketAddress,
+        SubstitutionFormatString,
+        TransportSocket,
+    )
+    from envoy_data_plane.envoy.config.endpoint.v3 import (
+        ClusterLoadAssignment,
+        Endpoint,
+        LbEndpoint,
+        LocalityLbEndpoints,
+    )
+    from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
+    from envoy_data_plane.envoy.config.route.v3 import (
+        DirectResponseAction,
+        HeaderMatcher,
+        Route,
+        RouteAction,
+        RouteConfiguration,
+        RouteMatch,
+        VirtualHost,
+    )
+    from envoy_data_plane.envoy.extensions.access_loggers.stream.v3 import StdoutAccessLog
+    from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import (
+        BufferSettings,
+        CheckSettings,
+        ExtAuthz,
+        ExtAuthzPerRoute,
+    )
+    from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import (
+        ExternalProcessor,
+        ExtProcPerRoute,
+        MetadataOptions,
+        MetadataOptionsMetadataNamespaces,
+        ProcessingMode,
+        ProcessingModeBodySendMode,
+        ProcessingModeHeaderSendMode,
+    )
+    from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
+    from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
+        HttpConnectionManager,
+        HttpConnectionManagerPathWithEscapedSlashesAction,
+        HttpFilter,
+    )
+    from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import UpstreamTlsContext
+    from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
+        HttpProtocolOptions,
+        HttpProtocolOptionsExplicitHttpConfig,
+    )
+    from envoy_data_plane.envoy.type.matcher.v3 import RegexMatcher, StringMatcher
+    from envoy_data_plane.envoy.type.v3 import HttpStatus, StatusCode
+    from envoy_data_plane.google.protobuf import Any as AnyProto
+
+
+EXT_AUTHZ = "envoy.filters.http.ext_authz"
+EXT_PROC = "envoy.filters.http.ext_proc"
+ROUTER = "envoy.filters.http.router"
+HCM = "envoy.filters.network.http_connection_manager"
+HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+AUTHZ_CLUSTER = "authz"
+NO_ROUTE_BODY = '{"error": "no rule for this endpoint"}'
+_TRANSPORT_V3 = 2  # envoy.config.core.v3.ApiVersion.V3
+
+
+@dataclass
+class BootstrapOptions:
+    authz: str = "127.0.0.1:9001"  # authz gRPC address (Check and ext_proc)
+    listen: str = "0.0.0.0:8000"  # Envoy's listener
+    admin: str = "127.0.0.1:9901"  # Envoy's admin interface
+    timeout: float = 0.5  # seconds: ext_authz/ext_proc gRPC deadline
+
+
+@dataclass
+class Upstream:
+    cluster: str
+    host: str
+    port: int
+    tls: bool
+
+
+# --- addresses ---------------------------------------------------------------------------
+
+
+def split_address(text: str, what: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port`; ValueError naming the flag."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{what}: expected host:port, got {text!r}")
+    return host, int(port)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _socket(host: str, port: int) -> Address:
+    return Address(socket_address=SocketAddress(address=host, port_value=port))
+
+
+def upstream(service: str, url: str) -> Upstream:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"services.{service}.url: expected http(s)://host[:port], got {url!r}")
+    if parts.path not in ("", "/") or parts.query:
+        raise ValueError(f"services.{service}.url: a path is not supported ({url!r})")
+    tls = parts.scheme == "https"
+    return Upstream(service, parts.hostname, parts.port or (443 if tls else 80), tls)
+
+
+# --- clusters ----------------------------------------------------------------------------
+
+
+def cluster(name: str, host: str, port: int, *, http2: bool = False, sni: str = "") -> Cluster:
+    c = Cluster(
+        name=name,
+        type=ClusterDiscoveryType.STATIC if _is_ip(host) else ClusterDiscoveryType.STRICT_DNS,
+        connect_timeout=timedelta(seconds=0.25),
+        load_assignment=ClusterLoadAssignment(
+            cluster_name=name,
+            endpoints=[
+                LocalityLbEndpoints(
+                    lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=_socket(host, port)))]
+                )
+            ],
+        ),
+    )
+    if http2:  # gRPC
+        options = HttpProtocolOptions(
+            explicit_http_config=HttpProtocolOptionsExplicitHttpConfig(
+                http2_protocol_options=Http2ProtocolOptions()
+            )
+        )
+        c.typed_extension_protocol_options = {HTTP_OPTIONS: AnyProto.pack(options)}
+    if sni:
+        tls = UpstreamTlsContext(sni=sni)
+        c.transport_socket = TransportSocket(
+            name="envoy.transport_sockets.tls", typed_config=AnyProto.pack(tls)
+        )
+    return c
+
+
+# --- routes ------------------------------------------------------------------------------
+
+
+def path_regex(template: str) -> str:
+    """`/v1/orders/{id}` -> `/v1/orders/[^/]+` (RE2, matched against the whole path)."""
+    out, pos = "", 0
+    for m in _PARAM.finditer(template):
+        out += re.escape(template[pos : m.start()]) + "[^/]+"
+        pos = m.end()
+    return out + re.escape(template[pos:])
+
+
+def _methods(method: str | list[str]) -> list[str]:
+    methods = [method] if isinstance(method, str) else list(method)
+    return [] if "*" in methods else methods
+
+
+def route_match(path: str, method: str | list[str]) -> RouteMatch:
+    methods = _methods(method)
+    headers = []
+    if len(methods) == 1:
+        headers = [HeaderMatcher(name=":method", string_match=StringMatcher(exact=methods[0]))]
+    elif methods:
+        regex = "|".join(re.escape(m) for m in methods)
+        headers = [
+            HeaderMatcher(
+                name=":method", string_match=StringMatcher(safe_regex=RegexMatcher(regex=regex))
+            )
+        ]
+    if _PARAM.search(path):
+        return RouteMatch(safe_regex=RegexMatcher(regex=path_regex(path)), headers=headers)
+    return RouteMatch(path=path, headers=headers)
+
+
+def endpoint_route(
+    ep: Any, declared: Any, cluster_name: str, max_body: int, with_ext_proc: bool
+) -> Route:
+    """The route of one compiled endpoint (`ep`) declared as `declared` in the config."""
+    settings = CheckSettings(context_extensions={"service": ep.service, "endpoint": ep.name})
+    if ep.reads_params or ep.field_rules:  # Check needs the body (field rules hash it)
+        settings.with_request_body = BufferSettings(
+            max_request_bytes=max_body, allow_partial_message=False, pack_as_bytes=True
+        )
+    per_filter = {EXT_AUTHZ: AnyProto.pack(ExtAuthzPerRoute(check_settings=settings))}
+    if with_ext_proc and not ep.field_rules:
+        per_filter[EXT_PROC] = AnyProto.pack(ExtProcPerRoute(disabled=True))
+    return Route(
+        name=f"{ep.service}.{ep.name}",
+        match=route_match(declared.path, declared.method),
+        route=RouteAction(cluster=cluster_name),
+        typed_per_filter_config=per_filter,
+    )
+
+
+def catch_all(with_ext_proc: bool) -> Route:
+    per_filter = {EXT_PROC: AnyProto.pack(ExtProcPerRoute(disabled=True))} if with_ext_proc else {}
+    return Route(
+        name="no-endpoint",
+        match=RouteMatch(prefix="/"),
+        direct_response=DirectResponseAction(
+            status=403, body=DataSource(inline_string=NO_ROUTE_BODY)
+        ),
+        response_headers_to_add=[
+            HeaderValueOption(header=HeaderValue(key="content-type", value="application/json"))
+        ],
+        typed_per_filter_config=per_filter,
+    )
+
+
+# --- filters -----------------------------------------------------------------------------
+
+
+def _grpc(timeout: float) -> GrpcService:
+    return GrpcService(
+        envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=AUTHZ_CLUSTER),
+        timeout=timedelta(seconds=timeout),
+    )
+
+
+def ext_authz_filter(timeout: float) -> HttpFilter:
+    config = ExtAuthz(
+        grpc_service=_grpc(timeout),
+        transport_api_version=_TRANSPORT_V3,
+        failure_mode_allow=False,  # authz down or slow: deny (503), never allow
+        status_on_error=HttpStatus(code=StatusCode.ServiceUnavailable),
+    )
+    return HttpFilter(name=EXT_AUTHZ, typed_config=AnyProto.pack(config))
+
+
+def ext_proc_filter(timeout: float) -> HttpFilter:
+    config = ExternalProcessor(
+        grpc_service=_grpc(max(timeout, 2.0)),
+        failure_mode_allow=False,
+        status_on_error=HttpStatus(code=StatusCode.ServiceUnavailable),
+        message_timeout=timedelta(seconds=1),
+        allow_mode_override=True,  # authz narrows the mode to what the plan needs
+        # The plan decided in Check travels in the ext_authz dynamic metadata.
+        metadata_options=MetadataOptions(
+            forwarding_namespaces=MetadataOptionsMetadataNamespaces(untyped=[EXT_AUTHZ])
+        ),
+        processing_mode=ProcessingMode(
+            request_header_mode=ProcessingModeHeaderSendMode.SEND,
+            request_body_mode=ProcessingModeBodySendMode.BUFFERED,
+            response_header_mode=ProcessingModeHeaderSendMode.SEND,
+            response_body_mode=ProcessingModeBodySendMode.BUFFERED,
+        ),
+    )
+    return HttpFilter(name=EXT_PROC, typed_config=AnyProto.pack(config))
+
+
+def access_log() -> AccessLog:
+    fmt = (
+        "[envoy] %REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% "
+        "%RESPONSE_CODE_DETAILS% %REQ(X-REQUEST-ID)%\n"
+    )
+    log = StdoutAccessLog(
+        log_format=SubstitutionFormatString(text_format_source=DataSource(inline_string=fmt))
+    )
+    return AccessLog(name="envoy.access_loggers.stdout", typed_config=AnyProto.pack(log))
+
+
+# --- the bootstrap -----------------------------------------------------------------------
+
+
+def build_bootstrap(authorizer: Any, options: BootstrapOptions) -> tuple[Bootstrap, list[str]]:
+    """(bootstrap, notes): notes name the endpoints that could not be routed, and why."""
+    config = authorizer.config
+    notes: list[str] = []
+    upstreams: dict[str, Upstream] = {}
+    for sname, service in config.services.items():
+        if service.url:
+            upstreams[sname] = upstream(sname, service.url)
+        elif service.endpoints:
+            notes.append(f"service {sname}: no url, its endpoints are not routed")
+    with_ext_proc = any(ep.field_rules for ep in authorizer.endpoints)
+    exact, templated = [], []
+    for ep in authorizer.endpoints:
+        declared = config.services[ep.service].endpoints[ep.name]
+        if ep.service not in upstreams:
+            continue
+        if declared.path is None:
+            notes.append(f"{ep.service}.{ep.name}: no path, not routed")
+            continue
+        max_body = config.limits.maxBodyBytes
+        route = endpoint_route(ep, declared, ep.service, max_body, with_ext_proc)
+        (templated if _PARAM.search(declared.path) else exact).append(route)
+    filters = [ext_authz_filter(options.timeout)]
+    if with_ext_proc:
+        filters.append(ext_proc_filter(options.timeout))
+    filters.append(HttpFilter(name=ROUTER, typed_config=AnyProto.pack(Router())))
+    hcm = HttpConnectionManager(
+        stat_prefix="ingress",
+        normalize_path=True,  # RFC 3986: /a/./b/../c -> /a/c
+        merge_slashes=True,  # //v1//orders -> /v1/orders
+        path_with_escaped_slashes_action=(
+            HttpConnectionManagerPathWithEscapedSlashesAction.REJECT_REQUEST  # %2F, %5C -> 400
+        ),
+        access_log=[access_log()],
+        route_config=RouteConfiguration(
+            name=config.project,
+            virtual_hosts=[
+                VirtualHost(
+                    name=config.project,
+                    domains=["*"],
+                    routes=[*exact, *templated, catch_all(with_ext_proc)],
+                )
+            ],
+        ),
+        http_filters=filters,
+    )
+    listen = split_address(options.listen, "--listen")
+    listener = Listener(
+        name="ingress",
+        address=_socket(*listen),
+        filter_chains=[FilterChain(filters=[Filter(name=HCM, typed_config=AnyProto.pack(hcm))])],
+    )
+    authz_host, authz_port = split_address(options.authz, "--authz-address")
+    clusters = [cluster(AUTHZ_CLUSTER, authz_host, authz_port, http2=True)]
+    for u in upstreams.values():
+        clusters.append(cluster(u.cluster, u.host, u.port, sni=u.host if u.tls else ""))
+    admin = Admin(address=_socket(*split_address(options.admin, "--admin")))
+    resources = BootstrapStaticResources(listeners=[listener], clusters=clusters)
+    return Bootstrap(admin=admin, static_resources=resources), notes
+
+
+def bootstrap_dict(bootstrap: Bootstrap) -> dict[str, Any]:
+    out = bootstrap.to_dict(casing=betterproto2.Casing.SNAKE)
+    # proto3 JSON leaves out fields at their default; say the fail-closed ones explicitly.
+    for f in _http_filters(out):
+        if f["name"] in (EXT_AUTHZ, EXT_PROC):
+            f["typed_config"]["failure_mode_allow"] = False
+    return out
+
+
+def _http_filters(out: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    for listener in out["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for f in chain["filters"]:
+                found.extend(f["typed_config"].get("http_filters", []))
+    return found
+
+
+def render_bootstrap(authorizer: Any, options: BootstrapOptions) -> str:
+    bootstrap, notes = build_bootstrap(authorizer, options)
+    head = [
+        "# Envoy bootstrap generated by `authz envoy-config`",
+        f"# project {authorizer.config.project}, config version {authorizer.version};"
+        f" authz at {options.authz}.",
+        *(f"# note: {n}" for n in notes),
+    ]
+    body = yaml.safe_dump(bootstrap_dict(bootstrap), sort_keys=False, width=1000)
+    return "\n".join(head) + "\n" + body

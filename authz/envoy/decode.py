@@ -1,0 +1,42 @@
+"""Envoy CheckRequest (bytes) -> neutral Request. No Envoy types past this module."""
+
+from __future__ import annotations
+
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
+
+from authz.errors import RequestError
+from authz.request import Request
+
+PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
+
+
+def decode(data: bytes) -> Request:
+    """Parse and check a serialized CheckRequest; RequestError for anything malformed."""
+    try:
+        msg = CheckRequest.FromString(data)
+    except Exception:  # protobuf's DecodeError, invalid UTF-8 in string fields
+        raise RequestError("malformed CheckRequest") from None
+    return from_message(msg)
+
+
+def from_message(msg: CheckRequest) -> Request:
+    attrs = msg.attributes
+    http = attrs.request.http
+    method = http.method
+    target = http.path
+    if not method:
+        raise RequestError("the request has no method")
+    if not target.startswith("/"):
+        raise RequestError("the request path must start with '/'")
+    headers = dict(http.headers)
+    body = http.raw_body or http.body.encode("utf-8")
+    req = Request.from_target(
+        method,
+        target,
+        headers=headers,
+        body=body,
+        body_partial=headers.get(PARTIAL_BODY_HEADER) == "true",
+        context=dict(attrs.context_extensions),
+        request_id=headers.get("x-request-id") or http.id,
+    )
+    return req

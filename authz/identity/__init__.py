@@ -1,0 +1,1 @@
+"""Identity: token extraction, key sets, JWKS, verification, verified-token cache."""

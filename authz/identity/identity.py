@@ -1,0 +1,120 @@
+"""Identity: the one object the rest of the service uses to read, verify and mint tokens.
+
+Built per config version, so a new version gets new keys, a new JWKS state and an empty
+verified-token cache (no claims leak across versions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from authz.errors import ConfigError, TokenError
+from authz.identity.cache import TokenCache
+from authz.identity.extract import TokenExtractor
+from authz.identity.jwks import JwksSource
+from authz.identity.keys import Key, Problems, load_static_key, pick_primary
+from authz.identity.mint import Minter, ServiceTokens
+from authz.identity.settings import AuthSettings
+from authz.identity.verify import Provider, Verifier
+
+log = logging.getLogger(__name__)
+
+
+class Identity:
+    def __init__(
+        self,
+        settings: AuthSettings,
+        *,
+        base_dir: Path,
+        project: str,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
+        self.settings = settings
+        self.clock = clock  # wall clock for exp/nbf/iat
+        self.monotonic = monotonic  # for JWKS rate limits (immune to clock steps)
+        self.max_bytes = settings.maxTokenBytes
+        self.cache = TokenCache(settings.cacheSize, settings.leeway)
+        problems = Problems()  # every problem of the section, raised together
+        providers, static = self._load(settings, base_dir, problems)
+        self.sources = [p for p in providers if isinstance(p, JwksSource)]
+        self.verifier = Verifier(
+            providers,
+            leeway=settings.leeway,
+            required=settings.requireClaims,
+            max_bytes=settings.maxTokenBytes,
+            clock=clock,
+        )
+        self.extractor = TokenExtractor(settings.token, settings.maxTokenBytes)
+        self.minter = Minter(pick_primary(settings.secrets, static, problems), clock)
+        if problems:
+            raise ConfigError(problems)
+        self.service_tokens = ServiceTokens(self.minter, project, settings.serviceToken.ttl)
+
+    def _load(
+        self, settings: AuthSettings, base_dir: Path, problems: Problems
+    ) -> tuple[list[Provider], dict[int, Key]]:
+        """Every usable key of the config, in order; problems are added to `problems`."""
+        providers: list[Provider] = []
+        static: dict[int, Key] = {}
+        for i, s in enumerate(settings.secrets):
+            path = f"auth.secrets[{i}]"
+            if s.jwksUrl is not None:
+                providers.append(
+                    JwksSource(s, path, on_removed=self.cache.purge, clock=self.monotonic)
+                )
+            elif (key := load_static_key(s, path, base_dir, problems)) is not None:
+                static[i] = key
+                providers.append(key)
+        return providers, static
+
+    async def start(self, http: httpx.AsyncClient) -> None:
+        """First JWKS fetches (failures leave us not ready), then the background refreshes."""
+        await asyncio.gather(*(s.start(http) for s in self.sources))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(s.close() for s in self.sources))
+
+    @property
+    def ready(self) -> bool:
+        return all(s.ready for s in self.sources)
+
+    @property
+    def can_sign(self) -> bool:
+        return self.minter.key is not None
+
+    def extract(self, headers: Mapping[str, str]) -> str | None:
+        return self.extractor.extract(headers)
+
+    async def verify(self, token: str) -> dict[str, Any]:
+        """The verified claims (treat them as read-only), or TokenError(reason)."""
+        if not isinstance(token, str) or len(token) > self.max_bytes:
+            raise TokenError("token too large")
+        now = self.clock()
+        claims = self.cache.get(token, now)
+        if claims is not None:
+            return claims
+        try:
+            claims, key, exp, nbf = await self.verifier.verify(token)
+        except TokenError:
+            raise
+        except Exception as e:  # fail closed: an unforeseen input is a bad token, not a crash
+            log.warning("token verification failed unexpectedly: %s", type(e).__name__)
+            raise TokenError("token could not be verified") from None
+        self.cache.put(token, claims, exp, nbf, key)
+        return claims
+
+    def mint(self, claims: dict[str, Any], ttl: float) -> str:
+        """A JWT signed by the primary key, with iat/exp; ConfigError when no key can sign."""
+        return self.minter.mint(claims, ttl)
+
+    def service_token(self, caller_id: str | None) -> str:
+        """The upstream service token for this caller (cached); ConfigError when no key can sign."""
+        return self.service_tokens.get(caller_id)

@@ -1,0 +1,439 @@
+"""Metrics (Prometheus) and the decision log (JSON lines), both cheap on the hot path.
+
+Metrics live on a dedicated `CollectorRegistry` (never the global one, so tests and several
+`Metrics` objects do not collide). Per-request helpers are pre-bound label children created
+when a config loads (`Metrics.endpoint(...)`, `.datastore(...)`, `.webhook(...)`, `.cache(...)`),
+so a Check costs a dict lookup and two `inc`/`observe` calls, never a `.labels()` call.
+
+The decision log only appends to an in-memory deque on the event loop; a background thread
+masks, serialises and writes the records in batches.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import math
+import os
+import random
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST  # for the /metrics response
+
+# A Check costs ~0.1 ms (the gRPC floor) to tens of ms (datastores, webhooks): fine buckets there.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+)  # fmt: skip
+# Datastore/webhook calls: 1 ms .. the deadlines (100-150 ms by default) and beyond.
+DEPENDENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+
+UNMATCHED = "-"  # service/endpoint label when no endpoint matched (bounded cardinality)
+# Status codes a Check answers; pre-bound so the hot path never calls .labels().
+_COMMON_OUTCOMES = (
+    (True, 200), (False, 400), (False, 401), (False, 403), (False, 500), (False, 503),
+)  # fmt: skip
+
+log = logging.getLogger("authz.observability")
+
+
+class EndpointMetrics:
+    """Pre-bound metric children of one endpoint; `observe` is the per-Check call."""
+
+    __slots__ = ("_checks", "_factory", "_latency")
+
+    def __init__(self, checks: Counter, latency: Histogram, service: str, endpoint: str):
+        self._latency = latency.labels(service, endpoint)
+
+        def factory(allowed: bool, status: int) -> Any:
+            outcome = "allow" if allowed else "deny"
+            return checks.labels(service, endpoint, outcome, str(status))
+
+        self._factory = factory
+        self._checks = {key: factory(*key) for key in _COMMON_OUTCOMES}
+
+    def observe(self, allowed: bool, status: int, seconds: float) -> None:
+        """Count one Check and record its latency."""
+        child = self._checks.get((allowed, status))
+        if child is None:  # a rare status: bind once, then it is cached like the others
+            child = self._checks[(allowed, status)] = self._factory(allowed, status)
+        child.inc()
+        self._latency.observe(seconds)
+
+
+class DependencyMetrics:
+    """Latency and errors of one datastore alias or one webhook URL."""
+
+    __slots__ = ("_errors", "_factory", "_latency")
+
+    def __init__(self, latency: Histogram, errors: Counter, name: str):
+        self._latency = latency.labels(name)
+        self._factory = lambda kind: errors.labels(name, kind)
+        self._errors: dict[str, Any] = {}
+
+    def observe(self, seconds: float) -> None:
+        self._latency.observe(seconds)
+
+    def error(self, kind: str = "error") -> None:
+        """Count a failure; `kind` is a small fixed word (timeout, connection, status...)."""
+        child = self._errors.get(kind)
+        if child is None:
+            child = self._errors[kind] = self._factory(kind)
+        child.inc()
+
+
+class CacheMetrics:
+    """Hit/miss counters of one named cache (pre-bound)."""
+
+    __slots__ = ("hit", "miss")
+
+    def __init__(self, hits: Counter, misses: Counter, name: str):
+        self.hit: Callable[[], None] = hits.labels(name).inc
+        self.miss: Callable[[], None] = misses.labels(name).inc
+
+
+class Metrics:
+    """Every metric of the service, on its own registry. One instance per process."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.checks = Counter(
+            "authz_checks",
+            "Authorization decisions by endpoint, outcome and HTTP status.",
+            ["service", "endpoint", "outcome", "status"],
+            registry=r,
+        )
+        self.check_latency = Histogram(
+            "authz_check_duration_seconds",
+            "Time to decide one Check, by endpoint.",
+            ["service", "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.token_failures = Counter(
+            "authz_token_verification_failures",
+            "Tokens rejected, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.datastore_latency = Histogram(
+            "authz_datastore_duration_seconds",
+            "Datastore query time, by alias.",
+            ["alias"],
+            buckets=DEPENDENCY_BUCKETS,
+            registry=r,
+        )
+        self.datastore_errors = Counter(
+            "authz_datastore_errors",
+            "Datastore failures (timeouts, connection errors), by alias.",
+            ["alias", "kind"],
+            registry=r,
+        )
+        self.webhook_latency = Histogram(
+            "authz_webhook_duration_seconds",
+            "Webhook call time, by URL.",
+            ["url"],
+            buckets=DEPENDENCY_BUCKETS,
+            registry=r,
+        )
+        self.webhook_errors = Counter(
+            "authz_webhook_errors",
+            "Webhook failures (timeouts, connection errors, bad replies), by URL.",
+            ["url", "kind"],
+            registry=r,
+        )
+        self.cache_hits = Counter("authz_cache_hits", "Cache hits.", ["cache"], registry=r)
+        self.cache_misses = Counter("authz_cache_misses", "Cache misses.", ["cache"], registry=r)
+        self.config_info = Gauge(
+            "authz_config_info",
+            "The config version serving (value 1).",
+            ["version"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.reloads = Counter(
+            "authz_config_reloads", "Config loads and reloads, by result.", ["result"], registry=r
+        )
+        self.last_reload_success = Gauge(
+            "authz_config_last_reload_success",
+            "1 when the last config load/reload succeeded, 0 when it was rejected.",
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.last_reload_timestamp = Gauge(
+            "authz_config_last_reload_timestamp_seconds",
+            "Unix time of the last config load/reload attempt.",
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.decision_log_dropped = Counter(
+            "authz_decision_log_dropped",
+            "Decision log records dropped (queue full or write error).",
+            registry=r,
+        )
+        self._token_failures: dict[str, Any] = {}
+        self._version: str | None = None
+        self._unmatched = self.endpoint(UNMATCHED, UNMATCHED)
+
+    # --- binding, at config load ---------------------------------------------------------
+
+    def endpoint(self, service: str, endpoint: str) -> EndpointMetrics:
+        """Pre-bound children for one endpoint; call once per endpoint when a config loads."""
+        return EndpointMetrics(self.checks, self.check_latency, service, endpoint)
+
+    def endpoints(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], EndpointMetrics]:
+        """`endpoint()` for every (service, endpoint) of a config."""
+        return {pair: self.endpoint(*pair) for pair in pairs}
+
+    @property
+    def unmatched(self) -> EndpointMetrics:
+        """For Checks that matched no endpoint."""
+        return self._unmatched
+
+    def datastore(self, alias: str) -> DependencyMetrics:
+        return DependencyMetrics(self.datastore_latency, self.datastore_errors, alias)
+
+    def webhook(self, url: str) -> DependencyMetrics:
+        return DependencyMetrics(self.webhook_latency, self.webhook_errors, url)
+
+    def cache(self, name: str) -> CacheMetrics:
+        return CacheMetrics(self.cache_hits, self.cache_misses, name)
+
+    # --- events ----------------------------------------------------------------------------
+
+    def token_failure(self, reason: str) -> None:
+        """Count a rejected token; `reason` is a fixed word (expired, signature, malformed...)."""
+        child = self._token_failures.get(reason)
+        if child is None:
+            child = self._token_failures[reason] = self.token_failures.labels(reason)
+        child.inc()
+
+    def config_loaded(self, version: str, when: float | None = None) -> None:
+        """A config (first load or reload) is now serving."""
+        if self._version is not None and self._version != version:
+            self.config_info.remove(self._version)
+        self._version = version
+        self.config_info.labels(version).set(1)
+        self._reload_result(True, when)
+
+    def config_rejected(self, when: float | None = None) -> None:
+        """A reload was rejected; the previous version keeps serving."""
+        self._reload_result(False, when)
+
+    def _reload_result(self, ok: bool, when: float | None) -> None:
+        self.reloads.labels("success" if ok else "failure").inc()
+        self.last_reload_success.set(1 if ok else 0)
+        self.last_reload_timestamp.set(time.time() if when is None else when)
+
+    # --- exposition --------------------------------------------------------------------------
+
+    def render(self) -> bytes:
+        """The /metrics body (text format 0.0.4; content type `CONTENT_TYPE`).
+
+        With PROMETHEUS_MULTIPROC_DIR set (several `--workers` processes), the values of every
+        worker are aggregated from that directory instead.
+        """
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)
+            return generate_latest(merged)
+        return generate_latest(self.registry)
+
+
+# --- decision log ------------------------------------------------------------------------
+
+MASK = "***"
+# Key names (lower-case, '-' and '_' removed) whose values are never written.
+_SENSITIVE_KEY_PARTS = (
+    "token", "authorization", "cookie", "secret", "password", "passwd", "apikey", "privatekey",
+    "credential",
+)  # fmt: skip
+# A JWT/JWS/JWE (header segment is base64url JSON: starts with "eyJ" or "ew"), any three long
+# base64url segments, or our field-encryption envelope v1.<kid>.<base64url>.
+_SECRET_VALUE = re.compile(
+    r"(?:eyJ|ew)[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
+    r"|[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}"
+    r"|\bv1\.[^.\s]+\.[A-Za-z0-9_-]{20,}"
+)
+_MAX_DEPTH = 64  # records are built by us, but a trace could nest request data
+
+
+def _sensitive_key(key: str) -> bool:
+    k = key.lower().replace("-", "").replace("_", "")
+    return any(part in k for part in _SENSITIVE_KEY_PARTS)
+
+
+def mask(value: Any, depth: int = 0) -> Any:
+    """A copy of `value` with secrets replaced by "***" (keys by name, strings by shape)."""
+    if isinstance(value, str):
+        return MASK if _SECRET_VALUE.search(value) else value
+    if depth >= _MAX_DEPTH:
+        return MASK
+    if isinstance(value, dict):
+        return {
+            k: MASK if isinstance(k, str) and _sensitive_key(k) else mask(v, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [mask(v, depth + 1) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return mask(bytes(value).decode("utf-8", "replace"), depth)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _is_allow(record: dict[str, Any]) -> bool:
+    return record.get("allowed") is True or record.get("outcome") == "allow"
+
+
+class DecisionLog:
+    """JSON-lines decision log written off the event loop.
+
+    `target` is "off", "stdout" or a file path (appended to). `sample_allows` is the fraction
+    of *allowed* decisions written (denials are always written). `log()` takes ownership of
+    the record: the caller must not change it afterwards.
+    """
+
+    def __init__(
+        self,
+        target: str = "off",
+        sample_allows: float = 1.0,
+        *,
+        batch_size: int = 256,
+        flush_interval: float = 0.2,
+        max_queue: int = 100_000,
+        on_drop: Callable[[int], None] | None = None,
+        sink: IO[str] | None = None,  # tests: any text stream instead of `target`
+        rng: Callable[[], float] = random.random,
+    ):
+        if not 0.0 <= sample_allows <= 1.0:
+            raise ValueError("sample_allows must be between 0 and 1")
+        self.target = target
+        self.enabled = target != "off" or sink is not None
+        self.sample_allows = sample_allows
+        self.dropped = 0
+        self._batch_size = batch_size
+        self._interval = flush_interval
+        self._max_queue = max_queue
+        self._on_drop = on_drop
+        self._rng = rng
+        self._queue: collections.deque[tuple[float, dict[str, Any]]] = collections.deque()
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._sink, self._own_sink = self._open(target, sink)
+        if self.enabled:
+            self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
+            self._thread.start()
+
+    @staticmethod
+    def _open(target: str, sink: IO[str] | None) -> tuple[IO[str] | None, bool]:
+        if sink is not None:
+            return sink, False
+        if target == "off":
+            return None, False
+        if target == "stdout":
+            return sys.stdout, False
+        # A large buffer and one flush per batch: a batch reaches the O_APPEND file in one
+        # write(), so several worker processes can share a file without tearing lines.
+        return open(target, "a", encoding="utf-8", buffering=1 << 20), True
+
+    # --- hot path ------------------------------------------------------------------------
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Queue one decision (O(1), no I/O, no lock on the common path)."""
+        if not self.enabled or self._stop:
+            return
+        if self.sample_allows < 1.0 and _is_allow(record) and self._rng() >= self.sample_allows:
+            return
+        q = self._queue
+        if len(q) >= self._max_queue:
+            self._drop(1)
+            return
+        q.append((time.time(), record))
+        if len(q) >= self._batch_size:
+            self._wake.set()
+
+    # --- writer thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            self._drain()
+        self._drain()
+
+    def _drain(self) -> None:
+        q = self._queue
+        while q:
+            batch = []
+            while q and len(batch) < self._batch_size:
+                batch.append(q.popleft())
+            self._write(batch)
+
+    def _write(self, batch: list[tuple[float, dict[str, Any]]]) -> None:
+        lines = []
+        for ts, record in batch:
+            try:
+                lines.append(_encode(ts, record))
+            except Exception:  # a record we cannot serialise must not stop the log
+                log.exception("decision log: cannot encode a record")
+                self._drop(1)
+        if not lines or self._sink is None:
+            return
+        try:
+            self._sink.write("".join(lines))
+            self._sink.flush()
+        except (OSError, ValueError) as exc:
+            log.warning("decision log: write failed: %s", exc)
+            self._drop(len(lines))
+
+    def _drop(self, n: int) -> None:
+        self.dropped += n
+        if self._on_drop is not None:
+            self._on_drop(n)
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Ask the writer to write what is queued now, and wait (bounded) until it has."""
+        if self._thread is None:
+            return
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        while self._queue and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write everything queued, stop the writer and close the file. Idempotent."""
+        if self._stop:
+            return
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._own_sink and self._sink is not None:
+            self._sink.close()
+
+
+def _encode(ts: float, record: dict[str, Any]) -> str:
+    out = {"time": datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")}
+    out.update(mask(record))  # a record's own "time" wins
+    return json.dumps(out, separators=(",", ":"), default=str, ensure_ascii=False) + "\n"

@@ -1,0 +1,1 @@
+"""Rules: compiled once at load, walked per request. One module per family."""

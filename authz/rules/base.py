@@ -1,0 +1,102 @@
+"""The one interface every compiled rule implements, and the per-request evaluation context.
+
+A rule is compiled once at config load into a `Rule` object and only walked per request.
+`evaluate` returns None when the rule passes and a `Failure` when it does not: a failure is
+either a plain *fail* (the condition is false) or an *error* (it could not be evaluated: a
+reference that does not resolve, a value of the wrong type). Exceptions are reserved for what
+must stop the whole evaluation: `DependencyError` (503), `RequestError` (400).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(slots=True, frozen=True)
+class Failure:
+    """Why a rule did not pass."""
+
+    path: str  # config path of the rule that failed, e.g. "services.a.endpoints.b.rule.clauses[1]"
+    reason: str  # for the decision log and explain; never sent to the client
+    error: bool = False  # True: could not be evaluated (RULES.md §4 "error"); False: was false
+    message: str | None = None  # the `error` text of the rule, sent to the client in the 403
+    fatal: bool = False  # denies the request even inside `or` (a field rule that cannot act)
+
+    def as_fatal(self) -> Failure:
+        return Failure(self.path, self.reason, self.error, self.message, True)
+
+
+@dataclass(slots=True)
+class TraceEntry:
+    """One evaluated rule, recorded only when a trace was asked for (explain, `authz check`)."""
+
+    path: str
+    kind: str
+    passed: bool
+    error: bool
+    detail: str
+
+
+class Context:
+    """Everything one evaluation reads and writes. Created per request, never shared."""
+
+    __slots__ = ("args", "changes", "detail", "runtime", "trace")
+
+    def __init__(self, args: dict[str, Any], runtime: Any = None, trace: bool = False):
+        self.args = args  # the request variables (DESIGN §3)
+        self.runtime = runtime  # resources: datastores, http client, identity, keyring
+        self.changes: list[Any] = []  # field-rule changes, applied in rule order (RULES §5)
+        self.trace: list[TraceEntry] | None = [] if trace else None
+        self.detail = ""  # set by a rule while tracing: its inputs as resolved
+
+    def rollback(self, mark: int) -> None:
+        """Undo the changes recorded after `mark` (an `or` clause that did not pass)."""
+        while len(self.changes) > mark:
+            self.changes.pop().undo(self.args)
+
+
+class Rule:
+    """A compiled rule. Subclasses set `kind` and implement `evaluate`."""
+
+    kind: ClassVar[str] = ""
+    __slots__ = ("error", "path")
+
+    def __init__(self, path: str, error: str | None = None):
+        self.path = path
+        self.error = error
+
+    async def evaluate(self, ctx: Context) -> Failure | None:
+        raise NotImplementedError
+
+    def children(self) -> tuple[Rule, ...]:
+        """Nested rules (clauses), for coverage and explain."""
+        return ()
+
+    def fail(self, reason: str, error: bool = False) -> Failure:
+        return Failure(self.path, reason, error, self.error)
+
+    def own(self, failure: Failure) -> Failure:
+        """A nested failure made this rule fail: the innermost `error` text wins."""
+        if failure.message is None and self.error is not None:
+            return Failure(failure.path, failure.reason, failure.error, self.error, failure.fatal)
+        return failure
+
+
+async def run(rule: Rule, ctx: Context) -> Failure | None:
+    """Evaluate a nested rule, recording it when tracing. Composite rules call this."""
+    result = await rule.evaluate(ctx)
+    if ctx.trace is not None:
+        detail, ctx.detail = ctx.detail, ""
+        if result is not None:
+            detail = result.reason
+        ctx.trace.append(
+            TraceEntry(
+                rule.path,
+                rule.kind,
+                result is None,
+                result is not None and result.error,
+                detail,
+            )
+        )
+    return result

@@ -1,0 +1,157 @@
+"""`match`: compare two values of a declared type (RULES.md §4).
+
+Three outcomes: pass, fail (the comparison is false) and error (a side does not resolve or has
+the wrong type). Literals are type-checked and normalised at load.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+from authz.config.schema import MatchRule
+from authz.rules.base import Context, Failure, Rule
+from authz.rules.compiler import CompileContext, compiles
+from authz.rules.refs import (
+    MISSING,
+    Getter,
+    compile_template,
+    compile_value,
+    constant,
+    is_constant,
+    is_reference,
+)
+from authz.rules.utils import parse_date
+
+EVALS_BY_TYPE = {
+    "string": ("==", "!=", "in", "notIn"),
+    "number": ("==", "!=", "<", "<=", ">", ">=", "in", "notIn"),
+    "bool": ("==", "!="),
+    "date": ("==", "!=", "<", "<=", ">", ">="),
+}
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "in": lambda a, b: a in b,
+    "notIn": lambda a, b: a not in b,
+}
+
+
+class _Wrong:
+    __slots__ = ()
+
+
+WRONG: Any = _Wrong()  # a value of the wrong type for the declared `type`
+
+
+def _string(v: Any) -> Any:
+    return v if type(v) is str else WRONG
+
+
+def _number(v: Any) -> Any:
+    return v if (type(v) is int or type(v) is float) else WRONG
+
+
+def _bool(v: Any) -> Any:
+    return v if type(v) is bool else WRONG
+
+
+def _date(v: Any) -> Any:
+    d = parse_date(v)
+    return WRONG if d is None else d
+
+
+COERCE: dict[str, Callable[[Any], Any]] = {
+    "string": _string,
+    "number": _number,
+    "bool": _bool,
+    "date": _date,
+}
+
+
+class Match(Rule):
+    kind = "match"
+    __slots__ = ("coerce", "f1", "f1_text", "f2", "f2_list", "f2_text", "op", "op_text", "type")
+
+    async def evaluate(self, ctx: Context) -> Failure | None:
+        args = ctx.args
+        a = self.f1(args)
+        if a is MISSING:
+            return self.fail(f"f1 {self.f1_text} does not resolve", error=True)
+        a = self.coerce(a)
+        if a is WRONG:
+            return self.fail(f"f1 {self.f1_text} is not a {self.type}", error=True)
+        b = self.f2(args)
+        if b is MISSING:
+            return self.fail(f"f2 {self.f2_text} does not resolve", error=True)
+        if self.f2_list:
+            if type(b) is not list:
+                return self.fail(f"f2 {self.f2_text} is not a list", error=True)
+            coerce = self.coerce
+            items = [coerce(x) for x in b]
+            if any(x is WRONG for x in items):
+                return self.fail(f"f2 {self.f2_text} has an item that is not a {self.type}", True)
+            b = items
+        else:
+            b = self.coerce(b)
+            if b is WRONG:
+                return self.fail(f"f2 {self.f2_text} is not a {self.type}", error=True)
+        if ctx.trace is not None:
+            ctx.detail = f"{a!r} {self.op_text} {b!r}"
+        if self.op(a, b):
+            return None
+        return self.fail(f"{a!r} {self.op_text} {b!r} is false")
+
+
+@compiles("match")
+def compile_match(model: MatchRule, cc: CompileContext, path: str) -> Rule:
+    rule = Match(path, model.error)
+    rule.type, rule.op_text, rule.op = model.type, model.eval, _OPS[model.eval]
+    rule.coerce = COERCE[model.type]
+    rule.f2_list = model.eval in ("in", "notIn")
+    if model.eval not in EVALS_BY_TYPE[model.type]:
+        cc.error(
+            f"{path}.eval",
+            f"operator '{model.eval}' is not allowed for type '{model.type}' "
+            f"(allowed: {' '.join(EVALS_BY_TYPE[model.type])})",
+        )
+    rule.f1, rule.f1_text = _side(model.f1, model.type, cc, f"{path}.f1"), _text(model.f1)
+    if rule.f2_list:
+        rule.f2 = _list_side(model.f2, model.type, cc, f"{path}.f2")
+    else:
+        rule.f2 = _side(model.f2, model.type, cc, f"{path}.f2")
+    rule.f2_text = _text(model.f2)
+    return rule
+
+
+def _side(raw: Any, type_: str, cc: CompileContext, path: str) -> Getter:
+    getter = compile_value(raw, cc, path)
+    if is_constant(getter) and not is_reference(raw):
+        _check_literal(raw, type_, cc, path)
+    return getter
+
+
+def _list_side(raw: Any, type_: str, cc: CompileContext, path: str) -> Getter:
+    if is_reference(raw):
+        return compile_value(raw, cc, path)
+    if not isinstance(raw, list):
+        cc.error(path, f"must be a list (or a reference to one), got {type(raw).__name__}")
+        return constant(MISSING)
+    for i, item in enumerate(raw):
+        if not is_reference(item):
+            _check_literal(item, type_, cc, f"{path}[{i}]")
+    return compile_template(raw, cc, path)
+
+
+def _check_literal(value: Any, type_: str, cc: CompileContext, path: str) -> None:
+    if COERCE[type_](value) is WRONG:
+        cc.error(path, f"literal {value!r} is not a {type_}")
+
+
+def _text(raw: Any) -> str:
+    return raw if isinstance(raw, str) and is_reference(raw) else repr(raw)

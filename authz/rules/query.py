@@ -1,0 +1,241 @@
+"""`query`: run a Mongo-style `find` on a declared datastore (RULES.md §5).
+
+The filter's structure (fields, operators, `$and`/`$or`) is fixed at load; references fill
+*value slots* only, and a value taken from a reference must be a scalar (or, for `$in`/`$nin`,
+a list of scalars). So a request value such as `{"$ne": null}` fails the rule and never
+reaches the datastore (NoSQL injection, RULES.md §6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from authz.config.schema import QueryRule
+from authz.datastores.cache import MISS, ResultCache, freeze
+from authz.datastores.filters import (
+    FIELD,
+    LIST_OPERATORS,
+    LOGICAL,
+    OPERATORS,
+    FilterError,
+    check_collection,
+    check_field,
+    value_problem,
+)
+from authz.errors import DependencyError
+from authz.rules.base import Context, Failure, Rule, run
+from authz.rules.compiler import CompileContext, compile_rule, compiles
+from authz.rules.refs import MISSING, compile_value, is_reference
+
+Fill = Callable[[dict[str, Any]], Any]
+# args keys a rule may not overwrite with results: what the request and the token say
+RESERVED = frozenset(
+    ("auth", "token", "params", "query", "headers", "pathParams", "method", "path", "service",
+     "endpoint")
+)  # fmt: skip
+
+
+class SlotError(Exception):
+    """A value slot could not be filled: reference missing, or a value of the wrong shape."""
+
+    def __init__(self, path: str, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class Query(Rule):
+    kind = "query"
+    __slots__ = ("alias", "cache", "clause", "col", "fill", "limit", "set_store")
+
+    def children(self) -> tuple[Rule, ...]:
+        return (self.clause,) if self.clause is not None else ()
+
+    async def evaluate(self, ctx: Context) -> Failure | None:
+        try:
+            filled = self.fill(ctx.args)
+        except SlotError as exc:
+            return self.fail(f"{exc.path}: {exc.reason}", error=True)
+        docs = await self._documents(ctx, filled)
+        self.set_store(ctx.args, docs)
+        if ctx.trace is not None:
+            ctx.detail = f"{self.alias}.{self.col}: {len(docs)} document(s)"
+        if self.clause is not None:
+            failure = await run(self.clause, ctx)
+            return None if failure is None else self.own(failure)
+        return None if docs else self.fail("no document matched")
+
+    async def _documents(self, ctx: Context, filled: dict[str, Any]) -> list[dict[str, Any]]:
+        key = freeze(filled) if self.cache is not None else None
+        if self.cache is not None:
+            docs = self.cache.get(key)
+            count_cache(ctx, "query", docs is not MISS)
+            if docs is not MISS:
+                return docs
+        store = datastore(ctx, self.alias)
+        docs = await store.find(self.col, filled, self.limit)
+        if self.cache is not None:
+            self.cache.put(key, docs)
+        return docs
+
+
+def count_cache(ctx: Context, name: str, hit: bool) -> None:
+    """Cache hit/miss metrics, when the runtime has metrics (the server; not the CLI)."""
+    metrics = getattr(ctx.runtime, "metrics", None)
+    if metrics is not None:
+        cache = metrics.cache(name)
+        cache.hit() if hit else cache.miss()
+
+
+def datastore(ctx: Context, alias: str) -> Any:
+    stores = getattr(ctx.runtime, "datastores", None) or {}
+    store = stores.get(alias)
+    if store is None:
+        raise DependencyError(f"datastore {alias} is not open")
+    return store
+
+
+@compiles("query")
+def compile_query(model: QueryRule, cc: CompileContext, path: str) -> Rule:
+    rule = Query(path, model.error)
+    rule.alias, rule.col, rule.limit = model.db, model.col, model.limit
+    _check_alias(model.db, cc, f"{path}.db")
+    try:
+        check_collection(model.col, f"{path}.col")
+    except FilterError as exc:
+        cc.error(exc.path, exc.message)
+    rule.fill = compile_filter(model.find, cc, f"{path}.find")
+    rule.set_store = compile_store(model.store, cc, f"{path}.store")
+    rule.clause = compile_rule(model.clause, cc, f"{path}.clause") if model.clause else None
+    rule.cache = ResultCache(model.cache.ttl, model.cache.size) if model.cache else None
+    return rule
+
+
+def _check_alias(alias: str, cc: CompileContext, path: str) -> None:
+    if cc.config is None:
+        return  # compiled on its own (tests); the authorizer always passes the config
+    declared = getattr(cc.config, "databases", None) or {}
+    if alias not in declared:
+        known = ", ".join(sorted(declared)) or "none declared"
+        cc.error(path, f"unknown database alias {alias!r} (databases: {known})")
+
+
+# --- the filter --------------------------------------------------------------------------
+
+
+def compile_filter(raw: Any, cc: CompileContext, path: str) -> Fill:
+    """Compile a `find` object into a function of args building the filled filter."""
+    if not isinstance(raw, dict):
+        cc.error(path, "must be an object")
+        return lambda args: {}
+    parts: list[tuple[str, Fill]] = []
+    for key, value in raw.items():
+        p = f"{path}.{key}"
+        if key in LOGICAL:
+            fill = _compile_logical(key, value, cc, p)
+        elif isinstance(key, str) and key.startswith("$"):
+            cc.error(p, f"unknown operator {key!r} (allowed: {_allowed()})")
+            continue
+        else:
+            try:
+                check_field(key, p)
+            except FilterError as exc:
+                cc.error(exc.path, exc.message)
+                continue
+            fill = _compile_field(value, cc, p)
+        parts.append((key, fill))
+    items = tuple(parts)
+    return lambda args: {k: fill(args) for k, fill in items}
+
+
+def _compile_logical(key: str, value: Any, cc: CompileContext, path: str) -> Fill:
+    if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
+        cc.error(path, f"{key} takes a non-empty list of filter objects")
+        return lambda args: []
+    subs = tuple(compile_filter(v, cc, f"{path}[{i}]") for i, v in enumerate(value))
+    return lambda args: [s(args) for s in subs]
+
+
+def _compile_field(value: Any, cc: CompileContext, path: str) -> Fill:
+    if isinstance(value, list):
+        cc.error(path, "a list is not a value here; use {$in: [...]}")
+        return lambda args: None
+    if not isinstance(value, dict):
+        return _compile_slot(value, "$eq", cc, path)
+    if not value:
+        cc.error(path, "an empty operator object")
+    ops: list[tuple[str, Fill]] = []
+    for op, operand in value.items():
+        if not isinstance(op, str) or not op.startswith("$"):
+            cc.error(path, "objects are not values; use dotted field names (a.b)")
+            continue
+        if op not in OPERATORS:
+            cc.error(f"{path}.{op}", f"unknown operator {op!r} (allowed: {_allowed()})")
+            continue
+        ops.append((op, _compile_slot(operand, op, cc, f"{path}.{op}")))
+    items = tuple(ops)
+    return lambda args: {op: fill(args) for op, fill in items}
+
+
+def _compile_slot(raw: Any, op: str, cc: CompileContext, path: str) -> Fill:
+    """One operand: a literal (checked now) or references (checked per request)."""
+    if not _has_reference(raw):
+        problem = value_problem(op, raw)
+        if problem:
+            cc.error(path, problem)
+        return lambda args: raw
+    if op in LIST_OPERATORS and isinstance(raw, list):
+        items = tuple(_compile_slot(v, "$eq", cc, f"{path}[{i}]") for i, v in enumerate(raw))
+        return _checked(lambda args: [f(args) for f in items], op, path)
+    return _checked(compile_value(raw, cc, path), op, path)
+
+
+def _has_reference(raw: Any) -> bool:
+    if isinstance(raw, list):
+        return any(is_reference(v) for v in raw)
+    return is_reference(raw)
+
+
+def _checked(getter: Fill, op: str, path: str) -> Fill:
+    """Resolve a reference and refuse any value that does not fit the slot."""
+
+    def fill(args: dict[str, Any]) -> Any:
+        value = getter(args)
+        if value is MISSING:
+            raise SlotError(path, "reference does not resolve")
+        problem = value_problem(op, value)
+        if problem:
+            raise SlotError(path, problem)
+        return value
+
+    return fill
+
+
+def _allowed() -> str:
+    return " ".join(sorted(OPERATORS | set(LOGICAL)))
+
+
+# --- where results go --------------------------------------------------------------------
+
+
+def compile_store(raw: str, cc: CompileContext, path: str) -> Callable[[dict[str, Any], Any], None]:
+    """`args.result` or `args.a.b`: a setter writing a result into args (parents created)."""
+    parts = raw.split(".") if isinstance(raw, str) else []
+    if len(parts) < 2 or parts[0] != "args" or not FIELD.fullmatch(".".join(parts[1:])):
+        cc.error(path, f"must be a path args.<name>[.<name>...], got {raw!r}")
+        return lambda args, value: None
+    if parts[1] in RESERVED:
+        cc.error(path, f"cannot store results under args.{parts[1]} (request data)")
+    *parents, last = parts[1:]
+
+    def store(args: dict[str, Any], value: Any) -> None:
+        obj = args
+        for key in parents:
+            nxt = obj.get(key)
+            if not isinstance(nxt, dict):
+                nxt = obj[key] = {}
+            obj = nxt
+        obj[last] = value
+
+    return store

@@ -1,0 +1,246 @@
+"""The `utils.*` functions of the rule language (RULES.md §2), parsed and bound at load."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Any
+
+from authz.durations import parse_duration
+from authz.rules.compiler import CompileContext
+from authz.rules.refs import MISSING, Getter, compile_path, constant, is_constant
+
+_NAME = re.compile(r"utils\.([A-Za-z]+)\(")
+_NUMBER = re.compile(r"-?\d+(\.\d+)?")
+_UNITS = ("year", "month", "day", "hour", "minute", "second")
+
+
+# --- dates -------------------------------------------------------------------------------
+
+
+def parse_date(value: Any) -> datetime | None:
+    """RFC 3339 timestamp or YYYY-MM-DD date -> aware UTC datetime; None if neither."""
+    if isinstance(value, datetime):
+        if not value.tzinfo:
+            return value.replace(tzinfo=UTC)
+        try:
+            return value.astimezone(UTC)
+        except (ValueError, OverflowError):
+            return None
+    if not isinstance(value, str) or not 10 <= len(value) <= 40:
+        return None
+    try:
+        if len(value) == 10:
+            d = date.fromisoformat(value)
+            return datetime(d.year, d.month, d.day, tzinfo=UTC)
+        if value[10] not in "Tt ":
+            return None
+        dt = datetime.fromisoformat(value)
+        # Normalised to UTC here, once: 0001-01-01T00:00:00+01:00 cannot be, and is no date.
+        return dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+def format_date(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _truncate(dt: datetime, unit: str) -> datetime:
+    dt = dt.astimezone(UTC)
+    if unit == "year":
+        return dt.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+    if unit == "month":
+        return dt.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if unit == "day":
+        return dt.replace(hour=0, minute=0, second=0, microsecond=0)
+    if unit == "hour":
+        return dt.replace(minute=0, second=0, microsecond=0)
+    if unit == "minute":
+        return dt.replace(second=0, microsecond=0)
+    return dt.replace(microsecond=0)
+
+
+# --- the functions: each takes its argument getters and returns the call's getter ---------
+
+
+def _exists(g: Getter) -> Getter:
+    return lambda args: g(args) is not MISSING
+
+
+def _length(g: Getter) -> Getter:
+    def get(args: dict[str, Any]) -> Any:
+        v = g(args)
+        return len(v) if isinstance(v, list | dict | str) else MISSING
+
+    return get
+
+
+def _now() -> Getter:
+    return lambda args: format_date(datetime.now(UTC))
+
+
+def _add_duration(date_g: Getter, dur_g: Getter) -> Getter:
+    def get(args: dict[str, Any]) -> Any:
+        dt, dur = parse_date(date_g(args)), dur_g(args)
+        if dt is None or not isinstance(dur, str):
+            return MISSING
+        try:
+            return format_date(dt + _timedelta(dur))
+        except (ValueError, OverflowError):
+            return MISSING
+
+    return get
+
+
+def _timedelta(text: str):
+    from datetime import timedelta
+
+    return timedelta(seconds=parse_duration(text))
+
+
+def _round_up_date(date_g: Getter, unit_g: Getter) -> Getter:
+    def get(args: dict[str, Any]) -> Any:
+        dt, unit = parse_date(date_g(args)), unit_g(args)
+        if dt is None or unit not in _UNITS:
+            return MISSING
+        try:
+            return format_date(_truncate(dt, unit))
+        except (ValueError, OverflowError):
+            return MISSING
+
+    return get
+
+
+def _each(g: Getter, convert: Callable[[Any], Any]) -> Getter:
+    """Apply `convert` to a value or to every item of a list; MISSING if any item fails."""
+
+    def get(args: dict[str, Any]) -> Any:
+        v = g(args)
+        if isinstance(v, list):
+            out = [convert(x) for x in v]
+            return MISSING if any(x is MISSING for x in out) else out
+        return convert(v)
+
+    return get
+
+
+def _string_to_object_id(g: Getter) -> Getter:
+    from bson import ObjectId
+    from bson.errors import InvalidId
+
+    def convert(v: Any) -> Any:
+        if not isinstance(v, str):
+            return MISSING
+        try:
+            return ObjectId(v)
+        except (InvalidId, TypeError):
+            return MISSING
+
+    return _each(g, convert)
+
+
+def _object_id_to_string(g: Getter) -> Getter:
+    from bson import ObjectId
+
+    return _each(g, lambda v: str(v) if isinstance(v, ObjectId) else MISSING)
+
+
+# name -> (factory, arity, which arguments must be references (paths))
+FUNCTIONS: dict[str, tuple[Callable[..., Getter], int, tuple[int, ...]]] = {
+    "exists": (_exists, 1, (0,)),
+    "length": (_length, 1, ()),
+    "now": (_now, 0, ()),
+    "addDuration": (_add_duration, 2, ()),
+    "roundUpDate": (_round_up_date, 2, ()),
+    "stringToObjectId": (_string_to_object_id, 1, ()),
+    "objectIdToString": (_object_id_to_string, 1, ()),
+}
+
+
+# --- parsing -----------------------------------------------------------------------------
+
+
+def compile_call(text: str, cc: CompileContext, path: str) -> Getter:
+    """Compile `utils.name(arg, ...)`; arguments are references, quoted strings, numbers,
+    booleans, null or nested utils calls."""
+    try:
+        getter, rest = _parse_call(text.strip(), cc, path)
+        if rest.strip():
+            raise ValueError(f"unexpected text after the call: {rest.strip()!r}")
+        return getter
+    except ValueError as exc:
+        cc.error(path, f"invalid utils call {text!r}: {exc}")
+        return constant(MISSING)
+
+
+def _parse_call(text: str, cc: CompileContext, path: str) -> tuple[Getter, str]:
+    m = _NAME.match(text)
+    if not m:
+        raise ValueError("expected utils.name(...)")
+    name = m.group(1)
+    if name not in FUNCTIONS:
+        raise ValueError(f"unknown function utils.{name} (known: {', '.join(FUNCTIONS)})")
+    factory, arity, path_args = FUNCTIONS[name]
+    rest = text[m.end() :]
+    args: list[Getter] = []
+    kinds: list[str] = []
+    rest = rest.lstrip()
+    while not rest.startswith(")"):
+        if args:
+            if not rest.startswith(","):
+                raise ValueError("expected ',' or ')'")
+            rest = rest[1:].lstrip()
+        getter, kind, rest = _parse_arg(rest, cc, path)
+        args.append(getter)
+        kinds.append(kind)
+        rest = rest.lstrip()
+        if not rest:
+            raise ValueError("missing ')'")
+    rest = rest[1:]
+    if len(args) != arity:
+        raise ValueError(f"utils.{name} takes {arity} argument(s), got {len(args)}")
+    for i in path_args:
+        if kinds[i] != "ref":
+            raise ValueError(f"argument {i + 1} of utils.{name} must be an args.* reference")
+    if name == "addDuration" and is_constant(args[1]):
+        try:
+            parse_duration(args[1].value)  # type: ignore[attr-defined]
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+    if name == "roundUpDate" and is_constant(args[1]) and args[1].value not in _UNITS:  # type: ignore[attr-defined]
+        raise ValueError(f"unit must be one of {', '.join(_UNITS)}")
+    return factory(*args), rest
+
+
+def _parse_arg(text: str, cc: CompileContext, path: str) -> tuple[Getter, str, str]:
+    if text.startswith("utils."):
+        getter, rest = _parse_call(text, cc, path)
+        return getter, "call", rest
+    if text[:1] in ("'", '"'):
+        end = text.find(text[0], 1)
+        if end < 0:
+            raise ValueError("unterminated string")
+        return constant(text[1:end]), "literal", text[end + 1 :]
+    if text.startswith("args."):
+        depth, i = 0, 0
+        while i < len(text):
+            ch = text[i]
+            if ch == "[":
+                depth += 1
+            elif ch == "]":
+                depth -= 1
+            elif depth == 0 and ch in ",)":
+                break
+            i += 1
+        ref = text[:i].strip()
+        return compile_path(ref, cc, path), "ref", text[i:]
+    for word, value in (("true", True), ("false", False), ("null", None)):
+        if text.startswith(word):
+            return constant(value), "literal", text[len(word) :]
+    m = _NUMBER.match(text)
+    if m:
+        num = float(m.group(0)) if m.group(1) else int(m.group(0))
+        return constant(num), "literal", text[m.end() :]
+    raise ValueError(f"cannot read argument at {text[:20]!r}")

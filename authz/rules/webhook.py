@@ -1,0 +1,226 @@
+"""`webhook`: ask an HTTP service (RULES.md §5).
+
+POSTs JSON (the whole `args` less the raw token, or `requestTemplate` filled in as data) to a
+fixed `url` with a bearer token: minted from `claims` when set, else a short-lived service
+token. The end-user token is sent only with `forwardToken: true` (then it is the
+`Authorization` bearer, as Space Cloud sends it, and this service's token goes in
+`x-sc-token`). 2xx passes and stores the JSON reply; another status fails (403); a
+timeout, connection error, redirect, non-JSON or oversized reply raises DependencyError (503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import ipaddress
+import json
+import time
+from datetime import date, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from authz.config.schema import WebhookRule
+from authz.datastores.cache import MISS, ResultCache, freeze
+from authz.errors import DependencyError
+from authz.rules.base import Context, Failure, Rule
+from authz.rules.compiler import CompileContext, compiles
+from authz.rules.query import compile_store, count_cache
+from authz.rules.refs import MISSING, Getter, compile_template
+
+MAX_REPLY = 1 << 20  # bytes of a webhook reply body
+TOKEN_TTL = 60.0  # seconds a minted webhook token lives
+SERVICE_TOKEN_HEADER = "x-sc-token"
+
+
+class Webhook(Rule):
+    kind = "webhook"
+    __slots__ = ("body", "cache", "claims", "forward_token", "set_store", "timeout", "url")
+
+    async def evaluate(self, ctx: Context) -> Failure | None:
+        body = self.body(ctx.args)
+        if body is MISSING:
+            return self.fail("requestTemplate: a reference does not resolve", error=True)
+        claims = self.claims(ctx.args) if self.claims is not None else None
+        if claims is MISSING:
+            return self.fail("claims: a reference does not resolve", error=True)
+        user_token = ctx.args.get("token") if self.forward_token else None
+        if self.forward_token and not isinstance(user_token, str):
+            return self.fail("forwardToken: the request has no token", error=True)
+        payload = _encode(body)
+        key = freeze([payload, claims]) if self.cache is not None else None
+        outcome = self.cache.get(key) if self.cache is not None else MISS
+        if self.cache is not None:
+            count_cache(ctx, "webhook", outcome is not MISS)
+        if outcome is MISS:
+            outcome = await self._measured(ctx, payload, claims, user_token)
+            if self.cache is not None:
+                self.cache.put(key, outcome)
+        status, reply = outcome
+        if ctx.trace is not None:
+            ctx.detail = f"POST {self.url} -> {status}"
+        if not 200 <= status < 300:
+            return self.fail(f"webhook answered {status}")
+        self.set_store(ctx.args, reply)
+        return None
+
+    async def _measured(
+        self, ctx: Context, payload: bytes, claims: Any, user_token: str | None
+    ) -> tuple[int, Any]:
+        metrics = getattr(ctx.runtime, "metrics", None)
+        if metrics is None:
+            return await self._call(ctx, payload, claims, user_token)
+        dep = metrics.webhook(self.url)
+        start = time.perf_counter()
+        try:
+            outcome = await self._call(ctx, payload, claims, user_token)
+        except DependencyError as exc:
+            dep.error("timeout" if "timed out" in str(exc) else "error")
+            raise
+        dep.observe(time.perf_counter() - start)
+        return outcome
+
+    async def _call(
+        self, ctx: Context, payload: bytes, claims: Any, user_token: str | None
+    ) -> tuple[int, Any]:
+        runtime = ctx.runtime
+        if runtime is None or runtime.http is None:
+            raise DependencyError("webhook: no HTTP client")
+        service_token = await _token(runtime.identity, claims)
+        headers = {
+            "content-type": "application/json",
+            "accept": "application/json",
+            "accept-encoding": "identity",  # the size cap applies to the bytes we read
+        }
+        if user_token is not None:
+            headers["authorization"] = f"Bearer {user_token}"
+            headers[SERVICE_TOKEN_HEADER] = f"Bearer {service_token}"
+        else:
+            headers["authorization"] = f"Bearer {service_token}"
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._post(runtime.http, payload, headers)
+        except TimeoutError:
+            raise DependencyError(f"webhook {self.url}: timed out") from None
+        except DependencyError:
+            raise
+        except Exception as exc:  # connection refused, reset, protocol errors
+            raise DependencyError(f"webhook {self.url}: {type(exc).__name__}") from exc
+
+    async def _post(self, http: Any, payload: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+        request = http.build_request("POST", self.url, content=payload, headers=headers)
+        response = await http.send(request, stream=True, follow_redirects=False)
+        try:
+            status = response.status_code
+            if 300 <= status < 400:
+                raise DependencyError(f"webhook {self.url}: redirect {status} not followed")
+            if not 200 <= status < 300:
+                return status, None
+            return status, _decode(await _read(response), self.url)
+        finally:
+            await response.aclose()
+
+
+async def _token(identity: Any, claims: dict[str, Any] | None) -> str:
+    if identity is None:
+        raise DependencyError("webhook: no identity to sign a token")
+    token = identity.service_token(None) if claims is None else identity.mint(claims, TOKEN_TTL)
+    if inspect.isawaitable(token):
+        token = await token
+    return token
+
+
+async def _read(response: Any) -> bytes:
+    length = response.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_REPLY:
+        raise DependencyError("webhook reply too large")
+    chunks, size = [], 0
+    async for chunk in response.aiter_raw():
+        size += len(chunk)
+        if size > MAX_REPLY:
+            raise DependencyError("webhook reply too large")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if response.headers.get("content-encoding", "identity") != "identity":
+        raise DependencyError("webhook reply is compressed")  # bounded only when not encoded
+    return raw
+
+
+def _decode(raw: bytes, url: str) -> Any:
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise DependencyError(f"webhook {url}: reply is not JSON") from None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)  # ObjectId, UUID, Decimal from datastores
+
+
+def _encode(body: Any) -> bytes:
+    return json.dumps(body, separators=(",", ":"), default=_json_default).encode()
+
+
+# --- compile -----------------------------------------------------------------------------
+
+
+@compiles("webhook")
+def compile_webhook(model: WebhookRule, cc: CompileContext, path: str) -> Rule:
+    rule = Webhook(path, model.error)
+    rule.url = model.url
+    _check_url(model.url, cc, f"{path}.url")
+    rule.timeout = model.timeout
+    if model.timeout <= 0:
+        cc.error(f"{path}.timeout", "must be positive")
+    rule.forward_token = model.forwardToken
+    rule.body = _body(model.requestTemplate, cc, f"{path}.requestTemplate")
+    rule.claims = _claims(model.claims, cc, f"{path}.claims")
+    rule.set_store = compile_store(model.store, cc, f"{path}.store")
+    rule.cache = ResultCache(model.cache.ttl, model.cache.size) if model.cache else None
+    return rule
+
+
+def _body(template: Any, cc: CompileContext, path: str) -> Getter:
+    if template is not None:
+        return compile_template(template, cc, path)
+    cc.read("*")
+
+    def whole_args(args: dict[str, Any]) -> Any:
+        return {k: v for k, v in args.items() if k != "token"}
+
+    return whole_args
+
+
+def _claims(claims: dict[str, Any] | None, cc: CompileContext, path: str) -> Getter | None:
+    if claims is None:
+        return None
+    # Names are the config's keys; only values are filled, so a request cannot add a claim.
+    return compile_template(dict(claims), cc, path)
+
+
+def _check_url(url: str, cc: CompileContext, path: str) -> None:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        cc.error(path, f"invalid URL: {exc}")
+        return
+    if parts.scheme not in ("http", "https"):
+        cc.error(path, f"must be an http or https URL, got {url!r}")
+    elif not host:
+        cc.error(path, "the URL has no host")
+    elif parts.username is not None or parts.password is not None:
+        cc.error(path, "credentials in the URL are not allowed; use claims")
+    elif _link_local(host):
+        cc.error(path, f"link-local address {host} (cloud metadata) is not allowed")
+
+
+def _link_local(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_link_local
+    except ValueError:
+        return host.lower() in ("metadata.google.internal", "metadata")

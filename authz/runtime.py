@@ -1,0 +1,63 @@
+"""The runtime resources rules use: identity (verify, mint), datastores, the HTTP client, the
+crypto keyring. Built from a validated Config; started once before serving, closed at exit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from authz.config.schema import Config
+from authz.crypto import Keyring
+from authz.datastores.base import close_datastores, open_datastores, ping_datastores
+
+PING_EVERY = 2.0  # seconds between datastore pings (readiness, and reconnecting in time)
+
+
+class Runtime:
+    def __init__(self, config: Config, metrics: Any = None):
+        from authz.identity.identity import Identity
+
+        self.config = config
+        self.metrics = metrics  # observability.Metrics, or None (CLI, tests)
+        self._pinger: asyncio.Task[None] | None = None
+        self.identity = Identity(config.auth, base_dir=config.base_dir, project=config.project)
+        self.datastores: dict[str, Any] = {}  # alias -> Datastore (authz.datastores)
+        self.http: Any = None  # httpx.AsyncClient shared by webhooks and JWKS fetches
+        # The keyring is built now so that bad keys are config errors (authz validate).
+        self.keyring = Keyring.from_settings(config.crypto) if config.crypto else None
+
+    async def start(self) -> None:
+        import httpx
+
+        self.http = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        await self.identity.start(self.http)
+        self.datastores = await open_datastores(self.config)  # a down server does not fail this
+        for alias, store in self.datastores.items():
+            if self.metrics is not None:
+                store.metrics = self.metrics.datastore(alias)
+        await ping_datastores(self.datastores)  # so /readyz is right at once
+        if self.datastores:
+            self._pinger = asyncio.get_running_loop().create_task(self._ping_loop())
+
+    async def _ping_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PING_EVERY)
+            await ping_datastores(self.datastores)
+
+    async def close(self) -> None:
+        if self._pinger is not None:
+            self._pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pinger
+        await close_datastores(self.datastores)
+        await self.identity.close()
+        if self.http is not None:
+            await self.http.aclose()
+
+    def readiness(self) -> tuple[bool, dict[str, str]]:
+        """(ready, detail per dependency) for /readyz."""
+        detail = {"identity": "ok" if self.identity.ready else "no key set yet"}
+        for alias, store in self.datastores.items():
+            detail[f"datastore:{alias}"] = "ok" if store.healthy else "unreachable"
+        return all(v == "ok" for v in detail.values()), detail

@@ -1,0 +1,270 @@
+"""The gRPC server (Check, health, reflection) and the HTTP side (/healthz, /readyz).
+
+The Check handler receives raw bytes and decodes them itself, so that even a CheckRequest
+that protobuf cannot parse gets a deny rather than a gRPC error (a gRPC error would hand the
+decision to Envoy's failure_mode_allow).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Any
+
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from authz.authorizer import Authorizer
+from authz.decision import Decision
+from authz.envoy.decode import decode
+from authz.envoy.encode import encode
+from authz.envoy.extproc import ExtProcServicer
+from authz.errors import RequestError
+from authz.http import start_http
+from authz.observability import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from authz.observability import DecisionLog, Metrics
+from authz.reload import Reloader
+
+log = logging.getLogger("authz.server")
+
+AUTH_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+# The last resort when even encoding a decision fails: a fixed 500 deny.
+_INTERNAL_ERROR = encode(
+    Decision(False, 500, "internal error", "internal error")
+).SerializeToString()
+
+
+@dataclass
+class ServeOptions:
+    config: str
+    listen: str = "0.0.0.0:9001"
+    http_listen: str = "0.0.0.0:9002"
+    workers: int = 1
+    drain: float = 2.0  # seconds of not-ready-but-serving after SIGTERM
+    grace: float = 15.0  # seconds in-flight Checks get to finish once we stop accepting
+    dry_run: bool = False
+    watch: float = 1.0  # seconds between checks of the config file for changes (0: off)
+    decision_log: str = "off"  # off | stdout | a file path
+    decision_log_sample_allows: float = 1.0  # fraction of allows logged (denials: all)
+
+
+class AuthzServer:
+    def __init__(self, options: ServeOptions):
+        self.options = options
+        self.authorizer: Authorizer | None = None
+        self.draining = False
+        self.grpc: grpc.aio.Server | None = None
+        self.http: asyncio.Server | None = None
+        self.health = health.aio.HealthServicer()
+        self._stopped = asyncio.Event()
+        self.reloader: Reloader | None = None
+        self.metrics = Metrics()
+        self.decisions = DecisionLog("off")  # replaced in start(): its thread must not fork
+
+    # --- Check ---------------------------------------------------------------------------
+
+    async def check(self, data: bytes, context: Any) -> bytes:
+        authorizer = self.authorizer  # one config version for the whole Check
+        start = perf_counter()
+        try:
+            try:
+                req = decode(data)
+            except RequestError as exc:
+                decision = Decision(False, 400, str(exc), str(exc))
+            else:
+                decision = await authorizer.check(req)  # type: ignore[union-attr]
+            out = encode(decision).SerializeToString()
+        except Exception:
+            log.exception("internal error serving Check")
+            return _INTERNAL_ERROR
+        self._observe(authorizer, decision, perf_counter() - start)
+        return out
+
+    def _observe(self, authorizer: Any, decision: Decision, seconds: float) -> None:
+        """Metrics and the decision log: a counter, a histogram and a queue append."""
+        key = (decision.service, decision.endpoint)
+        metrics = authorizer.endpoint_metrics.get(key) or self.metrics.unmatched
+        metrics.observe(decision.allowed, decision.status, seconds)
+        if self.decisions.enabled:
+            self.decisions.log(decision_record(decision, seconds, authorizer.version))
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        opts = self.options
+        self.decisions = DecisionLog(
+            opts.decision_log,
+            opts.decision_log_sample_allows,
+            on_drop=self.metrics.decision_log_dropped.inc,
+        )
+        self.reloader = Reloader(self.options, self._swap, self.metrics)
+        self.authorizer = await self.reloader.load_first()
+        reuse = self.options.workers > 1
+        self.grpc = grpc.aio.server(options=[("grpc.so_reuseport", 1 if reuse else 0)])
+        self.grpc.add_generic_rpc_handlers((self._check_handler(),))
+        extproc = ExtProcServicer(lambda: self.authorizer).add_to_server(self.grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        reflection.enable_server_reflection(
+            (AUTH_SERVICE, extproc, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc
+        )
+        if self.grpc.add_insecure_port(self.options.listen) == 0:
+            raise OSError(f"cannot listen on {self.options.listen}")
+        host, port = _split(self.options.http_listen)
+        self.http = await start_http(host, port, self._http, reuse)
+        await self.grpc.start()
+        for name in ("", AUTH_SERVICE):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "authz serving: gRPC %s, HTTP %s, config %s (version %s), %d endpoints",
+            self.options.listen, self.options.http_listen, self.options.config,
+            self.authorizer.version, len(self.authorizer.endpoints),
+        )  # fmt: skip
+        self.reloader.start_watching()
+
+    def _swap(self, new: Authorizer) -> Authorizer | None:
+        """Install a new config version; Checks already running keep the one they started with."""
+        old, self.authorizer = self.authorizer, new
+        return old
+
+    def _check_handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            AUTH_SERVICE, {"Check": grpc.unary_unary_rpc_method_handler(self.check)}
+        )
+
+    async def stop(self, drain: float) -> None:
+        """Readiness goes false first, then stop accepting and let in-flight Checks finish."""
+        if self.draining:
+            return
+        self.draining = True
+        await self.health.enter_graceful_shutdown()
+        if drain > 0:
+            log.info("draining for %.1fs before stopping", drain)
+            await asyncio.sleep(drain)
+        if self.reloader is not None:
+            self.reloader.stop_watching()
+        if self.http is not None:
+            self.http.close()
+        if self.grpc is not None:
+            await self.grpc.stop(self.options.grace)
+        if self.authorizer is not None:
+            await self.authorizer.runtime.close()
+        await asyncio.to_thread(self.decisions.close)
+        log.info("authz stopped")
+        self._stopped.set()
+
+    async def run(self) -> None:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._on_signal, self.options.drain)
+        loop.add_signal_handler(signal.SIGINT, self._on_signal, 0.0)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        await self._stopped.wait()
+
+    def _on_signal(self, drain: float) -> None:
+        asyncio.get_running_loop().create_task(self.stop(drain))
+
+    def _on_hup(self) -> None:
+        if self.reloader is not None:
+            asyncio.get_running_loop().create_task(self.reloader.reload("SIGHUP"))
+
+    # --- HTTP ----------------------------------------------------------------------------
+
+    async def _http(self, path: str) -> tuple[int, str, bytes]:
+        if path == "/healthz":
+            return 200, "text/plain", b"ok\n"
+        if path == "/readyz":
+            ready, detail = self.readiness()
+            body = json.dumps({"ready": ready, **detail}).encode() + b"\n"
+            return (200 if ready else 503), "application/json", body
+        if path == "/metrics":
+            return 200, METRICS_CONTENT_TYPE, self.metrics.render()
+        return 404, "text/plain", b"not found\n"
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        if self.authorizer is None:
+            return False, {"config": "not loaded"}
+        ready, detail = self.authorizer.runtime.readiness()
+        out: dict[str, Any] = {"config": self.authorizer.version, **detail}
+        if self.reloader is not None and self.reloader.last_error:
+            out["lastReload"] = {"ok": False, "errors": self.reloader.last_error}
+        if self.draining:
+            out["draining"] = True
+        return ready and not self.draining, out
+
+
+def decision_record(d: Decision, seconds: float, version: str) -> dict[str, Any]:
+    """One decision log line (masked again by the writer; no token is ever put in it)."""
+    record: dict[str, Any] = {
+        "requestId": d.request_id,
+        "service": d.service,
+        "endpoint": d.endpoint,
+        "allowed": d.allowed,
+        "status": d.status,
+        "reason": d.reason,
+        "latencyMs": round(seconds * 1000, 3),
+        "config": version,
+    }
+    if d.dry_run:
+        record["dryRun"] = True
+    return record
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def run_server(options: ServeOptions) -> int:
+    """Run one server process (or several sharing the ports) until SIGTERM/SIGINT."""
+    if options.workers > 1:
+        return _run_workers(options)
+    return _run_one(options)
+
+
+def _run_one(options: ServeOptions) -> int:
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is optional
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(AuthzServer(options).run())
+    return 0
+
+
+def _run_workers(options: ServeOptions) -> int:
+    """Fork N workers sharing the ports (SO_REUSEPORT); forward signals; exit when all exit."""
+    children = []
+    for _ in range(options.workers):
+        pid = os.fork()
+        if pid == 0:  # child: never returns into the parent's code
+            code = 1
+            try:
+                code = _run_one(options)
+            except BaseException:
+                log.exception("worker failed")
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: Any) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    for pid in children:
+        _, code = os.waitpid(pid, 0)
+        status = status or os.waitstatus_to_exitcode(code)
+    return status

@@ -1,0 +1,169 @@
+"""Static keys from the config: loaded at construction, every problem reported at once."""
+
+from __future__ import annotations
+
+import pydantic
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from authz.errors import ConfigError
+from authz.identity.keys import MIN_RSA_BITS
+from authz.identity.settings import AuthSettings
+from tests.unit.identity.support import (
+    HS_SECRET,
+    ec_key,
+    ed_key,
+    make_identity,
+    private_pem,
+    public_pem,
+    rsa_key,
+)
+
+
+def config_errors(auth: dict, **kw) -> list[str]:
+    with pytest.raises(ConfigError) as e:
+        make_identity(auth, **kw)
+    return e.value.errors
+
+
+def test_static_keys_load(tmp_path):
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "ec.pem").write_text(public_pem(ec_key("P-256")))
+    ident = make_identity(
+        {
+            "secrets": [
+                {"secret": HS_SECRET},
+                {"kid": "rs", "alg": "RS256", "publicKey": public_pem(rsa_key())},
+                {"kid": "ec", "alg": "ES256", "publicKeyFile": "keys/ec.pem"},
+                {"alg": "EdDSA", "publicKey": public_pem(ed_key())},
+            ]
+        },
+        base_dir=tmp_path,
+    )
+    keys = ident.verifier.providers
+    assert [k.alg for k in keys] == ["HS256", "RS256", "ES256", "EdDSA"]
+    assert [k.kid for k in keys] == [None, "rs", "ec", None]
+    assert ident.ready  # static keys are always ready
+
+
+def test_certificate_is_accepted_as_public_key():
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    key = rsa_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "idp")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    ident = make_identity({"secrets": [{"alg": "RS256", "publicKey": pem}]})
+    assert ident.verifier.providers[0].alg == "RS256"
+
+
+def test_all_problems_reported_at_once(tmp_path):
+    errors = config_errors(
+        {
+            "secrets": [
+                {"secret": "short"},
+                {"alg": "RS256", "publicKey": "-----BEGIN PUBLIC KEY-----\nnope\n"},
+                {"alg": "ES256", "publicKeyFile": "missing.pem"},
+                {"alg": "HS512", "secret": "x" * 48},
+            ]
+        },
+        base_dir=tmp_path,
+    )
+    assert len(errors) == 4, errors
+    assert errors[0].startswith("auth.secrets[0].secret: HS256 needs a secret of at least 32")
+    assert errors[1].startswith("auth.secrets[1].publicKey: not a PEM public key")
+    assert errors[2].startswith("auth.secrets[2].publicKeyFile: cannot read 'missing.pem'")
+    assert errors[3].startswith("auth.secrets[3].secret: HS512 needs a secret of at least 64")
+
+
+@pytest.mark.parametrize(("alg", "need"), [("HS256", 32), ("HS384", 48), ("HS512", 64)])
+def test_hmac_secret_length(alg, need):
+    make_identity({"secrets": [{"alg": alg, "secret": "k" * need}]})
+    assert "at least" in config_errors({"secrets": [{"alg": alg, "secret": "k" * (need - 1)}]})[0]
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        public_pem(rsa_key()),
+        "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ" + "A" * 40 + " user@host",
+    ],
+)
+def test_asymmetric_key_text_is_not_an_hmac_secret(secret):
+    errors = config_errors({"secrets": [{"secret": secret}]})
+    assert errors[0].startswith("auth.secrets[0].secret: looks like an asymmetric key")
+
+
+@pytest.mark.parametrize(
+    ("alg", "pem", "message"),
+    [
+        ("RS256", lambda: public_pem(ec_key("P-256")), "RS256 needs an RSA key"),
+        ("PS256", lambda: public_pem(ed_key()), "PS256 needs an RSA key"),
+        ("ES256", lambda: public_pem(ec_key("P-384")), "ES256 needs curve secp256r1"),
+        ("ES512", lambda: public_pem(rsa_key()), "ES512 needs an EC key"),
+        ("EdDSA", lambda: public_pem(rsa_key()), "EdDSA needs an Ed25519 or Ed448 key"),
+        ("RS256", lambda: public_pem(rsa_key(1024)), f"at least {MIN_RSA_BITS}"),
+    ],
+)
+def test_key_must_fit_its_algorithm(alg, pem, message):
+    errors = config_errors({"secrets": [{"alg": alg, "publicKey": pem()}]})
+    assert errors == [f"auth.secrets[0].publicKey: {errors[0].split(': ', 1)[1]}"]
+    assert message in errors[0]
+
+
+def test_private_key_must_match_public_key():
+    errors = config_errors(
+        {
+            "secrets": [
+                {
+                    "alg": "RS256",
+                    "publicKey": public_pem(rsa_key()),
+                    "privateKey": private_pem(rsa_key(2048, 1)),
+                }
+            ]
+        }
+    )
+    assert errors == ["auth.secrets[0].privateKey: does not match the public key"]
+    errors = config_errors(
+        {"secrets": [{"alg": "RS256", "publicKey": public_pem(rsa_key()), "privateKey": "x"}]}
+    )
+    assert errors == ["auth.secrets[0].privateKey: not an unencrypted PEM private key"]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"alg": "RS256", "secret": HS_SECRET},
+        {"alg": "HS256", "publicKey": "pem"},
+        {"publicKey": "pem"},  # a public key needs its alg
+        {"secret": HS_SECRET, "jwksUrl": "http://127.0.0.1/jwks"},
+        {"jwksUrl": "http://127.0.0.1/jwks", "primary": True},
+        {"jwksUrl": "http://127.0.0.1/jwks", "kid": "a"},
+        {"secret": HS_SECRET, "privateKey": "pem"},
+        {},
+    ],
+)
+def test_settings_shape(entry):
+    with pytest.raises(pydantic.ValidationError):
+        AuthSettings.model_validate({"secrets": [entry]})
+
+
+def test_secret_defaults_to_hs256_and_jwks_alg_is_optional():
+    settings = AuthSettings.model_validate(
+        {"secrets": [{"secret": HS_SECRET}, {"jwksUrl": "http://127.0.0.1/jwks"}]}
+    )
+    assert [s.alg for s in settings.secrets] == ["HS256", None]

@@ -1,0 +1,118 @@
+import pytest
+
+from authz.errors import ConfigError
+from tests.unit.rules.ruletools import compile_dict, evaluate, outcome
+
+
+def m(eval_, type_, f1, f2, **extra):
+    return {"rule": "match", "eval": eval_, "type": type_, "f1": f1, "f2": f2, **extra}
+
+
+ARGS = {
+    "auth": {"id": "u1", "role": "admin", "age": 30, "score": 1.5, "ok": True},
+    "params": {
+        "userId": "u1",
+        "n": 1,
+        "f": 1.0,
+        "flag": False,
+        "numstr": "1",
+        "list": ["a", "b"],
+        "nums": [1, 2, 3],
+        "when": "2026-01-02T03:04:05Z",
+        "day": "2026-01-02",
+        "nullv": None,
+        "mixed": ["a", 1],
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        # string
+        (m("==", "string", "args.auth.id", "args.params.userId"), "pass"),
+        (m("==", "string", "args.auth.id", "u2"), "fail"),
+        (m("!=", "string", "args.auth.id", "u2"), "pass"),
+        (m("!=", "string", "args.auth.id", "u1"), "fail"),
+        (m("in", "string", "args.auth.role", ["user", "admin"]), "pass"),
+        (m("in", "string", "args.auth.role", ["user"]), "fail"),
+        (m("in", "string", "args.auth.role", "args.params.list"), "fail"),
+        (m("in", "string", "a", "args.params.list"), "pass"),
+        (m("notIn", "string", "args.auth.role", ["user"]), "pass"),
+        (m("notIn", "string", "args.auth.role", ["admin"]), "fail"),
+        (m("in", "string", "args.auth.id", ["x", "args.params.userId"]), "pass"),
+        # number: ints and floats compare by value, bools and numeric strings are not numbers
+        (m("==", "number", "args.params.n", "args.params.f"), "pass"),
+        (m("==", "number", "args.params.n", 1), "pass"),
+        (m("<", "number", "args.auth.age", 31), "pass"),
+        (m("<=", "number", "args.auth.age", 30), "pass"),
+        (m(">", "number", "args.auth.age", 30), "fail"),
+        (m(">=", "number", "args.auth.score", 1.5), "pass"),
+        (m("!=", "number", "args.auth.age", 30), "fail"),
+        (m("in", "number", "args.params.n", "args.params.nums"), "pass"),
+        (m("notIn", "number", 4, "args.params.nums"), "pass"),
+        (m("==", "number", "args.params.numstr", 1), "error"),
+        (m("==", "number", "args.params.flag", 0), "error"),
+        # bool
+        (m("==", "bool", "args.auth.ok", True), "pass"),
+        (m("!=", "bool", "args.auth.ok", True), "fail"),
+        (m("==", "bool", "args.params.n", True), "error"),
+        # date: RFC 3339 and YYYY-MM-DD
+        (m(">", "date", "args.params.when", "args.params.day"), "pass"),
+        (m("==", "date", "args.params.day", "2026-01-02T00:00:00Z"), "pass"),
+        (m("<", "date", "args.params.when", "2026-01-02T03:04:05+01:00"), "fail"),
+        (m("<", "date", "args.params.when", "utils.now()"), "pass"),
+        (m("==", "date", "args.params.userId", "2026-01-02"), "error"),
+        # errors: missing references, wrong types, scalar f2 for in
+        (m("==", "string", "args.auth.missing", "x"), "error"),
+        (m("!=", "string", "args.auth.missing", "x"), "error"),
+        (m("notIn", "string", "args.auth.missing", ["x"]), "error"),
+        (m("notIn", "string", "args.auth.role", "args.auth.id"), "error"),
+        (m("==", "string", "args.params.list", "a"), "error"),
+        (m("==", "string", "args.params.nullv", "a"), "error"),
+        (m("in", "string", "a", "args.params.mixed"), "error"),
+        (m("==", "string", "args.params.n", "1"), "error"),
+    ],
+)
+def test_match_outcomes(rule, expected):
+    assert outcome(rule, ARGS) == expected
+
+
+def test_request_values_are_never_resolved_again():
+    args = {"auth": {"id": "args.auth.id"}, "params": {"x": "args.auth.id", "u": "utils.now()"}}
+    assert outcome(m("==", "string", "args.params.x", "args.auth.id"), args) == "pass"
+    # the value "args.auth.id" is compared as text, not looked up again
+    args2 = {"auth": {"id": "u1"}, "params": {"x": "args.auth.id"}}
+    assert outcome(m("==", "string", "args.params.x", "args.auth.id"), args2) == "fail"
+    assert outcome(m("==", "string", "args.params.u", "utils.now()"), args) == "fail"
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        (m("<", "string", "args.auth.id", "a"), "operator '<' is not allowed for type 'string'"),
+        (m("in", "bool", "args.auth.ok", [True]), "not allowed for type 'bool'"),
+        (m("==", "number", "args.auth.age", "abc"), "literal 'abc' is not a number"),
+        (m("==", "number", "args.auth.age", True), "literal True is not a number"),
+        (m("in", "string", "args.auth.id", "abc"), "must be a list"),
+        (m("in", "number", "args.auth.age", [1, "x"]), "f2[1]: literal 'x' is not a number"),
+        (m("==", "date", "args.auth.id", "yesterday"), "is not a date"),
+        (m("==", "string", "args.auth..id", "x"), "invalid reference"),
+        (m("==", "number", "utils.length(args.a", 1), "invalid utils call"),
+        (m("==", "number", "utils.nope(args.a)", 1), "unknown function utils.nope"),
+    ],
+)
+def test_config_errors(rule, message):
+    with pytest.raises(ConfigError) as exc:
+        compile_dict(rule)
+    assert message in str(exc.value)
+
+
+def test_error_text_is_the_rule_message():
+    failure = evaluate(m("==", "string", "args.auth.id", "x", error="not yours"), ARGS)
+    assert failure is not None and failure.message == "not yours" and not failure.error
+
+
+def test_failure_reason_names_the_values():
+    failure = evaluate(m("==", "string", "args.auth.id", "x"), ARGS)
+    assert failure is not None and "'u1' == 'x' is false" in failure.reason

