@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=float(_env("decision-log-sample-allows", "1")),
         help="fraction of allowed decisions logged (denials are always logged)",
     )  # fmt: skip
+    p.add_argument(
+        "--debug-api", action="store_true", default=_env("debug-api", "") in ("1", "true"),
+        help="also serve authz.v1.Debug/Explain (rule traces; keep the port operators-only)",
+    )  # fmt: skip
     p.add_argument("--log-level", default=_env("log-level", "info"))
 
     p = sub.add_parser("check", help="evaluate requests from a JSON file, print decisions")
@@ -154,6 +158,7 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers, drain=drain, dry_run=args.dry_run, watch=watch,
         decision_log=args.decision_log,
         decision_log_sample_allows=args.decision_log_sample_allows,
+        debug_api=args.debug_api,
     )  # fmt: skip
     return run_server(options)
 

@@ -54,6 +54,7 @@ class ServeOptions:
     watch: float = 1.0  # seconds between checks of the config file for changes (0: off)
     decision_log: str = "off"  # off | stdout | a file path
     decision_log_sample_allows: float = 1.0  # fraction of allows logged (denials: all)
+    debug_api: bool = False  # serve authz.v1.Debug/Explain (rule traces: operators only)
 
 
 class AuthzServer:
@@ -112,9 +113,12 @@ class AuthzServer:
         self.grpc.add_generic_rpc_handlers((self._check_handler(),))
         extproc = ExtProcServicer(lambda: self.authorizer).add_to_server(self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
-        reflection.enable_server_reflection(
-            (AUTH_SERVICE, extproc, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc
-        )
+        services = [AUTH_SERVICE, extproc, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        if opts.debug_api:
+            from authz.debug import DebugServicer  # only loaded when asked for
+
+            services.append(DebugServicer(lambda: self.authorizer).add_to_server(self.grpc))
+        reflection.enable_server_reflection(services, self.grpc)
         if self.grpc.add_insecure_port(self.options.listen) == 0:
             raise OSError(f"cannot listen on {self.options.listen}")
         host, port = _split(self.options.http_listen)

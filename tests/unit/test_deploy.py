@@ -538,7 +538,10 @@ def test_ext_proc_only_on_routes_whose_rules_change_bodies():
         assert (mode["request_body_mode"] == "BUFFERED") == wants_request, key
         assert (mode["response_body_mode"] == "BUFFERED") == wants_response, key
     fallback = [n for n in walk(docs(ENVOY_COMPOSE)[0]) if n.get("name") == "fallback"]
-    assert fallback[0]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"]
+    # The fallback's endpoint is only known to Check: ext_proc must run there.
+    assert "envoy.filters.http.ext_proc" not in fallback[0].get("typed_per_filter_config", {})
+    (proc,) = by_type(docs(ENVOY_COMPOSE)[0], "ext_proc.v3.ExternalProcessor")
+    assert proc["allow_mode_override"] is True
 
 
 def test_ext_proc_receives_the_ext_authz_metadata():

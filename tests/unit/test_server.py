@@ -177,3 +177,37 @@ def test_sigterm_drains_then_exits_zero(server):
     assert len(lines) >= len(results)  # every decision was logged, flushed at exit
     assert {"requestId", "service", "endpoint", "allowed", "status", "latencyMs"} <= set(lines[0])
     assert TOKEN not in decisions.read_text() and SECRET not in decisions.read_text()
+
+
+def explain_call(port: int, data: bytes) -> bytes:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        return ch.unary_unary("/authz.v1.Debug/Explain")(data, timeout=5)
+
+
+def test_debug_api_is_off_by_default(server):
+    _, port, _, _ = server
+    with pytest.raises(grpc.RpcError) as err:
+        explain_call(port, request())
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_debug_api_served_when_asked_for_by_env(tmp_path):
+    from authz.debug import ExplainResponse
+
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG)
+    grpc_port, http_port = free_port(), free_port()
+    env = {**os.environ, "AUTHZ_DEBUG_API": "true"}
+    proc = subprocess.Popen(
+        [BIN / "authz", "serve", "--config", str(path), "--listen", f"127.0.0.1:{grpc_port}",
+         "--http-listen", f"127.0.0.1:{http_port}", "--drain", "0s"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: port_open(http_port) and port_open(grpc_port), 15, "authz serve")
+        out = ExplainResponse.FromString(explain_call(grpc_port, request(path="/user")))
+        assert not out.decision.allowed and out.decision.status == 401
+        assert out.decision.endpoint == "user" and "authenticated" in out.text
+    finally:
+        proc.terminate()
+        proc.wait(10)
