@@ -184,20 +184,14 @@ def explain_call(port: int, data: bytes) -> bytes:
         return ch.unary_unary("/authz.v1.Debug/Explain")(data, timeout=5)
 
 
-def test_debug_api_is_off_by_default(server):
-    _, port, _, _ = server
-    with pytest.raises(grpc.RpcError) as err:
-        explain_call(port, request())
-    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-
-
-def test_debug_api_served_when_asked_for_by_env(tmp_path):
+@pytest.mark.parametrize("flag", ["", "true"])
+def test_debug_api_only_when_asked_for(tmp_path, flag):
     from authz.debug import ExplainResponse
 
     path = tmp_path / "config.yaml"
     path.write_text(CONFIG)
     grpc_port, http_port = free_port(), free_port()
-    env = {**os.environ, "AUTHZ_DEBUG_API": "true"}
+    env = {**os.environ, "AUTHZ_DEBUG_API": flag}
     proc = subprocess.Popen(
         [BIN / "authz", "serve", "--config", str(path), "--listen", f"127.0.0.1:{grpc_port}",
          "--http-listen", f"127.0.0.1:{http_port}", "--drain", "0s"],
@@ -205,6 +199,11 @@ def test_debug_api_served_when_asked_for_by_env(tmp_path):
     )  # fmt: skip
     try:
         wait_for(lambda: port_open(http_port) and port_open(grpc_port), 15, "authz serve")
+        if not flag:
+            with pytest.raises(grpc.RpcError) as err:
+                explain_call(grpc_port, request())
+            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            return
         out = ExplainResponse.FromString(explain_call(grpc_port, request(path="/user")))
         assert not out.decision.allowed and out.decision.status == 401
         assert out.decision.endpoint == "user" and "authenticated" in out.text
