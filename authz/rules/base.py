@@ -90,6 +90,8 @@ async def run(rule: Rule, ctx: Context) -> Failure | None:
         detail, ctx.detail = ctx.detail, ""
         if result is not None:
             detail = result.reason
+            if result.path.startswith(rule.path + "."):  # a composite failed by a clause
+                detail = f"{result.path[len(rule.path) + 1 :]}: {detail}"
         ctx.trace.append(
             TraceEntry(
                 rule.path,

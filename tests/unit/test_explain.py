@@ -76,7 +76,8 @@ async def test_explain_shows_inputs_failures_and_skipped_rules() -> None:
     assert lines[0] == "decision: DENY 403  endpoint s.e"
     assert "error:    bad s  (sent to the client)" in lines
     body = "\n".join(lines)
-    assert "\n  FAIL  services.s.endpoints.e.rule: and" in body
+    # a failed composite names the clause that failed it
+    assert "\n  FAIL  services.s.endpoints.e.rule: and  -> clauses[1]: " in body
     assert "\n    PASS  clauses[0]: or" in body
     assert (
         "\n      FAIL  clauses[0]: match  [args.auth.role == 'admin' (string)]"
