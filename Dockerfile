@@ -2,8 +2,10 @@
 # authz: external authorization for Envoy (gRPC Check + ext_proc on 9001, HTTP on 9002).
 #
 #   docker build -t authz .
-#   docker run --read-only -p 9001:9001 -p 9002:9002 \
-#     -v "$PWD/config/example.yaml:/etc/authz/config.yaml:ro" -e AUTHZ_SECRET=... authz
+#   docker run --read-only -p 127.0.0.1:9001:9001 -p 127.0.0.1:9002:9002 \
+#     -v "$PWD/config/example.yaml:/etc/authz/config.yaml:ro" -v "$PWD/data:/data" \
+#     -e AUTHZ_DATA_DIR=/data -e AUTHZ_SECRET=... -e AUTHZ_AES_KEY=... authz
+#   (docs/deploy.md: what each secret is and how to generate it)
 #
 # Two stages: wheels are built (with pip, from pyproject.toml) in a throw-away stage and
 # installed into a clean python:3.11-slim; no compiler, no pip cache, no sources remain.

@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     try:
         return handler[args.command](args)
+    except BrokenPipeError:  # `authz check ... | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ConfigError as exc:
         print(f"invalid config {args.config}:", file=sys.stderr)
         for line in exc.errors:

@@ -752,3 +752,13 @@ def test_build_context_is_small_and_builds_the_wheel(tmp_path: Path):
         assert "authz/observability.py" in names and "authz/cli.py" in names
         entry = next(n for n in names if n.endswith("entry_points.txt"))
         assert "authz = authz.cli:main" in z.read(entry).decode()
+
+
+def test_central_authz_grpc_port_is_reachable_only_from_labelled_namespaces():
+    (policy,) = docs(K8S / "networkpolicy.yaml")
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "authz"}
+    rules = policy["spec"]["ingress"]
+    grpc_rules = [r for r in rules if {"port": 9001, "protocol": "TCP"} in r["ports"]]
+    assert grpc_rules and all(r.get("from") for r in grpc_rules)  # never open to all
+    for r in grpc_rules:
+        assert all("namespaceSelector" in peer for peer in r["from"])
