@@ -89,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--claims", default=_env("claims", "{}"), help="JSON object of claims")
     p.add_argument("--ttl", default=_env("ttl", "1h"), help="lifetime, e.g. 15m, 1h, 720h")
+
+    p = sub.add_parser(
+        "encrypt", help="encrypt a value as an `encrypt` field rule would (test data, fixtures)"
+    )
+    _add_config(p)
+    p.add_argument(
+        "--field", required=True,
+        help="the rule's field path, e.g. args.query.email or res.card (bound into the cipher)",
+    )  # fmt: skip
+    p.add_argument("value", help="the plaintext ('-' reads one line from stdin)")
     return parser
 
 
@@ -100,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     handler = {
         "serve": _serve, "check": _check, "validate": _validate, "token": _token,
-        "test": _test, "envoy-config": _envoy_config,
+        "test": _test, "envoy-config": _envoy_config, "encrypt": _encrypt,
     }  # fmt: skip
     try:
         return handler[args.command](args)
@@ -176,6 +186,23 @@ def _token(args: argparse.Namespace) -> int:
     if not isinstance(claims, dict):
         raise UsageError("--claims must be a JSON object")
     print(authorizer.runtime.identity.mint(claims, ttl))
+    return 0
+
+
+def _encrypt(args: argparse.Namespace) -> int:
+    from authz.rules.compiler import CompileContext
+    from authz.rules.fields import compile_field
+
+    authorizer = _load(args)
+    keyring = authorizer.runtime.keyring
+    if keyring is None or not keyring.can_encrypt:
+        raise UsageError("the config has no crypto key to encrypt with (crypto.keys)")
+    cc = CompileContext(config=authorizer.config)
+    field = compile_field(args.field, cc, "--field")
+    if field is None:
+        raise UsageError("; ".join(cc.errors))
+    value = sys.stdin.readline().rstrip("\n") if args.value == "-" else args.value
+    print(keyring.encrypt(value, field.aad))
     return 0
 
 

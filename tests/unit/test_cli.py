@@ -101,3 +101,32 @@ def test_check_bad_input_is_a_clear_error(config, tmp_path, capsys, content, mes
     f.write_text(content)
     assert main(["check", "--config", str(config), str(f)]) == 2
     assert message in capsys.readouterr().err
+
+
+AES_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # base64 of 32 bytes
+
+
+def test_encrypt_gives_an_envelope_the_rule_decrypts(config, capsys):
+    from authz.config.schema import CryptoSettings
+    from authz.crypto import Keyring
+
+    config.write_text(config.read_text() + f"crypto: {{keys: [{{id: k1, key: {AES_KEY}}}]}}\n")
+    assert main(["encrypt", "--config", str(config), "--field", "res.card.no", "4111"]) == 0
+    envelope = capsys.readouterr().out.strip()
+    assert envelope.startswith("v1.k1.") and "4111" not in envelope
+    keyring = Keyring.from_settings(CryptoSettings(keys=[{"id": "k1", "key": AES_KEY}]))
+    assert keyring.decrypt(envelope, "card.no") == "4111"  # bound to the field, not the root
+
+
+@pytest.mark.parametrize(
+    ("field", "crypto", "message"),
+    [
+        ("args.nope.x", True, "a field path is"),
+        ("args.params.x", False, "no crypto key"),
+    ],
+)
+def test_encrypt_bad_input_is_a_clear_error(config, capsys, field, crypto, message):
+    if crypto:
+        config.write_text(config.read_text() + f"crypto: {{keys: [{{id: k1, key: {AES_KEY}}}]}}\n")
+    assert main(["encrypt", "--config", str(config), "--field", field, "v"]) == 2
+    assert message in capsys.readouterr().err
