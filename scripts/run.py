@@ -1,9 +1,11 @@
 """`make run`: the demo stack on this machine, one command.
 
-Starts the echo upstream (demo/echo.py), `authz serve` with config/example.yaml and Envoy with
-envoy/envoy.yaml (ports rewritten when overridden), waits until all three are ready, prints
-curl lines with freshly minted tokens, and runs until Ctrl-C / SIGTERM, then stops everything
-(Envoy first, so no request reaches a stopped authz). Logs go to .run/logs/.
+Seeds the example's SQLite file (data/app.db, from authz/datastores/examples/instagram.sql,
+unless it already has the tables), starts the echo upstream (demo/echo.py), `authz serve` with
+config/example.yaml and Envoy with envoy/envoy.yaml (ports rewritten when overridden), waits
+until all three are ready, prints curl lines with freshly minted tokens, and runs until
+Ctrl-C / SIGTERM, then stops everything (Envoy first, so no request reaches a stopped authz).
+Logs go to .run/logs/.
 
     python scripts/run.py [--envoy-port 8000] [--grpc-port 9001] ... [--logs]
 
@@ -17,10 +19,12 @@ import base64
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -36,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / ".run"  # git-ignored: the secret, the rendered Envoy config, logs
 CONFIG = ROOT / "config" / "example.yaml"
 ENVOY_TEMPLATE = ROOT / "envoy" / "envoy.yaml"
+EXAMPLE_SQL = ROOT / "authz" / "datastores" / "examples" / "instagram.sql"  # the seeds' data
 HOST = "127.0.0.1"
 READY_TIMEOUT = 30.0  # seconds each component gets to become ready
 STOP_TIMEOUT = 10.0  # seconds each component gets to exit after SIGTERM
@@ -135,9 +140,64 @@ def ensure_aes_key(run_dir: Path = RUN_DIR) -> str:
     return value
 
 
+def seed_sqlite(path: Path, script: Path = EXAMPLE_SQL) -> bool:
+    """Create the tables and rows of `script` in the SQLite file `path` (and its directory),
+    in one transaction, unless the file already has those tables: True when it seeded, False
+    when it left the file alone. Never drops or overwrites anything: a file with only some of
+    the tables, or that is not a SQLite database, is a RunError."""
+    sql = script.read_text(encoding="utf-8")
+    tables = set(re.findall(r"CREATE\s+TABLE\s+(\w+)", sql, re.IGNORECASE))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            present = {name for (name,) in rows}
+            if tables <= present:
+                return False
+            if tables & present:
+                missing = ", ".join(sorted(tables - present))
+                raise RunError(
+                    f"{path} lacks the tables {missing} of {script.name} but has the others: "
+                    "move it away (the next run seeds a new one) or create them"
+                )
+            conn.executescript(f"BEGIN;\n{sql}\nCOMMIT;")  # all or nothing
+    except (OSError, sqlite3.Error) as exc:
+        raise RunError(f"cannot seed {path} from {script.name}: {exc}") from None
+    return True
+
+
+def sqlite_files(env: dict[str, str], config: Path = CONFIG) -> list[Path]:
+    """The SQLite files `config` reads, resolved as `authz serve` resolves them (relative to
+    the config's directory, ${VAR}s from `env`)."""
+    from authz.config.load import load_config
+    from authz.datastores.base import create_datastore
+    from authz.errors import ConfigError
+
+    try:
+        loaded = load_config(config, env)
+    except ConfigError as exc:
+        raise RunError(str(exc)) from None
+    return [
+        create_datastore(alias, settings, loaded.base_dir).path  # not opened: no I/O
+        for alias, settings in loaded.databases.items()
+        if settings.type == "sqlite"
+    ]
+
+
+def seed_example_data(env: dict[str, str], config: Path = CONFIG) -> list[tuple[Path, bool]]:
+    """Seed every SQLite file of `config` from EXAMPLE_SQL (see seed_sqlite): (file, seeded)."""
+    return [(path, seed_sqlite(path)) for path in sqlite_files(env, config)]
+
+
 def prepare_data(env: dict[str, str]) -> None:
-    """Hook: create or seed whatever the example config's datastores need (none yet).
+    """Create or seed whatever the example config's datastores need: its SQLite file.
     Runs after the secret exists and before `authz serve` starts; raise RunError to stop."""
+    for path, seeded in seed_example_data(env):
+        shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+        if seeded:
+            print(f"  seeded {shown} from {os.path.relpath(EXAMPLE_SQL)}", flush=True)
+        else:
+            print(f"  using {shown} as it is (it has the tables already)", flush=True)
 
 
 def check_ports_free(ports: Ports) -> None:
@@ -270,6 +330,7 @@ def mint_tokens(env: dict[str, str]) -> dict[str, str]:
     claims = {
         "admin": {"id": "admin-1", "role": "admin"},
         "user": {"id": "u1", "role": "user", "orders": ["o-1", "o-2"]},
+        "alice": {"id": "alice", "role": "user"},  # social: alice follows bob
     }
     return {
         who: run_authz(env, "token", "--config", str(CONFIG), "--claims", json.dumps(c),
@@ -292,6 +353,7 @@ def banner(ports: Ports, tokens: dict[str, str], run_dir: Path) -> str:
     base = f"http://localhost:{ports.envoy}"
     admin = '-H "authorization: Bearer $ADMIN_TOKEN"'
     user = '-H "authorization: Bearer $USER_TOKEN"'
+    alice = '-H "authorization: Bearer $ALICE_TOKEN"'
     post = "-H 'content-type: application/json' -d"
     ok_order, big_order = '{"item":"book","amount":12}', '{"item":"car","amount":5000}'
     today = datetime.now(UTC).date().isoformat()
@@ -313,6 +375,9 @@ def banner(ports: Ports, tokens: dict[str, str], run_dir: Path) -> str:
         ("403 deny: retired endpoint", f"curl -i {admin} {base}/v1/legacy/export"),
         ("403 endpoint without a rule", f"curl -i -X POST {admin} {base}/v1/orders/o-1/refund"),
         ("403 no endpoint matches", f"curl -i {admin} {base}/v1/nothing-here"),
+        ("200 a public profile (SQLite query)", f"curl -i {user} {base}/v1/profiles/alice"),
+        ("200 a private profile, to a follower", f"curl -i {alice} {base}/v1/profiles/bob"),
+        ("403 a private profile, to others", f"curl -i {user} {base}/v1/profiles/bob"),
     ]  # fmt: skip
     out = [
         "",
@@ -323,6 +388,7 @@ def banner(ports: Ports, tokens: dict[str, str], run_dir: Path) -> str:
         "Paste the tokens first (12h, signed with the demo secret):",
         f"  export ADMIN_TOKEN={tokens['admin']}",
         f"  export USER_TOKEN={tokens['user']}",
+        f"  export ALICE_TOKEN={tokens['alice']}",
         "",
         "Then try (the upstream echoes what it received, with the x-sc-token authz added):",
     ]

@@ -11,7 +11,7 @@ from authz.config.base import Duration, StrictModel
 
 class SqliteSettings(StrictModel):
     type: Literal["sqlite"]
-    path: str
+    path: str  # a relative path is relative to the config file's directory, not the CWD
     timeout: Duration = 0.15
 
 

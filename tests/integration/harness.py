@@ -1,17 +1,23 @@
 """Start and stop the real processes the integration tests talk to: Envoy (with a config
 derived from envoy/envoy.yaml, free ports), `authz serve`, and the echo upstream
-(demo/echo.py, in a thread so tests can read what it received). Every wait is bounded."""
+(demo/echo.py, in a thread so tests can read what it received). Every wait is bounded.
+
+The example's SQLite file (config/example.yaml's `main`) lives in a temporary AUTHZ_DATA_DIR,
+seeded once per test process the way `make run` seeds data/: no test writes into the repo."""
 
 from __future__ import annotations
 
+import atexit
 import base64
 import copy
+import functools
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,7 +29,7 @@ import jwt
 import yaml
 
 from demo.echo import EchoServer
-from scripts.run import load_envoy_template, render_envoy_config
+from scripts.run import load_envoy_template, render_envoy_config, seed_example_data
 from tests.helpers import free_port, port_open, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,10 +148,25 @@ class AuthzServer:
         return httpx.get(f"http://127.0.0.1:{self.http_port}/readyz", timeout=2)
 
 
-def authz_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+def _base_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHZ_")}
-    base = {"AUTHZ_SECRET": SECRET, "AUTHZ_AES_KEY": AES_KEY, "PYTHONUNBUFFERED": "1"}
-    return {**env, **base, **(extra or {})}
+    return {**env, "AUTHZ_SECRET": SECRET, "AUTHZ_AES_KEY": AES_KEY, "PYTHONUNBUFFERED": "1"}
+
+
+@functools.cache
+def data_dir() -> Path:
+    """The AUTHZ_DATA_DIR every test's authz gets: a temporary directory (removed at exit)
+    holding config/example.yaml's SQLite file, seeded by the code `make run` uses."""
+    path = Path(tempfile.mkdtemp(prefix="authz-test-data-")).resolve()
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    seeded = seed_example_data({**_base_env(), "AUTHZ_DATA_DIR": str(path)}, EXAMPLE_CONFIG)
+    outside = [str(f) for f, _ in seeded if path not in f.parents]
+    assert seeded and not outside, f"example SQLite files outside {path}: {outside}"
+    return path
+
+
+def authz_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {**_base_env(), "AUTHZ_DATA_DIR": str(data_dir()), **(extra or {})}
 
 
 def start_authz(
