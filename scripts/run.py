@@ -339,6 +339,12 @@ def mint_tokens(env: dict[str, str]) -> dict[str, str]:
     }  # fmt: skip
 
 
+def encrypt_demo_email(env: dict[str, str]) -> str:
+    """An envelope for users.lookup's `decrypt` rule, as a service would have stored it."""
+    return run_authz(env, "encrypt", "--config", str(CONFIG), "--field", "res.query.email",
+                     "alice@example.com")  # fmt: skip
+
+
 def write_check_request(token: str, run_dir: Path) -> Path:
     path = run_dir / "request.json"
     request = {
@@ -349,13 +355,15 @@ def write_check_request(token: str, run_dir: Path) -> Path:
     return path
 
 
-def banner(ports: Ports, tokens: dict[str, str], run_dir: Path) -> str:
+def banner(ports: Ports, tokens: dict[str, str], run_dir: Path, envelope: str) -> str:
     base = f"http://localhost:{ports.envoy}"
     admin = '-H "authorization: Bearer $ADMIN_TOKEN"'
     user = '-H "authorization: Bearer $USER_TOKEN"'
     alice = '-H "authorization: Bearer $ALICE_TOKEN"'
     post = "-H 'content-type: application/json' -d"
     ok_order, big_order = '{"item":"book","amount":12}', '{"item":"car","amount":5000}'
+    update = '{"item":"book","amount":900,"userId":"admin-1"}'
+    register = '{"email":"bob@example.com","password":"hunter2"}'
     today = datetime.now(UTC).date().isoformat()
     rel = os.path.relpath
     bin_dir = rel(Path(sys.executable).parent)
@@ -378,6 +386,14 @@ def banner(ports: Ports, tokens: dict[str, str], run_dir: Path) -> str:
         ("200 a public profile (SQLite query)", f"curl -i {user} {base}/v1/profiles/alice"),
         ("200 a private profile, to a follower", f"curl -i {alice} {base}/v1/profiles/bob"),
         ("403 a private profile, to others", f"curl -i {user} {base}/v1/profiles/bob"),
+        ("200 upstream: userId forced, amount removed", f"curl -i -X PATCH {user} {post} "
+         f"'{update}' {base}/v1/orders/o-1"),
+        ("200 upstream: password hashed, email encrypted", f"curl -i {user} {post} "
+         f"'{register}' {base}/v1/users"),
+        ("200 client: query.email decrypted", f"curl -i {user} "
+         f"'{base}/v1/users/lookup?email={envelope}'"),
+        ("502 a value that does not decrypt", f"curl -i {user} "
+         f"'{base}/v1/users/lookup?email=v1.k1.AAAA'"),
     ]  # fmt: skip
     out = [
         "",
@@ -464,7 +480,8 @@ def run(opts: Options, children: list[Child]) -> int:
     start_stack(opts.ports, env, opts.run_dir, log_dir, children)
     tokens = mint_tokens(env)
     write_check_request(tokens["user"], opts.run_dir)
-    print(banner(opts.ports, tokens, opts.run_dir), flush=True)
+    envelope = encrypt_demo_email(env)
+    print(banner(opts.ports, tokens, opts.run_dir, envelope), flush=True)
     return wait_for_exit(children)
 
 
