@@ -227,7 +227,10 @@ class Metrics:
     def config_loaded(self, version: str, when: float | None = None) -> None:
         """A config (first load or reload) is now serving."""
         if self._version is not None and self._version != version:
-            self.config_info.remove(self._version)
+            if _multiprocess():  # worker files cannot drop a label: the old version goes to 0
+                self.config_info.labels(self._version).set(0)
+            else:
+                self.config_info.remove(self._version)
         self._version = version
         self.config_info.labels(version).set(1)
         self._reload_result(True, when)
@@ -249,13 +252,18 @@ class Metrics:
         With PROMETHEUS_MULTIPROC_DIR set (several `--workers` processes), the values of every
         worker are aggregated from that directory instead.
         """
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if _multiprocess():
             from prometheus_client import multiprocess
 
             merged = CollectorRegistry()
             multiprocess.MultiProcessCollector(merged)
             return generate_latest(merged)
         return generate_latest(self.registry)
+
+
+def _multiprocess() -> bool:
+    """Several --workers share their metrics through files (prometheus_client multiprocess)."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
 # --- decision log ------------------------------------------------------------------------
@@ -268,10 +276,17 @@ _SENSITIVE_KEY_PARTS = (
 )  # fmt: skip
 # A JWT/JWS/JWE (header segment is base64url JSON: starts with "eyJ" or "ew"), any three long
 # base64url segments, or our field-encryption envelope v1.<kid>.<base64url>.
+# Linear time on request text (decision-log reasons quote request values): the first two
+# shapes are only tried where a base64url run starts (the lookbehind), and the atomic group
+# commits to the run's first "eyJ"/"ew" (a later one has less room, so cannot match where the
+# first did not). Without this, `search` rescanned the run from every position: quadratic, and
+# a 60 KB header held the GIL for seconds in the writer thread. Same matches as the plain
+# `(?:eyJ|ew)B{4,}\.B+\.B*|B{16,}\.B{16,}\.B{16,}|\bv1\.[^.\s]+\.B{20,}` (B = base64url).
 _SECRET_VALUE = re.compile(
-    r"(?:eyJ|ew)[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
-    r"|[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}"
-    r"|\bv1\.[^.\s]+\.[A-Za-z0-9_-]{20,}"
+    r"(?<![A-Za-z0-9_-])"
+    r"(?:(?>[A-Za-z0-9_-]*?(?:eyJ|ew))[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+\."
+    r"|[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16})"
+    r"|\bv1\.[^.\s]+\.[A-Za-z0-9_-]{20}"
 )
 _MAX_DEPTH = 64  # records are built by us, but a trace could nest request data
 
@@ -279,6 +294,16 @@ _MAX_DEPTH = 64  # records are built by us, but a trace could nest request data
 def _sensitive_key(key: str) -> bool:
     k = key.lower().replace("-", "").replace("_", "")
     return any(part in k for part in _SENSITIVE_KEY_PARTS)
+
+
+_REFERENCE_PARTS = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def sensitive_reference(text: str) -> bool:
+    """True when a rule reference names a place whose values are never written anywhere:
+    `args.token`, `args.headers.authorization`, `args.headers.x-api-key`,
+    `args.params.password`, `utils.length(args.params.password)`..."""
+    return any(_sensitive_key(part) for part in _REFERENCE_PARTS.split(text) if part)
 
 
 def mask(value: Any, depth: int = 0) -> Any:

@@ -12,16 +12,63 @@ _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 @dataclass(slots=True)
 class Template:
-    """A compiled path template such as /v1/orders/{orderId}."""
+    """A compiled path template such as /v1/orders/{orderId}.
+
+    Matched segment by segment without a backtracking regex: `{name}` is one or more
+    characters other than '/', and the captures are exactly those of the regex
+    `literal(?P<name>[^/]+)literal...` (each parameter as long as possible, left to right),
+    but in linear time: a template such as `/{a}{b}{c}` or `/{name}.{ext}` against a long
+    path made the regex backtrack for minutes (ReDoS)."""
 
     text: str
-    regex: re.Pattern[str] | None  # None for a template without parameters (exact match)
+    # None for a template without parameters (exact match); else per '/'-separated segment,
+    # (literals, names): literals[0] name[0] literals[1] ... name[k-1] literals[k]
+    segments: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] | None
 
     def match(self, path: str) -> dict[str, str] | None:
-        if self.regex is None:
+        if self.segments is None:
             return {} if path == self.text else None
-        m = self.regex.fullmatch(path)
-        return None if m is None else {k: unquote(v) for k, v in m.groupdict().items()}
+        parts = path.split("/", len(self.segments))
+        if len(parts) != len(self.segments):
+            return None
+        out: dict[str, str] = {}
+        for part, (literals, names) in zip(parts, self.segments, strict=True):
+            if not names:
+                if part != literals[0]:
+                    return None
+                continue
+            values = _match_segment(part, literals)
+            if values is None:
+                return None
+            for name, value in zip(names, values, strict=True):
+                out[name] = unquote(value)
+        return out
+
+
+def _match_segment(seg: str, literals: tuple[str, ...]) -> list[str] | None:
+    """Values of the k = len(literals) - 1 parameters of one segment (no '/' in `seg`).
+
+    The inner literals are placed right to left, each at its rightmost possible position:
+    that is the only candidate worth trying (it leaves the most room on the left) and gives
+    the greedy captures of a backtracking regex. O(k * len(seg))."""
+    k = len(literals) - 1
+    first, last = literals[0], literals[-1]
+    lo, hi = len(first), len(seg) - len(last)
+    if hi - lo < k or not seg.startswith(first) or seg[hi:] != last:
+        return None
+    values: list[str] = []
+    end = hi  # the end of the parameter being captured
+    for j in range(k - 1, 0, -1):  # the literal between parameter j and parameter j + 1
+        lit = literals[j]
+        # parameters 1..j need >= 1 character each before it, parameter j + 1 one after it
+        pos = seg.rfind(lit, lo + j, end - 1)
+        if pos < 0:
+            return None
+        values.append(seg[pos + len(lit) : end])
+        end = pos
+    values.append(seg[lo:end])
+    values.reverse()
+    return values
 
 
 def compile_template(text: str) -> Template:
@@ -34,12 +81,16 @@ def compile_template(text: str) -> Template:
         raise ValueError("unbalanced or invalid '{name}' in the path template")
     if not names:
         return Template(text, None)
-    pattern, pos = "", 0
-    for m in _PARAM.finditer(text):
-        pattern += re.escape(text[pos : m.start()]) + f"(?P<{m.group(1)}>[^/]+)"
-        pos = m.end()
-    pattern += re.escape(text[pos:])
-    return Template(text, re.compile(pattern))
+    segments = []
+    for seg in text.split("/"):
+        literals, seg_names, pos = [], [], 0
+        for m in _PARAM.finditer(seg):
+            literals.append(seg[pos : m.start()])
+            seg_names.append(m.group(1))
+            pos = m.end()
+        literals.append(seg[pos:])
+        segments.append((tuple(literals), tuple(seg_names)))
+    return Template(text, tuple(segments))
 
 
 @dataclass(slots=True)
@@ -63,7 +114,7 @@ class Router:
             self._by_name[(r.service, r.endpoint)] = r
             if r.template is None:
                 continue
-            if r.template.regex is None:
+            if r.template.segments is None:
                 self._exact.setdefault(r.template.text, []).append(r)
             else:
                 self._templated.append(r)

@@ -7,6 +7,13 @@ and a memory soak (SOAK_MINUTES, default 10). The upstream is Envoy's own direct
 authz is what is measured: "ok" bodies are allows we expect, "LEAK" bodies are allows the
 rules must refuse. Prints a table; exits 1 when any check failed.
 
+Every answer lands in exactly one column: allowed ("ok"), denied-by-rule (a 4xx),
+designed-503 (authz's own 503 "a service needed for authorization is unavailable", counted
+as designed only in the phases where a dependency is down on purpose: PostgreSQL unreachable,
+webhook slow, JWKS down), wrong-allow ("LEAK") and lost: no response (a socket error or a
+timeout), any 5xx outside the designed case (Envoy's own 503 when authz fails or is too slow,
+authz's 503 where nothing is down), or any other answer. sent = the sum of the five.
+
 Env: SOAK_MINUTES, OVERLOAD_SECONDS, FAULT_SECONDS (default 10), SOAK_KEEP=1 keeps the logs.
 """
 
@@ -255,21 +262,67 @@ def wrk_async(
 
 
 @dataclass
+class Tally:
+    """One phase's answers, each in exactly one column (see the module docstring)."""
+
+    sent: int = 0
+    allowed: int = 0
+    denied: int = 0
+    designed_503: int = 0
+    lost: int = 0
+    wrong_allow: int = 0
+
+    COLUMNS = ("sent", "allowed", "denied-by-rule", "designed-503", "lost", "wrong-allow")
+
+    @classmethod
+    def of(cls, result: dict[str, Any], designed_503: bool) -> Tally:
+        dep503 = result["dep503"]
+        t = cls(
+            sent=result["requests"] + result["socket_errors"],
+            allowed=result["good"],
+            denied=result["deny"],
+            designed_503=dep503 if designed_503 else 0,
+            lost=result["socket_errors"] + result["s503"] + result["other"]
+            + (0 if designed_503 else dep503),
+            wrong_allow=result["leak"],
+        )  # fmt: skip
+        assert t.sent == t.allowed + t.denied + t.designed_503 + t.lost + t.wrong_allow, result
+        return t
+
+    def values(self) -> tuple[int, ...]:
+        return (self.sent, self.allowed, self.denied, self.designed_503, self.lost,
+                self.wrong_allow)  # fmt: skip
+
+    def __iadd__(self, other: Tally) -> Tally:
+        for name in ("sent", "allowed", "denied", "designed_503", "lost", "wrong_allow"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
+
+@dataclass
 class Report:
     rows: list[tuple[str, str, bool]] = field(default_factory=list)
+    tallies: list[tuple[str, Tally]] = field(default_factory=list)
     attacks: list[int] = field(default_factory=lambda: [0, 0])  # tried, denied
     faults: list[int] = field(default_factory=lambda: [0, 0])  # injected, survived
-    requests: list[int] = field(default_factory=lambda: [0, 0])  # sent, lost
 
-    def add(self, phase: str, result: dict[str, Any], ok: bool, note: str = "") -> None:
-        self.requests[0] += result["requests"]
-        self.requests[1] += result["s503"] + result["other"] + result["socket_errors"]
-        detail = (f"{result['requests']} req, {result['rps']:.0f}/s, ok {result['good']}, "
-                  f"deny {result['deny']}, 503 {result['s503']}, leak {result['leak']}, "
-                  f"other {result['other'] + result['socket_errors']}, "
+    def add(
+        self,
+        phase: str,
+        result: dict[str, Any],
+        ok: bool,
+        note: str = "",
+        tally: Tally | None = None,
+    ) -> Tally:
+        tally = tally or Tally.of(result, designed_503=False)
+        self.tallies.append((phase, tally))
+        detail = (f"{tally.sent} sent, {result['rps']:.0f}/s, allowed {tally.allowed}, "
+                  f"denied {tally.denied}, designed-503 {tally.designed_503}, "
+                  f"lost {tally.lost}, wrong-allow {tally.wrong_allow}, "
                   f"p99 {result['p99_ms']:.0f} ms{note}")  # fmt: skip
         self.rows.append((phase, detail, ok))
         print(f"[{'PASS' if ok else 'FAIL'}] {phase}: {detail}", flush=True)
+        return tally
 
     def attack_counts(self, result: dict[str, Any], expected_denials: float) -> None:
         tried = round(result["requests"] * expected_denials)
@@ -277,19 +330,23 @@ class Report:
         self.attacks[1] += tried - result["leak"]
 
 
+DESIGNED_503 = {"pg", "hook", "jwks"}  # mixes whose phase takes a dependency down on purpose
+
+
 def phase_fault(report: Report, soak: Soak, name: str, mix: str, seconds: float) -> None:
     report.faults[0] += 1
     r = wrk(soak, mix, seconds, 8)
-    expected = {"pg": "s503", "hook": "s503"}.get(mix)
-    ok = r["leak"] == 0 and r["requests"] > 0 and r["p99_ms"] < 500
-    if expected:
-        ok = ok and r[expected] == r["requests"]
-    else:  # jwks: known keys still verify, unknown kid denied
-        ok = ok and r["good"] > 0 and r["s503"] == 0 and r["other"] == 0
+    tally = Tally.of(r, designed_503=mix in DESIGNED_503)
+    ok = tally.wrong_allow == 0 and tally.lost == 0 and r["requests"] > 0 and r["p99_ms"] < 500
+    if mix in ("pg", "hook"):  # every request answered by authz's own 503, in time
+        ok = ok and tally.designed_503 == tally.sent
+    else:  # jwks: the last good keys still verify (allows), an unknown kid is a 401
+        ok = ok and tally.allowed > 0 and tally.denied > 0 and tally.designed_503 == 0
     report.faults[1] += ok
-    report.attacks[0] += r["requests"] if expected else r["requests"] // 2
-    report.attacks[1] += (r["requests"] if expected else r["requests"] // 2) - r["leak"]
-    report.add(name, r, ok)
+    tried = r["requests"] if mix in ("pg", "hook") else r["requests"] // 2
+    report.attacks[0] += tried
+    report.attacks[1] += tried - r["leak"]
+    report.add(name, r, ok, tally=tally)
 
 
 def phase_kill(report: Report, soak: Soak, seconds: float, sig: int, name: str) -> None:
@@ -302,22 +359,24 @@ def phase_kill(report: Report, soak: Soak, seconds: float, sig: int, name: str) 
     thread.join(seconds + 60)
     exited = victim.process.wait(25) is not None
     r = box
-    lost = r["s503"] + r["other"] + r["socket_errors"]
+    tally = Tally.of(r, designed_503=False)
     # SIGKILL: Checks in flight on the victim fail (Envoy's 503: fail closed) until the health
     # check drops it; SIGTERM: none may fail.
     # (SIGKILL: up to one second of traffic, the health check's interval plus its timeout)
     budget = 0 if sig == signal.SIGTERM else int(r["rps"])
-    ok = r["leak"] == 0 and lost <= budget and r["good"] > 0 and exited
+    ok = tally.wrong_allow == 0 and tally.lost <= budget and tally.allowed > 0 and exited
     report.faults[1] += ok
     report.attack_counts(r, 0.5)
-    report.add(name, r, ok, f", lost {lost} (budget {budget})")
+    report.add(name, r, ok, f", lost budget {budget}", tally=tally)
     soak.start_replica(victim)  # back to two replicas for the next phase
     wait_for(lambda: soak.healthy() == 2, 20, "the restarted replica healthy")
 
 
 def phase_capacity(report: Report, soak: Soak) -> float:
     r = wrk(soak, "load", 8, 16)
-    report.add("capacity (16 conns, 8 s)", r, r["leak"] == 0 and r["s503"] == 0)
+    tally = Tally.of(r, designed_503=False)
+    ok = tally.wrong_allow == 0 and tally.lost == 0
+    report.add("capacity (16 conns, 8 s)", r, ok, tally=tally)
     report.attack_counts(r, 0.5)
     return r["rps"]
 
@@ -367,17 +426,27 @@ def fuzz_row() -> str:
 
 
 def print_table(report: Report) -> None:
+    total = Tally()
+    for _, t in report.tallies:
+        total += t
+    names = [phase for phase, _ in report.tallies] + ["total"]
+    width = max(len(n) for n in names)
+    cols = Tally.COLUMNS
+    header = f"{'phase':<{width}}  " + "  ".join(f"{c:>14}" for c in cols)
+    print("\n" + "-" * len(header))
+    print(header)
+    for phase, t in [*report.tallies, ("total", total)]:
+        print(f"{phase:<{width}}  " + "  ".join(f"{v:>14}" for v in t.values()))
+    print("-" * len(header))
     rows = [
         ("attacks tried / denied", f"{report.attacks[0]} / {report.attacks[1]}"),
         ("faults injected / survived", f"{report.faults[0]} / {report.faults[1]}"),
-        ("requests sent / lost", f"{report.requests[0]} / {report.requests[1]}"),
         ("fuzz executions / crashes", fuzz_row()),
     ]
-    width = max(len(k) for k, _ in rows)
-    print("\n" + "-" * 72)
+    key = max(len(k) for k, _ in rows)
     for k, v in rows:
-        print(f"{k:<{width}}  {v}")
-    print("-" * 72)
+        print(f"{k:<{key}}  {v}")
+    print("-" * len(header))
     for phase, _, ok in report.rows:
         print(f"{'PASS' if ok else 'FAIL'}  {phase}")
 
