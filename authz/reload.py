@@ -21,6 +21,7 @@ from authz.runtime import Runtime
 log = logging.getLogger("authz.reload")
 
 RETIRE_AFTER = 30.0  # seconds an old version's runtime stays open for Checks still using it
+SETTLE = 0.05  # seconds a changed file must stay the same before it is loaded
 
 
 class Reloader:
@@ -127,13 +128,20 @@ class Reloader:
 
     async def _poll(self) -> None:
         """Poll the file's content hash: works for plain files and Kubernetes ConfigMap
-        symlink swaps alike, with nothing but the stdlib."""
+        symlink swaps alike, with nothing but the stdlib. A change is loaded once the content
+        has stayed the same for SETTLE seconds, so that a file caught half-written in place
+        (truncated, then written) is not reported as a rejected config."""
         while True:
             await asyncio.sleep(self.options.watch)
             with contextlib.suppress(OSError):
-                digest = await asyncio.to_thread(
-                    lambda: hashlib.sha256(self.path.read_bytes()).digest()
-                )
-                if digest != self._digest:
-                    self._digest = digest  # an invalid file is reported once, not every poll
-                    await self.reload("file changed")
+                digest = await asyncio.to_thread(self._file_digest)
+                if digest == self._digest:
+                    continue
+                await asyncio.sleep(SETTLE)
+                if await asyncio.to_thread(self._file_digest) != digest:
+                    continue  # still being written: the next poll looks again
+                self._digest = digest  # an invalid file is reported once, not every poll
+                await self.reload("file changed")
+
+    def _file_digest(self) -> bytes:
+        return hashlib.sha256(self.path.read_bytes()).digest()

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from authz.config.schema import MatchRule
+from authz.observability import sensitive_reference
 from authz.rules.base import Context, Failure, Rule
 from authz.rules.compiler import CompileContext, compiles
 from authz.rules.refs import (
@@ -76,7 +77,9 @@ COERCE: dict[str, Callable[[Any], Any]] = {
 
 class Match(Rule):
     kind = "match"
-    __slots__ = ("coerce", "f1", "f1_text", "f2", "f2_list", "f2_text", "op", "op_text", "type")
+    __slots__ = (
+        "coerce", "f1", "f1_text", "f2", "f2_list", "f2_text", "masked", "op", "op_text", "type",
+    )  # fmt: skip
 
     async def evaluate(self, ctx: Context) -> Failure | None:
         args = ctx.args
@@ -102,9 +105,11 @@ class Match(Rule):
             if b is WRONG:
                 return self.fail(f"f2 {self.f2_text} is not a {self.type}", error=True)
         if ctx.trace is not None:
-            ctx.detail = f"{a!r} {self.op_text} {b!r}"
+            ctx.detail = self.masked or f"{a!r} {self.op_text} {b!r}"
         if self.op(a, b):
             return None
+        if self.masked:
+            return self.fail(f"{self.masked} is false (values not shown)")
         return self.fail(f"{a!r} {self.op_text} {b!r} is false")
 
 
@@ -126,7 +131,24 @@ def compile_match(model: MatchRule, cc: CompileContext, path: str) -> Rule:
     else:
         rule.f2 = _side(model.f2, model.type, cc, f"{path}.f2")
     rule.f2_text = _text(model.f2)
+    rule.masked = _masked(model.f1, model.f2, model.eval)
     return rule
+
+
+def _masked(f1: Any, f2: Any, op: str) -> str:
+    """When a side reads a secret (a token, an API key header, a password field...), failure
+    reasons and traces show the references, never the values (nor the literal compared with
+    them, often a secret from the environment); else ""."""
+    refs = [x for x in (f1, *(f2 if isinstance(f2, list) else [f2])) if is_reference(x)]
+    if not any(sensitive_reference(r) for r in refs):
+        return ""
+
+    def side(raw: Any) -> str:
+        if isinstance(raw, list):
+            return "[" + ", ".join(side(x) for x in raw) + "]"
+        return raw if is_reference(raw) else "<literal>"
+
+    return f"{side(f1)} {op} {side(f2)}"
 
 
 def _side(raw: Any, type_: str, cc: CompileContext, path: str) -> Getter:

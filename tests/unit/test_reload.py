@@ -104,3 +104,40 @@ def test_invalid_config_at_start_never_serves(tmp_path):
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert out.returncode == 2 and "unknown rule 'nope'" in out.stderr
+
+
+def test_a_file_caught_half_written_is_not_reported_as_rejected(tmp_path, monkeypatch):
+    """Written in place (truncated, then written): the poller waits for the content to settle
+    instead of rejecting the empty file it may read in between."""
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from authz import reload as reload_module
+    from authz.reload import Reloader
+
+    monkeypatch.setattr(reload_module, "SETTLE", 0.5)  # far above the test's 0.05 s gap
+    path = tmp_path / "c.yaml"
+    path.write_text(TEMPLATE.format(kind="allow"))
+    swapped, rejected = [], []
+    options = SimpleNamespace(config=str(path), dry_run=False, watch=0.01)
+
+    async def scenario() -> Reloader:
+        reloader = Reloader(options, lambda new: swapped.append(new.version))
+        reloader._rejected = lambda why, errors: rejected.append(errors)  # type: ignore[method-assign]
+        first = await reloader.load_first()
+        reloader.start_watching()
+        try:
+            path.write_text("")  # the truncation an in-place write starts with
+            await asyncio.sleep(0.05)
+            path.write_text(TEMPLATE.format(kind="deny"))
+            deadline = time.monotonic() + 10
+            while not swapped and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        finally:
+            reloader.stop_watching()
+            await first.runtime.close()
+        return reloader
+
+    reloader = asyncio.run(scenario())
+    assert rejected == [] and len(swapped) == 1 and reloader.reloads == 1

@@ -116,3 +116,27 @@ def test_error_text_is_the_rule_message():
 def test_failure_reason_names_the_values():
     failure = evaluate(m("==", "string", "args.auth.id", "x"), ARGS)
     assert failure is not None and "'u1' == 'x' is false" in failure.reason
+
+
+@pytest.mark.parametrize(
+    ("f1", "f2", "shown"),
+    [
+        ("args.headers.x-api-key", "k-configured", "args.headers.x-api-key == <literal>"),
+        (
+            "args.params.password",
+            "args.params.username",
+            "args.params.password == args.params.username",
+        ),
+        ("args.token", "t-configured", "args.token == <literal>"),
+        ("k-configured", "args.headers.authorization", "<literal> == args.headers.authorization"),
+    ],
+)
+def test_failure_reason_never_shows_values_read_from_secrets(f1, f2, shown):
+    args = {
+        "headers": {"x-api-key": "k-sent", "authorization": "Bearer k-sent"},
+        "params": {"password": "k-sent", "username": "bob"},
+        "token": "k-sent",
+    }
+    failure = evaluate(m("==", "string", f1, f2), args)
+    assert failure is not None and not failure.error
+    assert failure.reason.startswith(shown) and "k-" not in failure.reason
