@@ -98,3 +98,21 @@ def test_base_dir_is_the_config_directory(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("project: p\n")
     assert load_config(p).base_dir == tmp_path
+
+
+def test_yes_no_on_off_are_strings_true_false_are_booleans():
+    text = """
+project: demo
+auth: {serviceToken: {enabled: false}}
+services:
+  on:
+    endpoints:
+      yes: {method: GET, path: /yes, rule: {rule: match, type: string, eval: "==", f1: no, f2: off}}
+      no: {method: GET, path: /no, rule: {rule: allow}}
+"""
+    config = load_config_text(text, {})
+    assert set(config.services) == {"on"}
+    endpoints = config.services["on"].endpoints
+    assert set(endpoints) == {"yes", "no"}
+    assert (endpoints["yes"].rule.f1, endpoints["yes"].rule.f2) == ("no", "off")
+    assert config.auth.serviceToken.enabled is False
