@@ -16,7 +16,7 @@ from authz.decision import Decision
 from authz.errors import ConfigError, DependencyError, RequestError, TokenError
 from authz.mutations import apply_changes
 from authz.observability import EndpointMetrics, Metrics
-from authz.request import Request, parse_json_body, parse_query
+from authz.request import Request, copy_headers, parse_json_body, parse_query
 from authz.resolve import Route, Router, compile_template
 from authz.rules.base import Context, Rule, run
 from authz.rules.compiler import CompileContext, compile_rule
@@ -34,6 +34,7 @@ class CompiledEndpoint:
     name: str
     rule: Rule | None
     needs_token: bool  # every top-level rule but `allow` needs a verified token (RULES §1)
+    reads_headers: bool
     reads_query: bool
     reads_params: bool
     dry_run: bool
@@ -126,6 +127,7 @@ class Authorizer:
             name=ename,
             rule=rule,
             needs_token=rule is not None and rule.kind != "allow",
+            reads_headers=whole or "headers" in cc.reads,
             reads_query=whole or "query" in cc.reads or "params" in cc.reads,
             reads_params=whole or "params" in cc.reads,
             dry_run=ep.mode == "dry-run",
@@ -193,15 +195,15 @@ class Authorizer:
         token: str | None,
         path_params: dict[str, str],
     ) -> dict[str, Any]:
-        args: dict[str, Any] = {
-            "auth": claims,
-            "headers": req.headers,
-            "pathParams": path_params,
-            "method": req.method,
-            "path": req.path,
-            "service": ep.service,
-            "endpoint": ep.name,
-        }
+        # Like query and params, args.headers is only there for rules that read it.
+        args: dict[str, Any] = {"auth": claims}
+        if ep.reads_headers:
+            args["headers"] = copy_headers(req.headers)
+        args["pathParams"] = path_params
+        args["method"] = req.method
+        args["path"] = req.path
+        args["service"] = ep.service
+        args["endpoint"] = ep.name
         if token is not None:
             args["token"] = token
         if ep.reads_query:

@@ -188,6 +188,9 @@ class Metrics:
             registry=r,
         )
         self._token_failures: dict[str, Any] = {}
+        # Bound once per name: rules look these up per Check (config-bounded names).
+        self._webhooks: dict[str, DependencyMetrics] = {}
+        self._caches: dict[str, CacheMetrics] = {}
         self._version: str | None = None
         self._unmatched = self.endpoint(UNMATCHED, UNMATCHED)
 
@@ -210,10 +213,20 @@ class Metrics:
         return DependencyMetrics(self.datastore_latency, self.datastore_errors, alias)
 
     def webhook(self, url: str) -> DependencyMetrics:
-        return DependencyMetrics(self.webhook_latency, self.webhook_errors, url)
+        """The children of one webhook URL (a rule's constant), bound on first use."""
+        dep = self._webhooks.get(url)
+        if dep is None:
+            dep = self._webhooks[url] = DependencyMetrics(
+                self.webhook_latency, self.webhook_errors, url
+            )
+        return dep
 
     def cache(self, name: str) -> CacheMetrics:
-        return CacheMetrics(self.cache_hits, self.cache_misses, name)
+        """The hit/miss children of one cache ("query", "webhook"), bound on first use."""
+        cache = self._caches.get(name)
+        if cache is None:
+            cache = self._caches[name] = CacheMetrics(self.cache_hits, self.cache_misses, name)
+        return cache
 
     # --- events ----------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from authz.datastores.filters import check_collection, parse
+from authz.datastores.filters import Expr, check_collection, parse
 from authz.errors import DependencyError
 
 log = logging.getLogger("authz.datastores")
@@ -56,7 +56,14 @@ class Datastore:
         The filter is validated again here (FilterError, a ValueError, for a bad one): no
         caller can make a backend run something outside the language."""
         check_collection(col, "col")
-        expr = parse(filter)
+        return await self.find_parsed(col, filter, parse(filter), limit)
+
+    async def find_parsed(
+        self, col: str, filter: dict[str, Any], expr: Expr, limit: int
+    ) -> list[dict[str, Any]]:
+        """`find` for a caller that checked `col` and built `expr` (== parse(filter)) itself:
+        a query rule, whose filter structure is checked at config load and each value as it
+        fills its slot (rules/query.py). Parsing every filter again cost ~10% of a Check."""
         start = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout):

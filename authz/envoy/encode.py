@@ -3,11 +3,16 @@
 Every denial is a CheckResponse carrying `denied_response` with the HTTP status and a JSON
 body, never a gRPC error and never `error_response`: Envoy's fail-open setting must not be
 able to turn an internal error into an allow.
+
+What does not change from one Check to the next is built once and reused: the serialized
+allow of a caller (until its service token is re-minted) and each kind of denial (status and
+headers), to which only the JSON body is added.
 """
 
 from __future__ import annotations
 
-import json
+from json.encoder import encode_basestring_ascii
+from typing import Any
 
 from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption, QueryParameter
 from envoy.service.auth.v3.external_auth_pb2 import (
@@ -39,6 +44,48 @@ def encode(decision: Decision) -> CheckResponse:
     return _denied(decision)
 
 
+def serialize(decision: Decision) -> bytes:
+    """`encode(decision).SerializeToString()`: the bytes the Check handler answers with."""
+    d = decision
+    if d.allowed and not (
+        d.query_parameters_to_set
+        or d.query_parameters_to_remove
+        or d.response_headers_to_add
+        or d.plan is not None
+    ):
+        # An allow that only sets and removes request headers is the same bytes for every
+        # Check of one caller as long as its service token is reused (half the token's ttl,
+        # identity.mint.ServiceTokens).
+        key = (tuple(d.headers), tuple(d.headers_to_remove))
+        out = _HEADER_ONLY_ALLOWS.get(key)
+        if out is None:
+            out = _HEADER_ONLY_ALLOWS.put(key, _ok(d).SerializeToString())
+        return out
+    return encode(d).SerializeToString()
+
+
+class _Bounded:
+    """A dict of prebuilt responses, emptied when full (header values set by field rules may
+    all differ: the cache must not grow with them)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._entries: dict[Any, Any] = {}
+
+    def get(self, key: Any) -> Any:
+        return self._entries.get(key)
+
+    def put(self, key: Any, value: Any) -> Any:
+        if len(self._entries) >= self.size:
+            self._entries.clear()
+        self._entries[key] = value
+        return value
+
+
+_HEADER_ONLY_ALLOWS = _Bounded(1024)  # (headers, headers_to_remove) -> serialized allow
+_DENIALS = _Bounded(256)  # (status, response headers) -> CheckResponse without a body
+
+
 def _ok(d: Decision) -> CheckResponse:
     ok = OkHttpResponse(
         headers=[_header(k, v) for k, v in d.headers],
@@ -61,9 +108,26 @@ def _ok(d: Decision) -> CheckResponse:
 
 
 def _denied(d: Decision) -> CheckResponse:
-    body = json.dumps({"error": d.message or "access denied", "requestId": d.request_id})
+    key = (d.status, tuple(d.response_headers_to_add))
+    template = _DENIALS.get(key)
+    if template is None:
+        template = _DENIALS.put(key, _denial(d.status, d.response_headers_to_add))
+    response = CheckResponse()
+    response.CopyFrom(template)
+    response.denied_response.body = _error_body(d.message or "access denied", d.request_id)
+    return response
+
+
+def _denial(status: int, response_headers: list[tuple[str, str]]) -> CheckResponse:
     headers = [_JSON]
-    headers.extend(_header(k, v) for k, v in d.response_headers_to_add)
-    denied = DeniedHttpResponse(status=HttpStatus(code=d.status), headers=headers, body=body)
-    status = _UNAUTHENTICATED if d.status == 401 else _DENIED
-    return CheckResponse(status=status, denied_response=denied)
+    headers.extend(_header(k, v) for k, v in response_headers)
+    denied = DeniedHttpResponse(status=HttpStatus(code=status), headers=headers)
+    rpc_status = _UNAUTHENTICATED if status == 401 else _DENIED
+    return CheckResponse(status=rpc_status, denied_response=denied)
+
+
+def _error_body(message: str, request_id: str) -> str:
+    # Exactly json.dumps({"error": message, "requestId": request_id}), which costs more than
+    # the rest of a denial (it builds an encoder per call).
+    error, rid = encode_basestring_ascii(message), encode_basestring_ascii(request_id)
+    return f'{{"error": {error}, "requestId": {rid}}}'

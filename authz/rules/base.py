@@ -9,6 +9,7 @@ must stop the whole evaluation: `DependencyError` (503), `RequestError` (400).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -83,22 +84,29 @@ class Rule:
         return failure
 
 
-async def run(rule: Rule, ctx: Context) -> Failure | None:
-    """Evaluate a nested rule, recording it when tracing. Composite rules call this."""
+def run(rule: Rule, ctx: Context) -> Awaitable[Failure | None]:
+    """Evaluate a nested rule, recording it when tracing. Composite rules await this.
+
+    Not tracing (serving), it is the rule's own `evaluate`: no wrapper coroutine per rule."""
+    if ctx.trace is None:
+        return rule.evaluate(ctx)
+    return _traced(rule, ctx, ctx.trace)
+
+
+async def _traced(rule: Rule, ctx: Context, trace: list[TraceEntry]) -> Failure | None:
     result = await rule.evaluate(ctx)
-    if ctx.trace is not None:
-        detail, ctx.detail = ctx.detail, ""
-        if result is not None:
-            detail = result.reason
-            if result.path.startswith(rule.path + "."):  # a composite failed by a clause
-                detail = f"{result.path[len(rule.path) + 1 :]}: {detail}"
-        ctx.trace.append(
-            TraceEntry(
-                rule.path,
-                rule.kind,
-                result is None,
-                result is not None and result.error,
-                detail,
-            )
+    detail, ctx.detail = ctx.detail, ""
+    if result is not None:
+        detail = result.reason
+        if result.path.startswith(rule.path + "."):  # a composite failed by a clause
+            detail = f"{result.path[len(rule.path) + 1 :]}: {detail}"
+    trace.append(
+        TraceEntry(
+            rule.path,
+            rule.kind,
+            result is None,
+            result is not None and result.error,
+            detail,
         )
+    )
     return result

@@ -17,8 +17,12 @@ from authz.datastores.filters import (
     FIELD,
     LIST_OPERATORS,
     LOGICAL,
+    MATCH_ALL,
     OPERATORS,
+    Cond,
+    Expr,
     FilterError,
+    Logic,
     check_collection,
     check_field,
     value_problem,
@@ -29,6 +33,10 @@ from authz.rules.compiler import CompileContext, compile_rule, compiles
 from authz.rules.refs import MISSING, compile_value, is_reference
 
 Fill = Callable[[dict[str, Any]], Any]
+# A filter filled from args: the object the datastore gets and its parsed expression
+Filled = tuple[dict[str, Any], Expr]
+# One member of a filter object: its filled value and its expressions
+Member = Callable[[dict[str, Any]], tuple[Any, list[Expr]]]
 # args keys a rule may not overwrite with results: what the request and the token say
 RESERVED = frozenset(
     ("auth", "token", "params", "query", "headers", "pathParams", "method", "path", "service",
@@ -54,10 +62,10 @@ class Query(Rule):
 
     async def evaluate(self, ctx: Context) -> Failure | None:
         try:
-            filled = self.fill(ctx.args)
+            filled, expr = self.fill(ctx.args)
         except SlotError as exc:
             return self.fail(f"{exc.path}: {exc.reason}", error=True)
-        docs = await self._documents(ctx, filled)
+        docs = await self._documents(ctx, filled, expr)
         self.set_store(ctx.args, docs)
         if ctx.trace is not None:
             ctx.detail = f"{self.alias}.{self.col}: {len(docs)} document(s)"
@@ -66,7 +74,9 @@ class Query(Rule):
             return None if failure is None else self.own(failure)
         return None if docs else self.fail("no document matched")
 
-    async def _documents(self, ctx: Context, filled: dict[str, Any]) -> list[dict[str, Any]]:
+    async def _documents(
+        self, ctx: Context, filled: dict[str, Any], expr: Expr
+    ) -> list[dict[str, Any]]:
         key = freeze(filled) if self.cache is not None else None
         if self.cache is not None:
             docs = self.cache.get(key)
@@ -74,7 +84,7 @@ class Query(Rule):
             if docs is not MISS:
                 return docs
         store = datastore(ctx, self.alias)
-        docs = await store.find(self.col, filled, self.limit)
+        docs = await store.find_parsed(self.col, filled, expr, self.limit)
         if self.cache is not None:
             self.cache.put(key, docs)
         return docs
@@ -124,16 +134,19 @@ def _check_alias(alias: str, cc: CompileContext, path: str) -> None:
 # --- the filter --------------------------------------------------------------------------
 
 
-def compile_filter(raw: Any, cc: CompileContext, path: str) -> Fill:
-    """Compile a `find` object into a function of args building the filled filter."""
+def compile_filter(raw: Any, cc: CompileContext, path: str) -> Callable[[dict[str, Any]], Filled]:
+    """Compile a `find` object into a function of args building the filled filter and its
+    expression, equal to `filters.parse(filled)`: the structure (fields, operators) is
+    checked here, once, and each value as it fills its slot, so the datastore need not parse
+    the filter again per request."""
     if not isinstance(raw, dict):
         cc.error(path, "must be an object")
-        return lambda args: {}
-    parts: list[tuple[str, Fill]] = []
+        return lambda args: ({}, MATCH_ALL)
+    parts: list[tuple[str, Member]] = []
     for key, value in raw.items():
         p = f"{path}.{key}"
         if key in LOGICAL:
-            fill = _compile_logical(key, value, cc, p)
+            member = _compile_logical(key, value, cc, p)
         elif isinstance(key, str) and key.startswith("$"):
             cc.error(p, f"unknown operator {key!r} (allowed: {_allowed()})")
             continue
@@ -143,26 +156,46 @@ def compile_filter(raw: Any, cc: CompileContext, path: str) -> Fill:
             except FilterError as exc:
                 cc.error(exc.path, exc.message)
                 continue
-            fill = _compile_field(value, cc, p)
-        parts.append((key, fill))
-    items = tuple(parts)
-    return lambda args: {k: fill(args) for k, fill in items}
+            member = _compile_field(key, value, cc, p)
+        parts.append((key, member))
+    members = tuple(parts)
+
+    def fill(args: dict[str, Any]) -> Filled:
+        filled: dict[str, Any] = {}
+        exprs: list[Expr] = []
+        for key, member in members:
+            filled[key], found = member(args)
+            exprs.extend(found)
+        return filled, exprs[0] if len(exprs) == 1 else Logic("$and", tuple(exprs))
+
+    return fill
 
 
-def _compile_logical(key: str, value: Any, cc: CompileContext, path: str) -> Fill:
+def _compile_logical(key: str, value: Any, cc: CompileContext, path: str) -> Member:
     if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
         cc.error(path, f"{key} takes a non-empty list of filter objects")
-        return lambda args: []
+        return lambda args: ([], [])
     subs = tuple(compile_filter(v, cc, f"{path}[{i}]") for i, v in enumerate(value))
-    return lambda args: [s(args) for s in subs]
+
+    def member(args: dict[str, Any]) -> tuple[Any, list[Expr]]:
+        filled = [s(args) for s in subs]
+        return [f for f, _ in filled], [Logic(key, tuple(e for _, e in filled))]
+
+    return member
 
 
-def _compile_field(value: Any, cc: CompileContext, path: str) -> Fill:
+def _compile_field(field: str, value: Any, cc: CompileContext, path: str) -> Member:
     if isinstance(value, list):
         cc.error(path, "a list is not a value here; use {$in: [...]}")
-        return lambda args: None
+        return lambda args: (None, [])
     if not isinstance(value, dict):
-        return _compile_slot(value, "$eq", cc, path)
+        slot = _compile_slot(value, "$eq", cc, path)
+
+        def equals(args: dict[str, Any]) -> tuple[Any, list[Expr]]:
+            v = slot(args)
+            return v, [Cond(field, "$eq", v)]
+
+        return equals
     if not value:
         cc.error(path, "an empty operator object")
     ops: list[tuple[str, Fill]] = []
@@ -175,7 +208,12 @@ def _compile_field(value: Any, cc: CompileContext, path: str) -> Fill:
             continue
         ops.append((op, _compile_slot(operand, op, cc, f"{path}.{op}")))
     items = tuple(ops)
-    return lambda args: {op: fill(args) for op, fill in items}
+
+    def operators(args: dict[str, Any]) -> tuple[Any, list[Expr]]:
+        filled = {op: slot(args) for op, slot in items}
+        return filled, [Cond(field, op, v) for op, v in filled.items()]
+
+    return operators
 
 
 def _compile_slot(raw: Any, op: str, cc: CompileContext, path: str) -> Fill:

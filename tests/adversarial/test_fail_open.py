@@ -38,7 +38,7 @@ import sys
 from authz import server
 from authz.rules import match
 
-_evaluate, _decode, _encode = match.Match.evaluate, server.decode, server.encode
+_evaluate, _decode, _serialize = match.Match.evaluate, server.decode, server.serialize
 
 async def evaluate(self, ctx):
     if self.error == {MARK!r}:
@@ -50,12 +50,12 @@ def decode(data):
         raise RuntimeError("adversarial: decode")
     return _decode(data)
 
-def encode(decision):
+def serialize(decision):
     if decision.request_id == "encode-boom":
         raise RuntimeError("adversarial: encode")
-    return _encode(decision)
+    return _serialize(decision)
 
-match.Match.evaluate, server.decode, server.encode = evaluate, decode, encode
+match.Match.evaluate, server.decode, server.serialize = evaluate, decode, serialize
 from authz.cli import main
 sys.argv[0] = "authz"
 raise SystemExit(main())

@@ -380,3 +380,31 @@ def test_workers_stop_when_the_parent_is_killed(log_dir: Path) -> None:
             if alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+
+
+def test_a_worker_that_dies_is_replaced(log_dir: Path) -> None:
+    config = log_dir / "replace.yaml"
+    config.write_text(CONFIG.format(hook="http://127.0.0.1:9", fast="allow"))
+    grpc_port, http_port = free_port(), free_port()
+    cmd = [sys.executable, "-m", "authz", "serve", "--config", str(config),
+           "--listen", f"127.0.0.1:{grpc_port}", "--http-listen", f"127.0.0.1:{http_port}",
+           "--workers", "2", "--drain", "0s", "--watch", "0"]  # fmt: skip
+    proc = Process("replace", cmd, log_dir, authz_env())
+    try:
+        proc.wait_http_ok(f"http://127.0.0.1:{http_port}/readyz")
+        wait_for(lambda: len(children_of(proc.proc.pid)) == 2, 15, "the workers")
+        first, second = children_of(proc.proc.pid)
+        os.kill(first, signal.SIGKILL)
+
+        def replaced() -> bool:
+            now = children_of(proc.proc.pid)
+            return len(now) == 2 and first not in now
+
+        wait_for(replaced, 15, "a replacement worker")
+        assert second in children_of(proc.proc.pid)
+        assert "starting a replacement" in proc.log()
+        proc.wait_http_ok(f"http://127.0.0.1:{http_port}/readyz")
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        proc.stop()
