@@ -66,7 +66,7 @@ def _fill(conn, rows, create: bool = False) -> None:
         )
 
 
-async def _open(dsn: str, timeout: float = 1.0):
+async def _open(dsn: str, timeout: float = 5.0):
     ds = create_datastore("pg", PostgresSettings(type="postgres", dsn=dsn, timeout=timeout))
     await ds.open()
     return ds
@@ -130,7 +130,9 @@ async def test_differential_sqlite_postgres_evaluator(store, schema, tmp_path):
             )
             lite.commit()
             lite.close()
-            sq = create_datastore("sq", SqliteSettings(type="sqlite", path=str(path)), tmp_path)
+            sq = create_datastore(
+                "sq", SqliteSettings(type="sqlite", path=str(path), timeout=5), tmp_path
+            )
             await sq.open()
             docs = [cases.document(r) for r in rows]
             try:

@@ -60,7 +60,9 @@ def test_an_absolute_sqlite_path_and_env_substitution(tmp_path, monkeypatch):
 
 def test_the_datastore_opens_the_same_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    store = create_datastore("main", SqliteSettings(type="sqlite", path="x/app.db"), ROOT)
+    store = create_datastore(
+        "main", SqliteSettings(type="sqlite", path="x/app.db", timeout=5), ROOT
+    )
     assert store.path == ROOT / "x" / "app.db"
 
 
@@ -139,7 +141,9 @@ def test_a_failing_script_leaves_no_partial_tables(tmp_path):
 async def test_the_seeded_rows_answer_the_instagram_queries(tmp_path):
     db = tmp_path / "app.db"
     seed_sqlite(db, EXAMPLE_SQL)
-    store = create_datastore("main", SqliteSettings(type="sqlite", path=str(db)), tmp_path)
+    store = create_datastore(
+        "main", SqliteSettings(type="sqlite", path=str(db), timeout=5), tmp_path
+    )
     await store.open()
     try:
         public = await store.find("profiles", {"isPublic": True}, 10)

@@ -35,7 +35,7 @@ def _make_db(path: Path, rows=cases.ROWS) -> None:
 @pytest.fixture
 async def store(tmp_path):
     _make_db(tmp_path / "app.db")
-    ds = create_datastore("main", SqliteSettings(type="sqlite", path="app.db"), tmp_path)
+    ds = create_datastore("main", SqliteSettings(type="sqlite", path="app.db", timeout=5), tmp_path)
     await ds.open()
     yield ds
     await ds.close()
@@ -77,7 +77,9 @@ async def test_differential_against_the_evaluator(tmp_path):
         rows = cases.random_rows(rng, 40)
         path = tmp_path / f"r{round_}.db"
         _make_db(path, rows)
-        ds = create_datastore("r", SqliteSettings(type="sqlite", path=str(path)), tmp_path)
+        ds = create_datastore(
+            "r", SqliteSettings(type="sqlite", path=str(path), timeout=5), tmp_path
+        )
         await ds.open()
         docs = [cases.document(r) for r in rows]
         try:
@@ -136,7 +138,7 @@ async def test_slow_query_times_out_then_works(tmp_path):
 
 
 async def test_missing_file_fails_then_recovers(tmp_path):
-    ds = create_datastore("m", SqliteSettings(type="sqlite", path="late.db"), tmp_path)
+    ds = create_datastore("m", SqliteSettings(type="sqlite", path="late.db", timeout=5), tmp_path)
     await ds.open()
     try:
         with pytest.raises(DependencyError):
