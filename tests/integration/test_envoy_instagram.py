@@ -49,12 +49,6 @@ def stack(log_dir: Path) -> Iterator[Stack]:
     s.stop()
 
 
-@pytest.fixture(scope="module")
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=5) as c:
-        yield c
-
-
 def get(
     stack: Stack,
     client: httpx.Client,
