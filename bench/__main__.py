@@ -114,7 +114,8 @@ def meta(b: Bench, stamp: str) -> dict[str, Any]:
         "fixed_rate": b.rate,
         "load_wrk": "wrk -t1 -c32 --latency (HTTP/1.1, closed loop)",
         "load_fixed": f"h2load --h1 -c{FIXED_CLIENTS} -m1 --rps=rate/{FIXED_CLIENTS} "
-        "(fixed rate; latency from --log-file, timed from each request's send)",
+        "-r1 --rate-period=1000/rate ms -n rate*seconds (fixed rate, evenly spaced; latency "
+        "from --log-file, timed from each request's send)",
         "load_direct": "h2load -t1 -c4 -m8, POST of a length-prefixed CheckRequest",
         "envoy_flags": "--concurrency 1 --disable-hot-restart",
     }
