@@ -7,6 +7,12 @@ with columns of its class, so `"1"` never matches 1 and a type mismatch is "no m
 a database error. Every generated predicate is two-valued (never SQL NULL), so `NOT` is the
 exact negation MongoDB's `$ne`/`$nin` need. A NULL column is a missing field; inside a JSON
 column, a missing key is missing and a JSON null is null (see filters.py for the semantics).
+
+The SQL text depends only on the expression's *shape* (structure, fields, operators, each
+value's class, list lengths), never on the values: `where` compiles a shape once per dialect
+instance (one per datastore) into the text and a list of parameter slots, and later requests
+of that shape only bind their values into the slots. Building the text cost more than running
+an indexed lookup on SQLite.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 from authz.datastores.filters import Cond, Expr, Logic, value_class
 from authz.errors import DependencyError
 
+CACHE_SIZE = 1024  # compiled shapes per dialect instance; cleared when full
 KINDS = ("number", "string", "bool", "json", "other")
 _SQL_OPS = {"$eq": "=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _RANGE = ("$gt", "$gte", "$lt", "$lte")
@@ -39,11 +46,26 @@ class Target:
         self.column, self.kind, self.path = column, kind, path
 
 
+class Slot:
+    """A parameter filled per request: `Dialect.bind` of the `index`-th value of the shape."""
+
+    __slots__ = ("cls", "index", "target")
+
+    def __init__(self, index: int, cls: str, target: Target):
+        self.index, self.cls, self.target = index, cls, target
+
+
 class Dialect:
-    """SQL fragments one backend needs; `params` collects bound values in order."""
+    """SQL fragments one backend needs; `params` collects, in order, constants (JSON paths)
+    and `Slot`s for the values (`values` are the values' indexes in the expression)."""
 
     placeholder = "?"
     true, false = "1=1", "1=0"
+
+    def __init__(self) -> None:
+        # (table, shape) -> (columns, sql, params); `columns` is the table's dict the entry was
+        # compiled for: a re-read table is a new dict, which recompiles.
+        self.cache: dict[tuple[str, Any], tuple[dict[str, str], str, list[Any]]] = {}
 
     def absent(self, t: Target, params: list[Any]) -> str:
         raise NotImplementedError
@@ -51,7 +73,7 @@ class Dialect:
     def present(self, t: Target, params: list[Any]) -> str:
         raise NotImplementedError
 
-    def typed(self, t: Target, cls: str, sql_op: str, values: list[Any], params: list[Any]) -> str:
+    def typed(self, t: Target, cls: str, sql_op: str, values: list[int], params: list[Any]) -> str:
         """`t` holds a value of class `cls` and `t <op> value` (or `t IN (values)`)."""
         raise NotImplementedError
 
@@ -82,43 +104,81 @@ def resolve(field: str, columns: dict[str, str], table: str) -> Target:
 
 
 def where(expr: Expr, columns: dict[str, str], table: str, d: Dialect) -> tuple[str, list[Any]]:
+    """The WHERE clause for `expr` on `table` and its bound parameters, in order."""
+    values: list[Any] = []
+    key = (table, shape(expr, values))
+    entry = d.cache.get(key)
+    if entry is None or entry[0] is not columns:
+        entry = (columns, *_compile(expr, columns, table, d))
+        if len(d.cache) >= CACHE_SIZE:
+            d.cache.clear()
+        d.cache[key] = entry
+    _, sql, slots = entry
+    bind = d.bind
+    params = [bind(p.cls, values[p.index], p.target) if type(p) is Slot else p for p in slots]
+    return sql, params
+
+
+def shape(expr: Expr, values: list[Any]) -> tuple[Any, ...]:
+    """Everything of `expr` the SQL text depends on (hashable); appends its values, in order.
+
+    A Cond's tuple starts with its field, a Logic's with `$and`/`$or` (never a field)."""
+    if type(expr) is Logic:
+        return (expr.op, *[shape(e, values) for e in expr.items])
+    v = expr.value
+    if type(v) is list:
+        values.extend(v)
+        return (expr.field, expr.op, len(v), *[value_class(x) for x in v])
+    values.append(v)
+    # $exists: the operand itself picks the SQL; otherwise only its class does.
+    return (expr.field, expr.op, v if expr.op == "$exists" else value_class(v))
+
+
+def _compile(expr: Expr, columns: dict[str, str], table: str, d: Dialect) -> tuple[str, list[Any]]:
     params: list[Any] = []
-    return _expr(expr, columns, table, d, params), params
+    return _expr(expr, columns, table, d, params, [0]), params
 
 
-def _expr(expr: Expr, columns: dict[str, str], table: str, d: Dialect, params: list[Any]) -> str:
+def _expr(
+    expr: Expr, columns: dict[str, str], table: str, d: Dialect, params: list[Any], n: list[int]
+) -> str:
+    """SQL for `expr`; `n[0]` counts the values seen so far, in `shape`'s order."""
     if isinstance(expr, Logic):
         if not expr.items:
             return d.true
         joiner = " AND " if expr.op == "$and" else " OR "
-        return "(" + joiner.join(_expr(e, columns, table, d, params) for e in expr.items) + ")"
-    return _cond(expr, resolve(expr.field, columns, table), d, params)
+        return "(" + joiner.join(_expr(e, columns, table, d, params, n) for e in expr.items) + ")"
+    first = n[0]
+    n[0] += len(expr.value) if type(expr.value) is list else 1
+    return _cond(expr, first, resolve(expr.field, columns, table), d, params)
 
 
-def _cond(c: Cond, t: Target, d: Dialect, params: list[Any]) -> str:
+def _cond(c: Cond, first: int, t: Target, d: Dialect, params: list[Any]) -> str:
+    """SQL for `c`, whose value (or first list item) is value number `first`."""
     op, v = c.op, c.value
     if op == "$exists":
         return d.present(t, params) if v else "NOT " + d.present(t, params)
     if op in ("$ne", "$nin"):
-        return "NOT " + _cond(Cond(c.field, "$eq" if op == "$ne" else "$in", v), t, d, params)
+        negated = Cond(c.field, "$eq" if op == "$ne" else "$in", v)
+        return "NOT " + _cond(negated, first, t, d, params)
     if op == "$in":
-        return _in(t, v, d, params)
+        return _in(t, v, first, d, params)
     if v is None:
         return d.absent(t, params) if op in ("$eq", "$gte", "$lte") else d.false
     cls = value_class(v)
     if not d.accepts(t, cls):
         return d.false
-    return d.typed(t, cls, _SQL_OPS[op], [v], params)
+    return d.typed(t, cls, _SQL_OPS[op], [first], params)
 
 
-def _in(t: Target, values: list[Any], d: Dialect, params: list[Any]) -> str:
+def _in(t: Target, values: list[Any], first: int, d: Dialect, params: list[Any]) -> str:
     parts = []
     if any(v is None for v in values):
         parts.append(d.absent(t, params))
-    by_class: dict[str, list[Any]] = {}
-    for v in values:
+    by_class: dict[str, list[int]] = {}
+    for i, v in enumerate(values, first):
         if v is not None:
-            by_class.setdefault(value_class(v), []).append(v)
+            by_class.setdefault(value_class(v), []).append(i)
     for cls, group in by_class.items():
         if d.accepts(t, cls):
             parts.append(d.typed(t, cls, "IN", group, params))
@@ -127,10 +187,9 @@ def _in(t: Target, values: list[Any], d: Dialect, params: list[Any]) -> str:
     return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
 
 
-def _operand(d: Dialect, sql_op: str, cls: str, values: list[Any], t: Target, params: list[Any]):
-    """`= ?` or `IN (?, ?)`, binding the values."""
-    for v in values:
-        params.append(d.bind(cls, v, t))
+def _operand(d: Dialect, sql_op: str, cls: str, values: list[int], t: Target, params: list[Any]):
+    """`= ?` or `IN (?, ?)`, a slot per value (bound as class `cls`)."""
+    params.extend(Slot(i, cls, t) for i in values)
     if sql_op == "IN":
         return "IN (" + ", ".join([d.placeholder] * len(values)) + ")"
     return f"{sql_op} {d.placeholder}"
@@ -181,7 +240,7 @@ class SqliteDialect(Dialect):
     def accepts(self, t: Target, cls: str) -> bool:
         return super().accepts(t, "string" if cls == "objectid" else cls)
 
-    def typed(self, t: Target, cls: str, sql_op: str, values: list[Any], params: list[Any]) -> str:
+    def typed(self, t: Target, cls: str, sql_op: str, values: list[int], params: list[Any]) -> str:
         cls = "string" if cls == "objectid" else cls
         if t.kind == "json":
             guard = f"coalesce({self._json(t, params, 'json_type')}, '') IN "
@@ -270,7 +329,7 @@ class PostgresDialect(Dialect):
             return Jsonb(value)
         return str(value) if value_class(value) == "objectid" else value
 
-    def typed(self, t: Target, cls: str, sql_op: str, values: list[Any], params: list[Any]) -> str:
+    def typed(self, t: Target, cls: str, sql_op: str, values: list[int], params: list[Any]) -> str:
         cls = "string" if cls == "objectid" else cls
         collate = ' COLLATE "C"' if sql_op not in ("=", "IN") else ""
         if t.kind.startswith("json"):

@@ -1,11 +1,14 @@
 """SQLite backend: every operator on real SQLite, agreement with the reference evaluator,
-SQL safety, deadlines and recovery."""
+SQL safety, deadlines and recovery, inline queries and the move to the pool."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import sqlite3
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -129,7 +132,7 @@ async def test_slow_query_times_out_then_works(tmp_path):
     ds = create_datastore("s", SqliteSettings(type="sqlite", path="app.db", timeout=0.1), tmp_path)
     await ds.open()
     try:
-        with pytest.raises(DependencyError, match=r"timed out|interrupted"):
+        with pytest.raises(DependencyError, match="timed out"):
             await ds.find("slow", {}, 1)
         assert await _ids(ds, {"s": "a"}) == {1}
         assert ds.healthy
@@ -166,3 +169,166 @@ async def test_open_datastores_uses_base_dir(tmp_path):
 
 def test_cases_data_is_json():
     json.dumps([r[4] for r in cases.ROWS])
+
+
+# --- inline on the loop, else in the pool ------------------------------------------------
+
+
+def _spy_pool(ds) -> list[object]:
+    """Record what the datastore hands to its thread pool."""
+    submitted: list[object] = []
+    submit = ds._executor.submit
+
+    def recording_submit(fn, *args):
+        submitted.append(fn)
+        return submit(fn, *args)
+
+    ds._executor.submit = recording_submit
+    return submitted
+
+
+def _spy_attempts(ds) -> list[tuple[bool, float, str]]:
+    """Each attempt: (on the loop's thread, seconds, "ok" or the error)."""
+    attempts: list[tuple[bool, float, str]] = []
+    loop_thread = threading.get_ident()
+    call = ds._call
+
+    def recording_call(*args):
+        start = time.monotonic()
+        outcome = "ok"
+        try:
+            return call(*args)
+        except Exception as exc:
+            outcome = str(exc)
+            raise
+        finally:
+            on_loop = threading.get_ident() == loop_thread
+            attempts.append((on_loop, time.monotonic() - start, outcome))
+
+    ds._call = recording_call
+    return attempts
+
+
+async def _slow_store(tmp_path, timeout: float, count: int):
+    """A store whose view `slow` costs a recursive count to `count` (~0.2 µs a step)."""
+    _make_db(tmp_path / "app.db")
+    conn = sqlite3.connect(tmp_path / "app.db")
+    conn.execute(
+        "CREATE VIEW slow AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+        f"WHERE x < {count}) SELECT max(x) AS id FROM c"
+    )
+    conn.commit()
+    conn.close()
+    ds = create_datastore(
+        "s", SqliteSettings(type="sqlite", path="app.db", timeout=timeout), tmp_path
+    )
+    await ds.open()
+    return ds
+
+
+async def test_a_fast_query_runs_inline_without_the_pool(store):
+    submitted = _spy_pool(store)
+    attempts = _spy_attempts(store)
+    assert await _ids(store, {"s": "a"}) == {1}
+    assert await store.ping()
+    assert submitted == []
+    assert [a[0] for a in attempts] == [True, True]
+
+
+async def test_a_slow_query_moves_to_the_pool_and_answers(tmp_path):
+    ds = await _slow_store(tmp_path, timeout=5, count=1_000_000)
+    try:
+        submitted = _spy_pool(ds)
+        attempts = _spy_attempts(ds)
+        assert await ds.find("slow", {}, 1) == [{"id": 1_000_000}]
+        assert len(submitted) == 1
+        (on_loop, inline_s, inline_out), (in_pool_on_loop, _, pool_out) = attempts
+        assert on_loop and inline_out == "interrupted"
+        assert inline_s < 0.05  # stopped near the 2 ms budget, not after the whole ~200 ms
+        assert not in_pool_on_loop and pool_out == "ok"
+    finally:
+        await ds.close()
+
+
+async def test_inline_queries_do_not_shorten_a_pooled_one(tmp_path):
+    """Each thread's progress handler reads its own deadline: the loop's short budgets,
+    set by fast queries meanwhile, never interrupt the statement running in the pool."""
+    ds = await _slow_store(tmp_path, timeout=5, count=1_000_000)
+    try:
+
+        async def fast() -> None:
+            for _ in range(20):
+                assert await _ids(ds, {"s": "a"}) == {1}
+                await asyncio.sleep(0.001)
+
+        slow, _ = await asyncio.gather(ds.find("slow", {}, 1), fast())
+        assert slow == [{"id": 1_000_000}]
+    finally:
+        await ds.close()
+
+
+async def test_the_deadline_still_holds_in_the_pool(tmp_path):
+    ds = await _slow_store(tmp_path, timeout=0.1, count=50_000_000)
+    try:
+        submitted = _spy_pool(ds)
+        start = time.monotonic()
+        with pytest.raises(DependencyError, match="timed out"):
+            await ds.find("slow", {}, 1)
+        assert time.monotonic() - start < 1.0
+        assert len(submitted) == 1
+    finally:
+        await ds.close()
+
+
+async def test_a_deadline_shorter_than_the_budget_is_enforced_inline(tmp_path):
+    ds = await _slow_store(tmp_path, timeout=0.001, count=50_000_000)
+    try:
+        submitted = _spy_pool(ds)
+        start = time.monotonic()
+        with pytest.raises(DependencyError, match="timed out"):
+            await ds.find("slow", {}, 1)
+        assert time.monotonic() - start < 0.5
+        assert submitted == []
+    finally:
+        await ds.close()
+
+
+async def test_a_locked_database_waits_in_the_pool_not_on_the_loop(tmp_path):
+    _make_db(tmp_path / "app.db")
+    writer = sqlite3.connect(tmp_path / "app.db", isolation_level=None)
+    writer.execute("BEGIN EXCLUSIVE")  # rollback journal: readers are locked out
+    ds = create_datastore("l", SqliteSettings(type="sqlite", path="app.db", timeout=5), tmp_path)
+    await ds.open()
+    try:
+        submitted = _spy_pool(ds)
+        # runs only if the loop is free while the read waits for the lock
+        asyncio.get_running_loop().call_later(0.05, writer.execute, "ROLLBACK")
+        start = time.monotonic()
+        assert await _ids(ds, {"s": "a"}) == {1}
+        assert 0.04 < time.monotonic() - start < 2.0
+        assert len(submitted) == 1
+    finally:
+        writer.close()
+        await ds.close()
+
+
+async def test_reopened_store_gets_new_connections(store):
+    assert await _ids(store, {"s": "a"}) == {1}
+    await store.close()
+    await store.open()
+    assert await _ids(store, {"s": "a"}) == {1}
+
+
+async def test_blobs_are_hex_in_every_column(tmp_path):
+    _make_db(tmp_path / "app.db")
+    conn = sqlite3.connect(tmp_path / "app.db")
+    conn.execute("INSERT INTO items VALUES (9, x'00ff', 1, 0, x'ab')")
+    conn.commit()
+    conn.close()
+    ds = create_datastore("b", SqliteSettings(type="sqlite", path="app.db", timeout=5), tmp_path)
+    await ds.open()
+    try:
+        rows = await ds.find("items", {"id": 9}, 1)
+        assert rows == [{"id": 9, "s": "00ff", "n": 1, "b": False, "j": "ab"}]
+    finally:
+        await ds.close()
