@@ -8,7 +8,7 @@ from typing import Any
 from authz.rules.base import TraceEntry
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Decision:
     allowed: bool
     status: int = 200  # HTTP status of a denial (200 when allowed)
@@ -26,6 +26,50 @@ class Decision:
     trace: list[TraceEntry] | None = None
     dry_run: bool = False  # the rules denied, but the endpoint is in dry-run mode
     plan: Any = None  # body changes for ext_proc (request and response), when any
+
+    def __init__(
+        self,
+        allowed: bool,
+        status: int = 200,
+        reason: str = "",
+        message: str | None = None,
+        service: str | None = None,
+        endpoint: str | None = None,
+        request_id: str = "",
+        headers: list[tuple[str, str]] | None = None,
+        headers_to_remove: list[str] | None = None,
+        query_parameters_to_set: list[tuple[str, str]] | None = None,
+        query_parameters_to_remove: list[str] | None = None,
+        response_headers_to_add: list[tuple[str, str]] | None = None,
+        params: Any = None,
+        trace: list[TraceEntry] | None = None,
+        dry_run: bool = False,
+        plan: Any = None,
+    ):
+        # The generated __init__, but `[]` for a missing list: the dataclass's default_factory
+        # calls list() (~900 instructions each, up to five per Decision; one Decision a Check).
+        self.allowed = allowed
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.service = service
+        self.endpoint = endpoint
+        self.request_id = request_id
+        self.headers = [] if headers is None else headers
+        self.headers_to_remove = [] if headers_to_remove is None else headers_to_remove
+        self.query_parameters_to_set = (
+            [] if query_parameters_to_set is None else query_parameters_to_set
+        )
+        self.query_parameters_to_remove = (
+            [] if query_parameters_to_remove is None else query_parameters_to_remove
+        )
+        self.response_headers_to_add = (
+            [] if response_headers_to_add is None else response_headers_to_add
+        )
+        self.params = params
+        self.trace = trace
+        self.dry_run = dry_run
+        self.plan = plan
 
     def to_json(self) -> dict[str, Any]:
         """The decision object of `authz check` (field names follow OPA-Envoy's)."""

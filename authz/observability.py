@@ -3,7 +3,8 @@
 Metrics live on a dedicated `CollectorRegistry` (never the global one, so tests and several
 `Metrics` objects do not collide). Per-request helpers are pre-bound label children created
 when a config loads (`Metrics.endpoint(...)`, `.datastore(...)`, `.webhook(...)`, `.cache(...)`),
-so a Check costs a dict lookup and two `inc`/`observe` calls, never a `.labels()` call.
+so a Check never calls `.labels()`; its count and latency go to plain ints that are added to
+the prometheus metrics when they are collected.
 
 The decision log only appends to an in-memory deque on the event loop; a background thread
 masks, serialises and writes the records in batches.
@@ -21,6 +22,7 @@ import re
 import sys
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -53,9 +55,17 @@ log = logging.getLogger("authz.observability")
 
 
 class EndpointMetrics:
-    """Pre-bound metric children of one endpoint; `observe` is the per-Check call."""
+    """Pre-bound metric children of one endpoint; `observe` is the per-Check call.
 
-    __slots__ = ("_checks", "_factory", "_latency")
+    Counts and latencies are kept in plain ints and floats and added to the prometheus
+    children when the registry is collected (`flush`): a Check costs a few list and dict
+    updates instead of three locked prometheus calls (~12k instructions, 10% of a Check).
+    """
+
+    __slots__ = (
+        "_bounds", "_buckets", "_checks", "_counts", "_done", "_done_buckets", "_done_sum",
+        "_factory", "_latency", "_lock", "_sum",
+    )  # fmt: skip
 
     def __init__(self, checks: Counter, latency: Histogram, service: str, endpoint: str):
         self._latency = latency.labels(service, endpoint)
@@ -66,14 +76,78 @@ class EndpointMetrics:
 
         self._factory = factory
         self._checks = {key: factory(*key) for key in _COMMON_OUTCOMES}
+        self._counts = dict.fromkeys(self._checks, 0)
+        self._done = dict(self._counts)  # what flush() has added to the children so far
+        self._bounds = tuple(latency._upper_bounds)  # the buckets' `le`, +Inf last
+        self._buckets = [0] * len(self._bounds)  # not cumulative, like prometheus_client's
+        self._done_buckets = list(self._buckets)
+        self._sum = self._done_sum = 0.0
+        self._lock = threading.Lock()
 
     def observe(self, allowed: bool, status: int, seconds: float) -> None:
-        """Count one Check and record its latency."""
+        """Count one Check and record its latency (seconds >= 0, as perf_counter gives)."""
+        key = (allowed, status)
+        try:
+            self._counts[key] += 1
+        except KeyError:  # a rare status: bind once, then it is counted like the others
+            self._checks[key] = self._factory(allowed, status)
+            self._counts[key] = 1
+        # the first bucket whose bound is >= seconds, as Histogram.observe picks it
+        self._buckets[bisect_left(self._bounds, seconds)] += 1
+        self._sum += seconds
+
+    def flush(self) -> None:
+        """Add what was observed since the last flush to the prometheus children.
+
+        Only this adds to `_done*` (under the lock) and only `observe` to the counts, so a
+        flush from another thread neither loses nor doubles an observation."""
+        with self._lock:
+            for key, n in list(self._counts.items()):
+                done = self._done.get(key, 0)
+                if n != done:
+                    self._checks[key].inc(n - done)
+                    self._done[key] = n
+            for i, n in enumerate(list(self._buckets)):
+                if n != self._done_buckets[i]:
+                    self._latency._buckets[i].inc(n - self._done_buckets[i])
+                    self._done_buckets[i] = n
+            total = self._sum
+            if total != self._done_sum:
+                self._latency._sum.inc(total - self._done_sum)
+                self._done_sum = total
+
+
+class _WriteThroughEndpointMetrics(EndpointMetrics):
+    """Multiprocess mode: every worker's values live in files that /metrics reads from
+    whichever worker is asked, so nothing may wait in memory for a flush."""
+
+    __slots__ = ()
+
+    def observe(self, allowed: bool, status: int, seconds: float) -> None:
         child = self._checks.get((allowed, status))
-        if child is None:  # a rare status: bind once, then it is cached like the others
+        if child is None:
             child = self._checks[(allowed, status)] = self._factory(allowed, status)
         child.inc()
         self._latency.observe(seconds)
+
+    def flush(self) -> None:
+        pass
+
+
+class _Flushed:
+    """Collects `metrics` after the endpoints' buffered observations were added to them."""
+
+    def __init__(self, flush: Callable[[], None], *metrics: Any):
+        self._flush = flush
+        self._metrics = metrics
+
+    def describe(self) -> list[Any]:
+        return [d for m in self._metrics for d in m.describe()]
+
+    def collect(self) -> Iterable[Any]:
+        self._flush()
+        for m in self._metrics:
+            yield from m.collect()
 
 
 class DependencyMetrics:
@@ -113,19 +187,21 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        # Registered through _Flushed: collecting them first adds the buffered observations.
         self.checks = Counter(
             "authz_checks",
             "Authorization decisions by endpoint, outcome and HTTP status.",
             ["service", "endpoint", "outcome", "status"],
-            registry=r,
+            registry=None,
         )
         self.check_latency = Histogram(
             "authz_check_duration_seconds",
             "Time to decide one Check, by endpoint.",
             ["service", "endpoint"],
             buckets=LATENCY_BUCKETS,
-            registry=r,
+            registry=None,
         )
+        r.register(_Flushed(self.flush, self.checks, self.check_latency))
         self.token_failures = Counter(
             "authz_token_verification_failures",
             "Tokens rejected, by reason.",
@@ -192,13 +268,20 @@ class Metrics:
         self._webhooks: dict[str, DependencyMetrics] = {}
         self._caches: dict[str, CacheMetrics] = {}
         self._version: str | None = None
+        self._endpoints: dict[tuple[str, str], EndpointMetrics] = {}
+        self._endpoint_class = _WriteThroughEndpointMetrics if _multiprocess() else EndpointMetrics
         self._unmatched = self.endpoint(UNMATCHED, UNMATCHED)
 
     # --- binding, at config load ---------------------------------------------------------
 
     def endpoint(self, service: str, endpoint: str) -> EndpointMetrics:
-        """Pre-bound children for one endpoint; call once per endpoint when a config loads."""
-        return EndpointMetrics(self.checks, self.check_latency, service, endpoint)
+        """Pre-bound children for one endpoint, shared by every config version that has it."""
+        found = self._endpoints.get((service, endpoint))
+        if found is None:
+            found = self._endpoints[(service, endpoint)] = self._endpoint_class(
+                self.checks, self.check_latency, service, endpoint
+            )
+        return found
 
     def endpoints(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], EndpointMetrics]:
         """`endpoint()` for every (service, endpoint) of a config."""
@@ -258,6 +341,11 @@ class Metrics:
         self.last_reload_timestamp.set(time.time() if when is None else when)
 
     # --- exposition --------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Add every endpoint's buffered observations to the prometheus metrics."""
+        for ep in list(self._endpoints.values()):
+            ep.flush()
 
     def render(self) -> bytes:
         """The /metrics body (text format 0.0.4; content type `CONTENT_TYPE`).

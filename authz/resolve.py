@@ -127,10 +127,12 @@ class Router:
         name = context.get("endpoint")
         if service and name:
             route = self._by_name.get((service, name))
-            if route is None or not _method_ok(route, method):
+            if route is None or (route.methods is not None and method not in route.methods):
                 return None
-            params = route.template.match(path) if route.template else None
-            return route.target, params or {}
+            template = route.template
+            if template is None or template.segments is None:
+                return route.target, {}  # no parameters to read from the path
+            return route.target, template.match(path) or {}
         for route in self._exact.get(path, ()):
             if (not service or route.service == service) and _method_ok(route, method):
                 return route.target, {}

@@ -90,16 +90,14 @@ class AuthzServer:
         except Exception:
             log.exception("internal error serving Check")
             return _INTERNAL_ERROR
-        self._observe(authorizer, decision, perf_counter() - start)
-        return out
-
-    def _observe(self, authorizer: Any, decision: Decision, seconds: float) -> None:
-        """Metrics and the decision log: a counter, a histogram and a queue append."""
+        # Metrics and the decision log (inline: one call fewer per Check).
+        seconds = perf_counter() - start
         key = (decision.service, decision.endpoint)
         metrics = authorizer.endpoint_metrics.get(key) or self.metrics.unmatched
         metrics.observe(decision.allowed, decision.status, seconds)
         if self.decisions.enabled:
             self.decisions.log(decision_record(decision, seconds, authorizer.version))
+        return out
 
     # --- lifecycle -----------------------------------------------------------------------
 

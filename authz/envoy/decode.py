@@ -31,13 +31,21 @@ def from_message(msg: CheckRequest) -> Request:
     # The protobuf maps as they are (read-only Mappings): most Checks read two or three
     # headers, and building a dict of all of them costs more than the rest of decode.
     headers = http.headers
-    body = http.raw_body or http.body.encode("utf-8")
-    return Request.from_target(
+    body = http.raw_body
+    if not body:
+        text = http.body
+        body = text.encode("utf-8") if text else b""
+    # What Request.from_target does, without its keyword arguments (~10% of decode).
+    if "#" in target:
+        target = target.partition("#")[0]
+    path, _, query = target.partition("?")
+    return Request(
         method,
-        target,
-        headers=headers,
-        body=body,
-        body_partial=headers.get(PARTIAL_BODY_HEADER) == "true",
-        context=attrs.context_extensions,
-        request_id=headers.get("x-request-id") or http.id,
+        path,
+        query,
+        headers,
+        body,
+        headers.get(PARTIAL_BODY_HEADER) == "true",
+        attrs.context_extensions,
+        headers.get("x-request-id") or http.id,
     )

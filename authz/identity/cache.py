@@ -7,7 +7,7 @@ are re-checked on every hit, so a cached token still expires on time.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Collection, Container
 from typing import Any
 
 from authz.errors import TokenError
@@ -22,6 +22,8 @@ class TokenCache:
         self.size = size
         self.leeway = leeway
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        # `token in cache.verified`: every token in it passed parse and signature checks
+        self.verified: Container[str] = self._entries
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -39,7 +41,7 @@ class TokenCache:
                 del self._entries[token]  # expired for good; not-yet-valid may become valid
             raise
         self._entries.move_to_end(token)
-        return dict(claims)
+        return claims.copy()  # put() stored a plain dict: the same as dict(claims)
 
     def put(
         self, token: str, claims: dict[str, Any], exp: float | None, nbf: float | None, key: Key

@@ -91,7 +91,17 @@ class Identity:
         return self.minter.key is not None
 
     def extract(self, headers: Mapping[str, str]) -> str | None:
-        return self.extractor.extract(headers)
+        return self.extractor.extract(headers, self.cache.verified)
+
+    def identify(self, headers: Mapping[str, str]) -> tuple[str | None, dict[str, Any] | None]:
+        """`extract`, and the claims when that token was verified before: (token, claims),
+        (token, None) when it must be verified (`verify`), (None, None) without a token;
+        TokenError as `extract` and `verify` raise it. No coroutine for the common case."""
+        token = self.extractor.extract(headers, self.cache.verified)
+        if token is None:
+            return None, None
+        # Cached tokens passed verify's size check when they were verified.
+        return token, self.cache.get(token, self.clock())
 
     async def verify(self, token: str) -> dict[str, Any]:
         """The verified claims (treat them as read-only), or TokenError(reason)."""

@@ -58,9 +58,15 @@ class Context:
 
 
 class Rule:
-    """A compiled rule. Subclasses set `kind` and implement `evaluate`."""
+    """A compiled rule. Subclasses set `kind` and implement `evaluate`.
+
+    A rule that never awaits (no datastore, no webhook, only such clauses) sets `sync` and
+    implements `evaluate_now`: serving then walks it with plain calls, not a coroutine per
+    rule. `evaluate` must give the same result (tracing still goes through it)."""
 
     kind: ClassVar[str] = ""
+    sync: bool = False  # a class attribute, or a slot where it depends on the clauses
+    always_passes: ClassVar[bool] = False  # evaluate_now returns None whatever it reads
     __slots__ = ("error", "path")
 
     def __init__(self, path: str, error: str | None = None):
@@ -68,6 +74,10 @@ class Rule:
         self.error = error
 
     async def evaluate(self, ctx: Context) -> Failure | None:
+        raise NotImplementedError
+
+    def evaluate_now(self, ctx: Context) -> Failure | None:
+        """`evaluate` without awaiting: only called when `sync` is true."""
         raise NotImplementedError
 
     def children(self) -> tuple[Rule, ...]:

@@ -48,6 +48,7 @@ class _Wrong:
 
 
 WRONG: Any = _Wrong()  # a value of the wrong type for the declared `type`
+_PER_REQUEST: Any = object()  # Match.f2_value when f2 is not a literal
 
 
 def _string(v: Any) -> Any:
@@ -67,6 +68,8 @@ def _date(v: Any) -> Any:
     return WRONG if d is None else d
 
 
+# The types whose coercion only tests the value's exact type (no bool for a number).
+_EXACT: dict[str, tuple[type, ...]] = {"string": (str,), "number": (int, float), "bool": (bool,)}
 COERCE: dict[str, Callable[[Any], Any]] = {
     "string": _string,
     "number": _number,
@@ -77,33 +80,31 @@ COERCE: dict[str, Callable[[Any], Any]] = {
 
 class Match(Rule):
     kind = "match"
+    sync = True
     __slots__ = (
-        "coerce", "f1", "f1_text", "f2", "f2_list", "f2_text", "masked", "op", "op_text", "type",
+        "coerce", "exact", "f1", "f1_text", "f2", "f2_list", "f2_text", "f2_value", "masked",
+        "op", "op_text", "type",
     )  # fmt: skip
 
     async def evaluate(self, ctx: Context) -> Failure | None:
+        return self.evaluate_now(ctx)
+
+    def evaluate_now(self, ctx: Context) -> Failure | None:
         args = ctx.args
         a = self.f1(args)
         if a is MISSING:
             return self.fail(f"f1 {self.f1_text} does not resolve", error=True)
-        a = self.coerce(a)
+        if self.exact is None:
+            a = self.coerce(a)
+        elif type(a) not in self.exact:  # what coerce would test, without a call
+            a = WRONG
         if a is WRONG:
             return self.fail(f"f1 {self.f1_text} is not a {self.type}", error=True)
-        b = self.f2(args)
-        if b is MISSING:
-            return self.fail(f"f2 {self.f2_text} does not resolve", error=True)
-        if self.f2_list:
-            if type(b) is not list:
-                return self.fail(f"f2 {self.f2_text} is not a list", error=True)
-            coerce = self.coerce
-            items = [coerce(x) for x in b]
-            if any(x is WRONG for x in items):
-                return self.fail(f"f2 {self.f2_text} has an item that is not a {self.type}", True)
-            b = items
-        else:
-            b = self.coerce(b)
-            if b is WRONG:
-                return self.fail(f"f2 {self.f2_text} is not a {self.type}", error=True)
+        b = self.f2_value
+        if b is _PER_REQUEST:
+            b = self._f2(args)
+            if type(b) is Failure:
+                return b
         if ctx.trace is not None:
             ctx.detail = self.masked or f"{a!r} {self.op_text} {b!r}"
         if self.op(a, b):
@@ -112,12 +113,31 @@ class Match(Rule):
             return self.fail(f"{self.masked} is false (values not shown)")
         return self.fail(f"{a!r} {self.op_text} {b!r} is false")
 
+    def _f2(self, args: dict[str, Any]) -> Any:
+        """The coerced f2 of this request, or the Failure when it has none."""
+        b = self.f2(args)
+        if b is MISSING:
+            return self.fail(f"f2 {self.f2_text} does not resolve", error=True)
+        if not self.f2_list:
+            b = self.coerce(b)
+            if b is WRONG:
+                return self.fail(f"f2 {self.f2_text} is not a {self.type}", error=True)
+            return b
+        if type(b) is not list:
+            return self.fail(f"f2 {self.f2_text} is not a list", error=True)
+        coerce = self.coerce
+        items = [coerce(x) for x in b]
+        if any(x is WRONG for x in items):
+            return self.fail(f"f2 {self.f2_text} has an item that is not a {self.type}", True)
+        return items
+
 
 @compiles("match")
 def compile_match(model: MatchRule, cc: CompileContext, path: str) -> Rule:
     rule = Match(path, model.error)
     rule.type, rule.op_text, rule.op = model.type, model.eval, _OPS[model.eval]
     rule.coerce = COERCE[model.type]
+    rule.exact = _EXACT.get(model.type)
     rule.f2_list = model.eval in ("in", "notIn")
     if model.eval not in EVALS_BY_TYPE[model.type]:
         cc.error(
@@ -132,6 +152,11 @@ def compile_match(model: MatchRule, cc: CompileContext, path: str) -> Rule:
         rule.f2 = _side(model.f2, model.type, cc, f"{path}.f2")
     rule.f2_text = _text(model.f2)
     rule.masked = _masked(model.f1, model.f2, model.eval)
+    rule.f2_value = _PER_REQUEST
+    if is_constant(rule.f2):  # coercion is pure: a literal f2 is coerced once, here
+        fixed = rule._f2({})
+        if type(fixed) is not Failure:
+            rule.f2_value = fixed
     return rule
 
 

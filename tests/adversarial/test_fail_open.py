@@ -38,12 +38,12 @@ import sys
 from authz import server
 from authz.rules import match
 
-_evaluate, _decode, _serialize = match.Match.evaluate, server.decode, server.serialize
+_evaluate_now, _decode, _serialize = match.Match.evaluate_now, server.decode, server.serialize
 
-async def evaluate(self, ctx):
+def evaluate_now(self, ctx):  # Match.evaluate calls it too
     if self.error == {MARK!r}:
         raise RuntimeError("adversarial: rule")
-    return await _evaluate(self, ctx)
+    return _evaluate_now(self, ctx)
 
 def decode(data):
     if b"/t/decode-boom" in data:
@@ -55,7 +55,7 @@ def serialize(decision):
         raise RuntimeError("adversarial: encode")
     return _serialize(decision)
 
-match.Match.evaluate, server.decode, server.serialize = evaluate, decode, serialize
+match.Match.evaluate_now, server.decode, server.serialize = evaluate_now, decode, serialize
 from authz.cli import main
 sys.argv[0] = "authz"
 raise SystemExit(main())

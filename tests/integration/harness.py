@@ -47,20 +47,21 @@ EXT_AUTHZ_PER_ROUTE = (
 
 # `python -c` launcher for `authz` with a test-only fault: a `match` rule whose `error` text is
 # RAISE_MARKER raises RuntimeError instead of evaluating, the way an unexpected bug would.
-# It wraps the documented rule interface (Rule.evaluate), so the server itself is unchanged.
+# It wraps the documented rule interface (Rule.evaluate_now, which serving calls for a rule
+# that never awaits and Match.evaluate calls too), so the server itself is unchanged.
 RAISE_MARKER = "__integration_test_raise__"
 RAISING_LAUNCHER = f"""
 import sys
 from authz.rules import match
 
-_evaluate = match.Match.evaluate
+_evaluate_now = match.Match.evaluate_now
 
-async def evaluate(self, ctx):
+def evaluate_now(self, ctx):
     if self.error == {RAISE_MARKER!r}:
         raise RuntimeError("integration test: simulated internal error")
-    return await _evaluate(self, ctx)
+    return _evaluate_now(self, ctx)
 
-match.Match.evaluate = evaluate
+match.Match.evaluate_now = evaluate_now
 from authz.cli import main
 sys.argv[0] = "authz"
 raise SystemExit(main())

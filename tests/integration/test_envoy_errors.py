@@ -2,7 +2,7 @@
 `ext_authz.error` counter stays 0), so the fail-open setting can never turn a bug into an allow.
 
 How the internal error is forced: the server runs through harness.RAISING_LAUNCHER, which
-wraps `Match.evaluate` so that a `match` rule whose `error` text is RAISE_MARKER raises
+wraps `Match.evaluate_now` so that a `match` rule whose `error` text is RAISE_MARKER raises
 RuntimeError (test-only; the server code is unchanged). A second endpoint feeds a date that
 overflows in `utils.roundUpDate` (year 1 with a positive UTC offset): whatever the server
 makes of it, it must deny without a gRPC error. Every route here has no context_extensions,

@@ -160,14 +160,19 @@ def test_two_authorization_headers_are_401(authorizer):
 
 
 def test_an_exception_inside_a_rule_is_a_500_deny(authorizer, monkeypatch):
-    async def boom(self, ctx):
+    def boom(self, ctx):
         raise RuntimeError("bug")
+
+    async def aboom(self, ctx):
+        boom(self, ctx)
 
     from authz.rules import match
 
-    monkeypatch.setattr(match.Match, "evaluate", boom)
-    d = check(authorizer, "GET", "/v1/search?q=ok", token(id="u1"))
-    assert (d.allowed, d.status, d.message) == (False, 500, "internal error")
+    monkeypatch.setattr(match.Match, "evaluate_now", boom)  # serving: rules that never await
+    monkeypatch.setattr(match.Match, "evaluate", aboom)  # tracing
+    for trace in (False, True):
+        d = check(authorizer, "GET", "/v1/search?q=ok", token(id="u1"), trace=trace)
+        assert (d.allowed, d.status, d.message) == (False, 500, "internal error")
 
 
 def test_trace_is_returned_when_asked(authorizer):

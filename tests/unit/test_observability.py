@@ -150,6 +150,52 @@ def test_two_instances_do_not_share_a_registry():
     )
 
 
+def test_buffered_observations_are_counted_once_across_renders():
+    m = Metrics()
+    ep = m.endpoint("s", "e")
+    assert m.endpoint("s", "e") is ep  # one accumulator per pair, whatever the config version
+    ep.observe(True, 200, 0.0003)
+    ep.observe(False, 499, 0.002)  # a new status between two renders
+    first = samples(m)
+    ep.observe(True, 200, 2.0)  # beyond the last bound: +Inf only
+    second, third = samples(m), samples(m)
+    assert second == third  # rendering adds nothing by itself
+
+    def get(found, name, **labels):
+        return found.get((name, tuple(sorted({"service": "s", "endpoint": "e", **labels}.items()))))
+
+    allow = {"outcome": "allow", "status": "200"}
+    assert get(first, "authz_checks_total", **allow) == 1
+    assert get(second, "authz_checks_total", **allow) == 2
+    assert get(second, "authz_checks_total", outcome="deny", status="499") == 1
+    assert get(second, "authz_check_duration_seconds_bucket", le="1.0") == 2
+    assert get(second, "authz_check_duration_seconds_bucket", le="+Inf") == 3
+    assert get(second, "authz_check_duration_seconds_count") == 3
+    assert get(second, "authz_check_duration_seconds_sum") == pytest.approx(2.0023)
+
+
+def test_observations_from_another_thread_are_neither_lost_nor_doubled():
+    m = Metrics()
+    ep = m.endpoint("s", "e")
+    stop = threading.Event()
+
+    def scrape() -> None:
+        while not stop.is_set():
+            m.render()
+
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    try:
+        for _ in range(20_000):
+            ep.observe(True, 200, 0.0001)
+    finally:
+        stop.set()
+        scraper.join()
+    assert value(m, "authz_checks_total", service="s", endpoint="e", outcome="allow",
+                 status="200") == 20_000  # fmt: skip
+    assert value(m, "authz_check_duration_seconds_count", service="s", endpoint="e") == 20_000
+
+
 def test_multiprocess_render_aggregates_workers(tmp_path: Path):
     # prometheus_client picks its value store at import time: run workers as subprocesses.
     script = textwrap.dedent(

@@ -1,4 +1,5 @@
 import pytest
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
 from authz.resolve import Route, Router, compile_template
 
@@ -42,10 +43,18 @@ def router():
         ("GET", "/v1/orders", {"service": "pay"}, None),
         ("POST", "/v1/pay", {"service": "pay"}, ("pay", {})),
         ("GET", "/v1/pay", {"service": "pay", "endpoint": "pay"}, None),
+        # named by the route: the path only gives parameters, when its template has some
+        ("GET", "/elsewhere", {"service": "orders", "endpoint": "list"}, ("list", {})),
+        ("GET", "/elsewhere", {"service": "orders", "endpoint": "get"}, ("get", {})),
+        ("GET", "/v1/orders", {"endpoint": "get"}, ("list", {})),
     ],
 )
 def test_resolution(method, path, context, expected):
     assert router().resolve(method, path, context) == expected
+    # the same through Envoy's protobuf map (what decode passes)
+    msg = CheckRequest()
+    msg.attributes.context_extensions.update(context)
+    assert router().resolve(method, path, msg.attributes.context_extensions) == expected
 
 
 @pytest.mark.parametrize("bad", ["/a/{b", "/a/{b}/{b}", "/a/{1x}", "/a/b}"])

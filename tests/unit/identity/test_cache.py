@@ -146,3 +146,33 @@ def test_put_skips_a_key_removed_during_verification():
     key.removed = True
     cache.put("t1", {"n": 1}, None, None, key)
     assert len(cache) == 0
+
+
+async def test_identify_gives_cached_claims_without_a_coroutine(clock, monkeypatch):
+    ident = ident_with(clock)
+    calls = spy(monkeypatch, ident)
+    tok = hs_token({"id": "u1", "exp": NOW + 60})
+    headers = {"authorization": f"Bearer {tok}"}
+    assert ident.identify({}) == (None, None)
+    assert ident.identify(headers) == (tok, None)  # not verified yet: the caller awaits verify
+    await ident.verify(tok)
+    token, claims = ident.identify(headers)
+    assert (token, claims) == (tok, {"id": "u1", "exp": NOW + 60})
+    claims["id"] = "admin"  # a copy, like verify's
+    assert ident.identify(headers)[1]["id"] == "u1"
+    clock.now = NOW + 60
+    with pytest.raises(TokenError, match="expired"):
+        ident.identify(headers)
+    assert calls == [tok]
+
+
+async def test_a_verified_token_skips_only_checks_it_passed_before(clock):
+    ident = ident_with(clock)
+    tok = hs_token({"id": "u1"})
+    await ident.verify(tok)
+    assert ident.extract({"authorization": f"Bearer {tok}"}) == tok
+    for bad in (f"Bearer {tok} x", f"Bearer {tok[:10]} {tok[10:]}", f"Bearer {tok},x"):
+        with pytest.raises(TokenError):
+            ident.extract({"authorization": bad})
+    with pytest.raises(TokenError, match="scheme"):
+        ident.extract({"authorization": f"Basic {tok}"})

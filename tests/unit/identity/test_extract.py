@@ -97,3 +97,19 @@ def test_header_and_cookie_together():
     assert extract({"authorization": f"Bearer {TOK}"}, **both) == TOK
     assert extract({"cookie": f"session={TOK}"}, **both) == TOK
     refused({"authorization": f"Bearer {TOK}", "cookie": f"session={TOK}"}, "both", **both)
+
+
+def test_a_token_known_as_verified_skips_the_whitespace_and_size_checks():
+    ident = make_identity({"maxTokenBytes": 256})
+    extractor = ident.extractor
+    spaced, huge = "a b.c.d", "x" * 300
+    with pytest.raises(TokenError, match="malformed"):
+        extractor.extract({"authorization": f"Bearer {spaced}"})
+    with pytest.raises(TokenError, match="too large"):
+        extractor.extract({"authorization": f"Bearer {huge}"})
+    # Only verified tokens are in `verified` (none of these could be): what it would skip.
+    verified = {spaced, huge}
+    assert extractor.extract({"authorization": f"Bearer {spaced}"}, verified) == spaced
+    assert extractor.extract({"authorization": f"Bearer {huge}"}, verified) == huge
+    with pytest.raises(TokenError, match="scheme"):  # checked whatever is in `verified`
+        extractor.extract({"authorization": f"Basic {spaced}"}, verified)

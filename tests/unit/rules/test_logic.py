@@ -1,4 +1,9 @@
-from authz.rules.base import Context
+import asyncio
+
+import pytest
+
+from authz.rules.base import Context, Rule
+from authz.rules.logic import And, Or
 from tests.unit.rules.ruletools import compile_dict, evaluate, outcome
 
 TRUE = {"rule": "match", "eval": "==", "type": "bool", "f1": True, "f2": True}
@@ -71,3 +76,62 @@ def test_or_rolls_back_changes_of_a_failed_clause():
     ctx.rollback(1)
     assert ctx.args == {"a": 1, "x": 1}
     assert len(ctx.changes) == 1
+
+
+# --- evaluate_now: what serving calls for rules that never await ----------------------------
+
+DATE = {"rule": "match", "eval": "<", "type": "date", "f1": "args.d", "f2": "2030-01-01"}
+IN = {"rule": "match", "eval": "in", "type": "string", "f1": "args.s", "f2": ["a", "b"]}
+IN_REF = {"rule": "match", "eval": "in", "type": "string", "f1": "args.s", "f2": "args.list"}
+NUM = {"rule": "match", "eval": ">=", "type": "number", "f1": "args.n", "f2": "args.m"}
+SYNC_RULES = [
+    {"rule": "allow"},
+    {"rule": "deny", "error": "no"},
+    {"rule": "authenticated"},
+    TRUE,
+    FALSE,
+    ERROR,
+    DATE,
+    IN,
+    IN_REF,
+    NUM,
+    {"rule": "and", "clauses": [{"rule": "authenticated"}, TRUE, FALSE]},
+    {"rule": "and", "error": "outer", "clauses": [{"rule": "allow"}, {**FALSE, "error": "in"}]},
+    {"rule": "or", "clauses": [ERROR, FALSE]},
+    {"rule": "or", "error": "none", "clauses": [FALSE, {"rule": "and", "clauses": [IN, NUM]}]},
+]
+ARGS = [
+    {},
+    {"d": "2029-12-31", "s": "a", "list": ["a"], "n": 2, "m": 1},
+    {"d": "2031-01-01T00:00:00Z", "s": "c", "list": ["a", 1], "n": True, "m": 1.5},
+    {"d": 5, "s": 1, "list": "a", "n": 1.0, "m": "x"},
+]
+
+
+@pytest.mark.parametrize("rule", SYNC_RULES)
+def test_evaluate_now_gives_what_evaluate_gives(rule):
+    compiled, _ = compile_dict(rule)
+    assert compiled.sync
+    for args in ARGS:
+        now = compiled.evaluate_now(Context(dict(args)))
+        assert now == evaluate(compiled, dict(args)), (rule, args)
+
+
+class _Awaits(Rule):
+    """A rule that awaits (as query and webhook rules do)."""
+
+    kind = "awaits"
+
+    async def evaluate(self, ctx):
+        await asyncio.sleep(0)
+        return self.fail("awaited") if ctx.args.get("fail") else None
+
+
+def test_a_composite_is_sync_only_when_every_clause_is():
+    true, _ = compile_dict(TRUE)
+    false, _ = compile_dict(FALSE)
+    both = And("rule", None, (true, _Awaits("rule.clauses[1]")))
+    assert not both.sync and true.sync and And("rule", None, (true, false)).sync
+    assert evaluate(both, {}) is None
+    assert evaluate(both, {"fail": True}).reason == "awaited"
+    assert evaluate(Or("rule", None, (false, _Awaits("rule.clauses[1]"))), {}) is None
