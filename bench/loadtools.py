@@ -186,10 +186,7 @@ def h2load(
     if rate is None:
         argv += ["-D", _secs(seconds), "-c4", "-m8"]
     else:
-        argv += ["--h1", f"-c{FIXED_CLIENTS}", "-m1", f"--rps={rate / FIXED_CLIENTS:g}"]
-        # h2load takes -r (staggered starts) only with a request count, not with -D.
-        period_ms = max(1, round(1000 / rate))  # its --rate-period has 1 ms resolution
-        argv += ["-r1", f"--rate-period={period_ms}ms", "-n", str(round(rate * seconds))]
+        argv += fixed_rate_args(rate, seconds)
     if body is not None:
         argv += ["-d", str(body)]
     for k, v in headers.items():
@@ -198,6 +195,18 @@ def h2load(
     result = parse_h2load(text, log.read_text().splitlines() if log.exists() else [])
     result.tool_cpu_s = cpu
     return result
+
+
+def fixed_rate_args(rate: int, seconds: float) -> list[str]:
+    """h2load flags for `rate` req/s over `seconds`: FIXED_CLIENTS HTTP/1.1 connections, each
+    at rate/FIXED_CLIENTS req/s, started 1000/rate ms apart so that their sends interleave."""
+    per_client = rate / FIXED_CLIENTS
+    # h2load takes -r (staggered starts) only with a request count, not with -D.
+    period_ms = max(1, round(1000 / rate))  # its --rate-period has 1 ms resolution
+    return [
+        "--h1", f"-c{FIXED_CLIENTS}", "-m1", f"--rps={per_client:g}",
+        "-r1", f"--rate-period={period_ms}ms", "-n", str(round(rate * seconds)),
+    ]  # fmt: skip
 
 
 def _secs(seconds: float) -> str:

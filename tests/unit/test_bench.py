@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 import struct
+from itertools import pairwise
 
 import pytest
 
 from bench.checkreq import check_request, grpc_frame
-from bench.loadtools import parse_h2load, parse_h2load_log, parse_wrk
+from bench.loadtools import fixed_rate_args, parse_h2load, parse_h2load_log, parse_wrk
 from bench.report import ratios, summarize_runs, table
 from bench.soak import drift, slope_per_min
 from bench.stats import per_request_us, percentile, ratio, summarize
@@ -289,3 +290,27 @@ def test_slope_and_drift() -> None:
     assert d["rss_kib"]["per_min"] == pytest.approx(60.0)
     assert d["fds"]["delta"] == 0
     assert d["threads"]["delta"] == 1
+
+
+# --- fixed rate -----------------------------------------------------------------------
+
+
+def _flag(args: list[str], prefix: str) -> str:
+    return next(a[len(prefix) :] for a in args if a.startswith(prefix))
+
+
+def test_fixed_rate_requests_arrive_evenly_spaced() -> None:
+    """Connections started together send in bursts (every --rps timer fires in step): the
+    flags must stagger them so that the sends of all connections interleave evenly."""
+    args = fixed_rate_args(1000, 10)
+    clients = int(_flag(args, "-c"))
+    per_client = float(_flag(args, "--rps="))
+    period_ms = float(_flag(args, "--rate-period=").removesuffix("ms"))
+    assert "-D" not in args and args[args.index("-n") + 1] == "10000"
+    assert args[args.index("-r1")] == "-r1"  # one connection per period
+    assert clients * per_client == 1000
+    sends = sorted(
+        i * period_ms + k * 1000 / per_client for i in range(clients) for k in range(100)
+    )
+    gaps = {round(b - a, 6) for a, b in pairwise(sends)}
+    assert gaps == {1.0}  # one request every millisecond, never a burst
