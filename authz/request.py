@@ -16,6 +16,14 @@ from authz.config.schema import Limits
 from authz.errors import RequestError
 
 
+def split_target(target: str) -> tuple[str, str]:
+    """`/path?query#fragment` -> (path, query); the fragment is dropped."""
+    if "#" in target:
+        target = target.partition("#")[0]
+    path, _, query = target.partition("?")
+    return path, query
+
+
 @dataclass(slots=True)
 class Request:
     method: str
@@ -41,10 +49,8 @@ class Request:
         context: Mapping[str, str] | None = None,
         request_id: str = "",
     ) -> Request:
-        """Split `/path?query#fragment` as it arrives from Envoy or the CLI."""
-        # Named parameters, not **kwargs: decode calls this on every Check, and forwarding
-        # **kwargs into the dataclass costs more than the rest of the call.
-        path, _, query = target.split("#", 1)[0].partition("?")
+        """Split `/path?query#fragment` as it arrives from the CLI or a test."""
+        path, query = split_target(target)
         return cls(
             method,
             path,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
 from authz.errors import RequestError
-from authz.request import Request
+from authz.request import Request, split_target
 
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
 
@@ -35,10 +35,8 @@ def from_message(msg: CheckRequest) -> Request:
     if not body:
         text = http.body
         body = text.encode("utf-8") if text else b""
-    # What Request.from_target does, without its keyword arguments (~10% of decode).
-    if "#" in target:
-        target = target.partition("#")[0]
-    path, _, query = target.partition("?")
+    # Request itself, not from_target: its keyword arguments cost ~10% of decode.
+    path, query = split_target(target)
     return Request(
         method,
         path,

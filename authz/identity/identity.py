@@ -97,7 +97,7 @@ class Identity:
         """`extract`, and the claims when that token was verified before: (token, claims),
         (token, None) when it must be verified (`verify`), (None, None) without a token;
         TokenError as `extract` and `verify` raise it. No coroutine for the common case."""
-        token = self.extractor.extract(headers, self.cache.verified)
+        token = self.extract(headers)
         if token is None:
             return None, None
         # Cached tokens passed verify's size check when they were verified.

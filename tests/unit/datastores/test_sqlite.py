@@ -267,28 +267,23 @@ async def test_inline_queries_do_not_shorten_a_pooled_one(tmp_path):
         await ds.close()
 
 
-async def test_the_deadline_still_holds_in_the_pool(tmp_path):
-    ds = await _slow_store(tmp_path, timeout=0.1, count=50_000_000)
+@pytest.mark.parametrize(
+    ("timeout", "within", "pool_calls"),
+    [
+        (0.1, 1.0, 1),  # past the inline budget: the pool enforces the deadline
+        (0.001, 0.5, 0),  # a deadline shorter than the budget is enforced inline
+    ],
+    ids=["in-the-pool", "inline"],
+)
+async def test_the_deadline_holds(tmp_path, timeout, within, pool_calls):
+    ds = await _slow_store(tmp_path, timeout=timeout, count=50_000_000)
     try:
         submitted = _spy_pool(ds)
         start = time.monotonic()
         with pytest.raises(DependencyError, match="timed out"):
             await ds.find("slow", {}, 1)
-        assert time.monotonic() - start < 1.0
-        assert len(submitted) == 1
-    finally:
-        await ds.close()
-
-
-async def test_a_deadline_shorter_than_the_budget_is_enforced_inline(tmp_path):
-    ds = await _slow_store(tmp_path, timeout=0.001, count=50_000_000)
-    try:
-        submitted = _spy_pool(ds)
-        start = time.monotonic()
-        with pytest.raises(DependencyError, match="timed out"):
-            await ds.find("slow", {}, 1)
-        assert time.monotonic() - start < 0.5
-        assert submitted == []
+        assert time.monotonic() - start < within
+        assert len(submitted) == pool_calls
     finally:
         await ds.close()
 
