@@ -54,6 +54,38 @@ _COMMON_OUTCOMES = (
 log = logging.getLogger("authz.observability")
 
 
+class BufferedHistogram:
+    """A histogram child whose observations wait in plain numbers until `flush` adds them.
+
+    Only `flush` adds to `_done*` (under the owner's lock) and only `observe` to the counts,
+    so a flush from another thread neither loses nor doubles an observation."""
+
+    __slots__ = ("_bounds", "_buckets", "_child", "_done_buckets", "_done_sum", "_sum")
+
+    def __init__(self, child: Any):
+        self._child = child
+        self._bounds = tuple(child._upper_bounds)  # the buckets' `le`, +Inf last
+        self._buckets = [0] * len(self._bounds)  # not cumulative, like prometheus_client's
+        self._done_buckets = list(self._buckets)
+        self._sum = self._done_sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        """Record one duration (seconds >= 0, as perf_counter gives)."""
+        # the first bucket whose bound is >= seconds, as Histogram.observe picks it
+        self._buckets[bisect_left(self._bounds, seconds)] += 1
+        self._sum += seconds
+
+    def flush(self) -> None:
+        for i, n in enumerate(list(self._buckets)):
+            if n != self._done_buckets[i]:
+                self._child._buckets[i].inc(n - self._done_buckets[i])
+                self._done_buckets[i] = n
+        total = self._sum
+        if total != self._done_sum:
+            self._child._sum.inc(total - self._done_sum)
+            self._done_sum = total
+
+
 class EndpointMetrics:
     """Pre-bound metric children of one endpoint; `observe` is the per-Check call.
 
@@ -62,13 +94,10 @@ class EndpointMetrics:
     updates instead of three locked prometheus calls (~12k instructions, 10% of a Check).
     """
 
-    __slots__ = (
-        "_bounds", "_buckets", "_checks", "_counts", "_done", "_done_buckets", "_done_sum",
-        "_factory", "_latency", "_lock", "_sum",
-    )  # fmt: skip
+    __slots__ = ("_checks", "_counts", "_done", "_factory", "_latency", "_lock")
 
     def __init__(self, checks: Counter, latency: Histogram, service: str, endpoint: str):
-        self._latency = latency.labels(service, endpoint)
+        self._latency = BufferedHistogram(latency.labels(service, endpoint))
 
         def factory(allowed: bool, status: int) -> Any:
             outcome = "allow" if allowed else "deny"
@@ -78,10 +107,6 @@ class EndpointMetrics:
         self._checks = {key: factory(*key) for key in _COMMON_OUTCOMES}
         self._counts = dict.fromkeys(self._checks, 0)
         self._done = dict(self._counts)  # what flush() has added to the children so far
-        self._bounds = tuple(latency._upper_bounds)  # the buckets' `le`, +Inf last
-        self._buckets = [0] * len(self._bounds)  # not cumulative, like prometheus_client's
-        self._done_buckets = list(self._buckets)
-        self._sum = self._done_sum = 0.0
         self._lock = threading.Lock()
 
     def observe(self, allowed: bool, status: int, seconds: float) -> None:
@@ -92,29 +117,17 @@ class EndpointMetrics:
         except KeyError:  # a rare status: bind once, then it is counted like the others
             self._checks[key] = self._factory(allowed, status)
             self._counts[key] = 1
-        # the first bucket whose bound is >= seconds, as Histogram.observe picks it
-        self._buckets[bisect_left(self._bounds, seconds)] += 1
-        self._sum += seconds
+        self._latency.observe(seconds)
 
     def flush(self) -> None:
-        """Add what was observed since the last flush to the prometheus children.
-
-        Only this adds to `_done*` (under the lock) and only `observe` to the counts, so a
-        flush from another thread neither loses nor doubles an observation."""
+        """Add what was observed since the last flush to the prometheus children."""
         with self._lock:
             for key, n in list(self._counts.items()):
                 done = self._done.get(key, 0)
                 if n != done:
                     self._checks[key].inc(n - done)
                     self._done[key] = n
-            for i, n in enumerate(list(self._buckets)):
-                if n != self._done_buckets[i]:
-                    self._latency._buckets[i].inc(n - self._done_buckets[i])
-                    self._done_buckets[i] = n
-            total = self._sum
-            if total != self._done_sum:
-                self._latency._sum.inc(total - self._done_sum)
-                self._done_sum = total
+            self._latency.flush()
 
 
 class _WriteThroughEndpointMetrics(EndpointMetrics):
@@ -128,14 +141,14 @@ class _WriteThroughEndpointMetrics(EndpointMetrics):
         if child is None:
             child = self._checks[(allowed, status)] = self._factory(allowed, status)
         child.inc()
-        self._latency.observe(seconds)
+        self._latency._child.observe(seconds)
 
     def flush(self) -> None:
         pass
 
 
 class _Flushed:
-    """Collects `metrics` after the endpoints' buffered observations were added to them."""
+    """Collects `metrics` after the buffered observations were added to them."""
 
     def __init__(self, flush: Callable[[], None], *metrics: Any):
         self._flush = flush
@@ -151,17 +164,20 @@ class _Flushed:
 
 
 class DependencyMetrics:
-    """Latency and errors of one datastore alias or one webhook URL."""
+    """Latency and errors of one datastore alias or one webhook URL. The latency is
+    buffered like an endpoint's (written through in multiprocess mode); errors are rare and
+    counted at once."""
 
-    __slots__ = ("_errors", "_factory", "_latency")
+    __slots__ = ("_errors", "_factory", "_latency", "_lock", "observe")
 
     def __init__(self, latency: Histogram, errors: Counter, name: str):
-        self._latency = latency.labels(name)
+        self._latency = BufferedHistogram(latency.labels(name))
+        self.observe: Callable[[float], None] = (
+            self._latency._child.observe if _multiprocess() else self._latency.observe
+        )
         self._factory = lambda kind: errors.labels(name, kind)
         self._errors: dict[str, Any] = {}
-
-    def observe(self, seconds: float) -> None:
-        self._latency.observe(seconds)
+        self._lock = threading.Lock()
 
     def error(self, kind: str = "error") -> None:
         """Count a failure; `kind` is a small fixed word (timeout, connection, status...)."""
@@ -169,6 +185,10 @@ class DependencyMetrics:
         if child is None:
             child = self._errors[kind] = self._factory(kind)
         child.inc()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._latency.flush()
 
 
 class CacheMetrics:
@@ -201,7 +221,6 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=None,
         )
-        r.register(_Flushed(self.flush, self.checks, self.check_latency))
         self.token_failures = Counter(
             "authz_token_verification_failures",
             "Tokens rejected, by reason.",
@@ -213,7 +232,7 @@ class Metrics:
             "Datastore query time, by alias.",
             ["alias"],
             buckets=DEPENDENCY_BUCKETS,
-            registry=r,
+            registry=None,
         )
         self.datastore_errors = Counter(
             "authz_datastore_errors",
@@ -226,8 +245,17 @@ class Metrics:
             "Webhook call time, by URL.",
             ["url"],
             buckets=DEPENDENCY_BUCKETS,
-            registry=r,
+            registry=None,
         )
+        r.register(
+            _Flushed(
+                self.flush,
+                self.checks,
+                self.check_latency,
+                self.datastore_latency,
+                self.webhook_latency,
+            )
+        )  # collecting these first adds the buffered observations (flush)
         self.webhook_errors = Counter(
             "authz_webhook_errors",
             "Webhook failures (timeouts, connection errors, bad replies), by URL.",
@@ -266,6 +294,7 @@ class Metrics:
         self._token_failures: dict[str, Any] = {}
         # Bound once per name: rules look these up per Check (config-bounded names).
         self._webhooks: dict[str, DependencyMetrics] = {}
+        self._datastores: dict[str, DependencyMetrics] = {}
         self._caches: dict[str, CacheMetrics] = {}
         self._version: str | None = None
         self._endpoints: dict[tuple[str, str], EndpointMetrics] = {}
@@ -293,7 +322,13 @@ class Metrics:
         return self._unmatched
 
     def datastore(self, alias: str) -> DependencyMetrics:
-        return DependencyMetrics(self.datastore_latency, self.datastore_errors, alias)
+        """The children of one datastore alias, shared by every config version that has it."""
+        dep = self._datastores.get(alias)
+        if dep is None:
+            dep = self._datastores[alias] = DependencyMetrics(
+                self.datastore_latency, self.datastore_errors, alias
+            )
+        return dep
 
     def webhook(self, url: str) -> DependencyMetrics:
         """The children of one webhook URL (a rule's constant), bound on first use."""
@@ -343,9 +378,10 @@ class Metrics:
     # --- exposition --------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Add every endpoint's buffered observations to the prometheus metrics."""
-        for ep in list(self._endpoints.values()):
-            ep.flush()
+        """Add the buffered observations (endpoints, datastores, webhooks) to the metrics."""
+        for buffered in (self._endpoints, self._datastores, self._webhooks):
+            for m in list(buffered.values()):
+                m.flush()
 
     def render(self) -> bytes:
         """The /metrics body (text format 0.0.4; content type `CONTENT_TYPE`).

@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 from authz.datastores.base import Datastore
 from authz.datastores.filters import Expr
-from authz.datastores.sql import PostgresDialect, postgres_kind, quote_table, where
+from authz.datastores.sql import (
+    PostgresDialect,
+    params,
+    postgres_kind,
+    quote_table,
+    statement,
+    where,
+)
+from authz.datastores.template import Template
 from authz.errors import DependencyError
 
 
@@ -64,16 +73,33 @@ class PostgresDatastore(Datastore):
     async def _find(
         self, col: str, filter: dict[str, Any], expr: Expr, limit: int
     ) -> list[dict[str, Any]]:
+        def sql(columns: dict[str, str]) -> tuple[str, list[Any]]:
+            clause, params = where(expr, columns, col, self._dialect)
+            return self._dialect.select(col, clause), [*params, limit]
+
+        return await self._select(col, sql)
+
+    async def find_template(
+        self, col: str, template: Template, values: list[Any], limit: int
+    ) -> list[dict[str, Any]]:
+        def sql(columns: dict[str, str]) -> tuple[str, list[Any]]:
+            stmt = statement(self._dialect, col, columns, template, values)
+            return stmt.sql, params(self._dialect, stmt, template, values, limit)
+
+        return await self._guarded(self._select(col, sql))
+
+    async def _select(
+        self, col: str, sql: Callable[[dict[str, str]], tuple[str, list[Any]]]
+    ) -> list[dict[str, Any]]:
+        """Run the SELECT that `sql` makes for the table's columns."""
         import psycopg
         from psycopg.rows import dict_row
 
         async with self._connection() as conn:
             try:
-                columns = await self._table(conn, col)
-                clause, params = where(expr, columns, col, self._dialect)
-                sql = f"SELECT * FROM {quote_table(col)} WHERE {clause} LIMIT %s"
+                text, args = sql(await self._table(conn, col))
                 async with conn.cursor(row_factory=dict_row) as cur:
-                    await cur.execute(sql.encode(), [*params, limit])
+                    await cur.execute(text.encode(), args)
                     rows = await cur.fetchall()
             except psycopg.Error:
                 self._columns.pop(col, None)  # the table may have changed

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from authz.datastores.filters import Cond, Expr, Logic, value_class
+from authz.datastores.template import Template
 from authz.errors import DependencyError
 
 CACHE_SIZE = 1024  # compiled shapes per dialect instance; cleared when full
@@ -66,6 +67,11 @@ class Dialect:
         # (table, shape) -> (columns, sql, params); `columns` is the table's dict the entry was
         # compiled for: a re-read table is a new dict, which recompiles.
         self.cache: dict[tuple[str, Any], tuple[dict[str, str], str, list[Any]]] = {}
+        # (table, template, signature) -> the whole SELECT for a query rule's filter
+        self.statements: dict[tuple[str, Template, tuple[Any, ...]], Statement] = {}
+
+    def select(self, table: str, clause: str) -> str:
+        return f"SELECT * FROM {quote_table(table)} WHERE {clause} LIMIT {self.placeholder}"
 
     def absent(self, t: Target, params: list[Any]) -> str:
         raise NotImplementedError
@@ -114,9 +120,43 @@ def where(expr: Expr, columns: dict[str, str], table: str, d: Dialect) -> tuple[
             d.cache.clear()
         d.cache[key] = entry
     _, sql, slots = entry
+    return sql, _bind(d, slots, values)
+
+
+class Statement:
+    """A query rule's SELECT for one signature of its values; `params` binds them."""
+
+    __slots__ = ("columns", "slots", "sql")
+
+    def __init__(self, columns: dict[str, str], sql: str, slots: list[Any]):
+        self.columns, self.sql, self.slots = columns, sql, slots
+
+
+def statement(
+    d: Dialect, table: str, columns: dict[str, str], template: Template, values: list[Any]
+) -> Statement:
+    """The SELECT (ending in `LIMIT <placeholder>`) for `template` filled with `values`."""
+    key = (table, template, template.signature(values))
+    stmt = d.statements.get(key)
+    if stmt is None or stmt.columns is not columns:
+        clause, slots = _compile(template.build(values)[1], columns, table, d)
+        stmt = Statement(columns, d.select(table, clause), slots)
+        if len(d.statements) >= CACHE_SIZE:
+            d.statements.clear()
+        d.statements[key] = stmt
+    return stmt
+
+
+def params(d: Dialect, stmt: Statement, template: Template, values: list[Any], limit: int):
+    """The statement's parameters: the values bound into its slots, then the limit."""
+    out = _bind(d, stmt.slots, template.flat(values))
+    out.append(limit)
+    return out
+
+
+def _bind(d: Dialect, slots: list[Any], values: list[Any]) -> list[Any]:
     bind = d.bind
-    params = [bind(p.cls, values[p.index], p.target) if type(p) is Slot else p for p in slots]
-    return sql, params
+    return [bind(p.cls, values[p.index], p.target) if type(p) is Slot else p for p in slots]
 
 
 def shape(expr: Expr, values: list[Any]) -> tuple[Any, ...]:
@@ -235,7 +275,8 @@ class SqliteDialect(Dialect):
     def bind(self, cls: str, value: Any, t: Target) -> Any:
         if cls == "bool":
             return int(value)
-        return str(value) if value_class(value) == "objectid" else value
+        # a "string" slot holds a str or an ObjectId (compared as its hex text)
+        return str(value) if cls == "string" else value
 
     def accepts(self, t: Target, cls: str) -> bool:
         return super().accepts(t, "string" if cls == "objectid" else cls)
@@ -327,7 +368,7 @@ class PostgresDialect(Dialect):
             from psycopg.types.json import Jsonb
 
             return Jsonb(value)
-        return str(value) if value_class(value) == "objectid" else value
+        return str(value) if cls == "string" else value  # a str, or an ObjectId as hex text
 
     def typed(self, t: Target, cls: str, sql_op: str, values: list[int], params: list[Any]) -> str:
         cls = "string" if cls == "objectid" else cls

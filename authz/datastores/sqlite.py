@@ -27,7 +27,8 @@ from typing import Any
 
 from authz.datastores.base import Datastore
 from authz.datastores.filters import Expr
-from authz.datastores.sql import SqliteDialect, quote, quote_table, sqlite_kind, where
+from authz.datastores.sql import SqliteDialect, params, quote, sqlite_kind, statement, where
+from authz.datastores.template import Template
 from authz.errors import DependencyError
 
 _THREADS = 4
@@ -129,15 +130,25 @@ class SqliteDatastore(Datastore):
     ) -> list[dict[str, Any]]:
         return await self._run(self._select, col, expr, limit)
 
+    async def find_template(
+        self, col: str, template: Template, values: list[Any], limit: int
+    ) -> list[dict[str, Any]]:
+        return await self._guarded(self._run(self._prepared, col, template, values, limit))
+
     def _select(
         self, conn: sqlite3.Connection, col: str, expr: Expr, limit: int
     ) -> list[dict[str, Any]]:
         columns = self._table(conn, col)
         clause, params = where(expr, columns, col, self._dialect)
         params.append(limit)
-        cur = conn.execute(f"SELECT * FROM {quote_table(col)} WHERE {clause} LIMIT ?", params)
-        rows = cur.fetchall()
-        return _decode(cur.description, columns, rows) if rows else []
+        return _fetch(conn, self._dialect.select(col, clause), params, columns)
+
+    def _prepared(
+        self, conn: sqlite3.Connection, col: str, template: Template, values: list[Any], limit: int
+    ) -> list[dict[str, Any]]:
+        columns = self._table(conn, col)
+        stmt = statement(self._dialect, col, columns, template, values)
+        return _fetch(conn, stmt.sql, params(self._dialect, stmt, template, values, limit), columns)
 
     def _table(self, conn: sqlite3.Connection, col: str) -> dict[str, str]:
         columns = self._columns.get(col)
@@ -150,6 +161,14 @@ class SqliteDatastore(Datastore):
             columns = {r[1]: sqlite_kind(r[2]) for r in rows}
             self._columns[col] = columns
         return columns
+
+
+def _fetch(
+    conn: sqlite3.Connection, sql: str, params: list[Any], columns: dict[str, str]
+) -> list[dict[str, Any]]:
+    cur = conn.execute(sql, params)
+    rows = cur.fetchall()
+    return _decode(cur.description, columns, rows) if rows else []
 
 
 def _code(exc: sqlite3.Error) -> int:

@@ -27,16 +27,13 @@ from authz.datastores.filters import (
     check_field,
     value_problem,
 )
+from authz.datastores.template import Hole, Template
 from authz.errors import DependencyError
 from authz.rules.base import Context, Failure, Rule, run
 from authz.rules.compiler import CompileContext, compile_rule, compiles
 from authz.rules.refs import MISSING, compile_value, is_reference
 
 Fill = Callable[[dict[str, Any]], Any]
-# A filter filled from args: the object the datastore gets and its parsed expression
-Filled = tuple[dict[str, Any], Expr]
-# One member of a filter object: its filled value and its expressions
-Member = Callable[[dict[str, Any]], tuple[Any, list[Expr]]]
 # args keys a rule may not overwrite with results: what the request and the token say
 RESERVED = frozenset(
     ("auth", "token", "params", "query", "headers", "pathParams", "method", "path", "service",
@@ -55,17 +52,17 @@ class SlotError(Exception):
 
 class Query(Rule):
     kind = "query"
-    __slots__ = ("alias", "cache", "clause", "col", "fill", "limit", "set_store")
+    __slots__ = ("alias", "cache", "clause", "col", "filter", "limit", "set_store")
 
     def children(self) -> tuple[Rule, ...]:
         return (self.clause,) if self.clause is not None else ()
 
     async def evaluate(self, ctx: Context) -> Failure | None:
         try:
-            filled, expr = self.fill(ctx.args)
+            values = self.filter.values(ctx.args)
         except SlotError as exc:
             return self.fail(f"{exc.path}: {exc.reason}", error=True)
-        docs = await self._documents(ctx, filled, expr)
+        docs = await self._documents(ctx, values)
         self.set_store(ctx.args, docs)
         if ctx.trace is not None:
             ctx.detail = f"{self.alias}.{self.col}: {len(docs)} document(s)"
@@ -74,18 +71,15 @@ class Query(Rule):
             return None if failure is None else self.own(failure)
         return None if docs else self.fail("no document matched")
 
-    async def _documents(
-        self, ctx: Context, filled: dict[str, Any], expr: Expr
-    ) -> list[dict[str, Any]]:
-        key = freeze(filled) if self.cache is not None else None
-        if self.cache is not None:
-            docs = self.cache.get(key)
-            count_cache(ctx, "query", docs is not MISS)
-            if docs is not MISS:
-                return docs
+    async def _documents(self, ctx: Context, values: list[Any]) -> list[dict[str, Any]]:
         store = datastore(ctx, self.alias)
-        docs = await store.find_parsed(self.col, filled, expr, self.limit)
-        if self.cache is not None:
+        if self.cache is None:
+            return await store.find_template(self.col, self.filter, values, self.limit)
+        key = freeze(values)  # the template is the rule's: its values say which filter
+        docs = self.cache.get(key)
+        count_cache(ctx, "query", docs is not MISS)
+        if docs is MISS:
+            docs = await store.find_template(self.col, self.filter, values, self.limit)
             self.cache.put(key, docs)
         return docs
 
@@ -115,7 +109,7 @@ def compile_query(model: QueryRule, cc: CompileContext, path: str) -> Rule:
         check_collection(model.col, f"{path}.col")
     except FilterError as exc:
         cc.error(exc.path, exc.message)
-    rule.fill = compile_filter(model.find, cc, f"{path}.find")
+    rule.filter = compile_filter(model.find, cc, f"{path}.find")
     rule.set_store = compile_store(model.store, cc, f"{path}.store")
     rule.clause = compile_rule(model.clause, cc, f"{path}.clause") if model.clause else None
     rule.cache = ResultCache(model.cache.ttl, model.cache.size) if model.cache else None
@@ -134,71 +128,77 @@ def _check_alias(alias: str, cc: CompileContext, path: str) -> None:
 # --- the filter --------------------------------------------------------------------------
 
 
-def compile_filter(raw: Any, cc: CompileContext, path: str) -> Callable[[dict[str, Any]], Filled]:
-    """Compile a `find` object into a function of args building the filled filter and its
-    expression, equal to `filters.parse(filled)`: the structure (fields, operators) is
-    checked here, once, and each value as it fills its slot, so the datastore need not parse
-    the filter again per request."""
+def compile_filter(raw: Any, cc: CompileContext, path: str) -> Template:
+    """Compile a `find` object into a Template: the structure (fields, operators) is checked
+    here, once, and each value as it fills its slot per request; the datastore never parses
+    the filter per request (see datastores/template.py)."""
+    slots: list[Fill] = []
+    ops: list[str] = []
+    filled, expr = _compile_object(raw, cc, path, slots, ops)
+    return Template(filled, expr, slots, ops)
+
+
+def _compile_object(
+    raw: Any, cc: CompileContext, path: str, slots: list[Fill], ops: list[str]
+) -> tuple[dict[str, Any], Expr]:
+    """The filter object with holes and its expression (as `filters.parse` would make it);
+    `slots`/`ops` collect each hole's fill function and operator, in expression order."""
     if not isinstance(raw, dict):
         cc.error(path, "must be an object")
-        return lambda args: ({}, MATCH_ALL)
-    parts: list[tuple[str, Member]] = []
+        return {}, MATCH_ALL
+    filled: dict[str, Any] = {}
+    exprs: list[Expr] = []
     for key, value in raw.items():
         p = f"{path}.{key}"
         if key in LOGICAL:
-            member = _compile_logical(key, value, cc, p)
+            if (
+                not isinstance(value, list)
+                or not value
+                or not all(isinstance(v, dict) for v in value)
+            ):
+                cc.error(p, f"{key} takes a non-empty list of filter objects")
+                continue
+            subs = [_compile_object(v, cc, f"{p}[{i}]", slots, ops) for i, v in enumerate(value)]
+            filled[key] = [f for f, _ in subs]
+            exprs.append(Logic(key, tuple(e for _, e in subs)))
         elif isinstance(key, str) and key.startswith("$"):
             cc.error(p, f"unknown operator {key!r} (allowed: {_allowed()})")
-            continue
         else:
             try:
                 check_field(key, p)
             except FilterError as exc:
                 cc.error(exc.path, exc.message)
                 continue
-            member = _compile_field(key, value, cc, p)
-        parts.append((key, member))
-    members = tuple(parts)
-
-    def fill(args: dict[str, Any]) -> Filled:
-        filled: dict[str, Any] = {}
-        exprs: list[Expr] = []
-        for key, member in members:
-            filled[key], found = member(args)
-            exprs.extend(found)
-        return filled, exprs[0] if len(exprs) == 1 else Logic("$and", tuple(exprs))
-
-    return fill
+            filled[key] = _compile_field(key, value, cc, p, slots, ops, exprs)
+    return filled, exprs[0] if len(exprs) == 1 else Logic("$and", tuple(exprs))
 
 
-def _compile_logical(key: str, value: Any, cc: CompileContext, path: str) -> Member:
-    if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
-        cc.error(path, f"{key} takes a non-empty list of filter objects")
-        return lambda args: ([], [])
-    subs = tuple(compile_filter(v, cc, f"{path}[{i}]") for i, v in enumerate(value))
+def _compile_field(
+    field: str,
+    value: Any,
+    cc: CompileContext,
+    path: str,
+    slots: list[Fill],
+    ops: list[str],
+    exprs: list[Expr],
+) -> Any:
+    """One `field: value` or `field: {op: value, ...}` member: its holes and conditions."""
 
-    def member(args: dict[str, Any]) -> tuple[Any, list[Expr]]:
-        filled = [s(args) for s in subs]
-        return [f for f, _ in filled], [Logic(key, tuple(e for _, e in filled))]
+    def hole(raw: Any, op: str, p: str) -> Hole:
+        slots.append(_compile_slot(raw, op, cc, p))
+        ops.append(op)
+        h = Hole(len(slots) - 1)
+        exprs.append(Cond(field, op, h))
+        return h
 
-    return member
-
-
-def _compile_field(field: str, value: Any, cc: CompileContext, path: str) -> Member:
     if isinstance(value, list):
         cc.error(path, "a list is not a value here; use {$in: [...]}")
-        return lambda args: (None, [])
+        return None
     if not isinstance(value, dict):
-        slot = _compile_slot(value, "$eq", cc, path)
-
-        def equals(args: dict[str, Any]) -> tuple[Any, list[Expr]]:
-            v = slot(args)
-            return v, [Cond(field, "$eq", v)]
-
-        return equals
+        return hole(value, "$eq", path)
     if not value:
         cc.error(path, "an empty operator object")
-    ops: list[tuple[str, Fill]] = []
+    operators: dict[str, Any] = {}
     for op, operand in value.items():
         if not isinstance(op, str) or not op.startswith("$"):
             cc.error(path, "objects are not values; use dotted field names (a.b)")
@@ -206,13 +206,7 @@ def _compile_field(field: str, value: Any, cc: CompileContext, path: str) -> Mem
         if op not in OPERATORS:
             cc.error(f"{path}.{op}", f"unknown operator {op!r} (allowed: {_allowed()})")
             continue
-        ops.append((op, _compile_slot(operand, op, cc, f"{path}.{op}")))
-    items = tuple(ops)
-
-    def operators(args: dict[str, Any]) -> tuple[Any, list[Expr]]:
-        filled = {op: slot(args) for op, slot in items}
-        return filled, [Cond(field, op, v) for op, v in filled.items()]
-
+        operators[op] = hole(operand, op, f"{path}.{op}")
     return operators
 
 

@@ -287,22 +287,28 @@ async def _start(databases: dict[str, Any], db: str, tmp_path, monkeypatch) -> B
     await authorizer.runtime.start()
     backend = Backend(db, authorizer, [], [], [])
     store = authorizer.runtime.datastores[db]
-    inner = store._find
+    inner = store.find_template
 
-    async def recording_find(col, filter, expr, limit):
-        backend.finds.append(filter)
-        return await inner(col, filter, expr, limit)
+    async def recording_find(col, template, values, limit):
+        backend.finds.append(template.build(values)[0])  # the filter a query rule sends
+        return await inner(col, template, values, limit)
 
-    store._find = recording_find
+    store.find_template = recording_find
     for module in (sqlite_module, pg_module):
-        where = module.where
+        where, params = module.where, module.params
 
         def recording_where(*args, _where=where, **kwargs):
             clause, params = _where(*args, **kwargs)
             backend.sql.append((clause, list(params)))
             return clause, params
 
+        def recording_params(d, stmt, *args, _params=params):
+            bound = _params(d, stmt, *args)
+            backend.sql.append((stmt.sql, list(bound)))  # the statement a query rule runs
+            return bound
+
         monkeypatch.setattr(module, "where", recording_where)
+        monkeypatch.setattr(module, "params", recording_params)
     return backend
 
 

@@ -196,6 +196,30 @@ def test_observations_from_another_thread_are_neither_lost_nor_doubled():
     assert value(m, "authz_check_duration_seconds_count", service="s", endpoint="e") == 20_000
 
 
+def test_datastore_and_webhook_latencies_are_buffered_and_counted_once():
+    m = Metrics()
+    store, hook = m.datastore("db"), m.webhook("http://h/x")
+    assert m.datastore("db") is store  # shared by every config version with that alias
+    store.observe(0.0005)
+    store.observe(0.003)
+    hook.observe(0.2)
+    first, second = samples(m), samples(m)
+    assert first == second  # rendering adds nothing by itself
+    store.observe(3.0)  # beyond the last bound: +Inf only
+    third = samples(m)
+
+    def get(found, name, **labels):
+        return found.get((name, tuple(sorted(labels.items()))))
+
+    assert get(first, "authz_datastore_duration_seconds_count", alias="db") == 2
+    assert get(first, "authz_datastore_duration_seconds_bucket", alias="db", le="0.001") == 1
+    assert get(first, "authz_datastore_duration_seconds_bucket", alias="db", le="0.005") == 2
+    assert get(first, "authz_webhook_duration_seconds_count", url="http://h/x") == 1
+    assert get(third, "authz_datastore_duration_seconds_count", alias="db") == 3
+    assert get(third, "authz_datastore_duration_seconds_bucket", alias="db", le="2.5") == 2
+    assert get(third, "authz_datastore_duration_seconds_sum", alias="db") == pytest.approx(3.0035)
+
+
 def test_multiprocess_render_aggregates_workers(tmp_path: Path):
     # prometheus_client picks its value store at import time: run workers as subprocesses.
     script = textwrap.dedent(
@@ -203,9 +227,10 @@ def test_multiprocess_render_aggregates_workers(tmp_path: Path):
         import sys
         from authz.observability import Metrics
         m = Metrics()
-        ep = m.endpoint("s", "e")
+        ep, db = m.endpoint("s", "e"), m.datastore("db")
         for _ in range(int(sys.argv[1])):
             ep.observe(True, 200, 0.001)
+            db.observe(0.002)
         if sys.argv[2] == "render":
             sys.stdout.write(m.render().decode())
         """
@@ -224,6 +249,7 @@ def test_multiprocess_render_aggregates_workers(tmp_path: Path):
         for s in f.samples
     }
     assert found[("authz_checks_total", "allow")] == 7
+    assert found[("authz_datastore_duration_seconds_count", None)] == 7  # written through
 
 
 # --- masking -------------------------------------------------------------------------------
