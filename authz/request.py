@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -73,7 +73,7 @@ def copy_headers(headers: Mapping[str, str]) -> dict[str, str]:
 def parse_query(query_string: str) -> dict[str, Any]:
     """Query parameters; a repeated key gives a list (DESIGN §3)."""
     out: dict[str, Any] = {}
-    for key, value in parse_qsl(query_string, keep_blank_values=True):
+    for key, value in _pairs(query_string):
         if key in out:
             prev = out[key]
             if isinstance(prev, list):
@@ -83,6 +83,14 @@ def parse_query(query_string: str) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def _pairs(query_string: str) -> Iterable[tuple[str, str]]:
+    """parse_qsl(keep_blank_values=True); without escapes ('%', '+') a plain split gives the
+    same pairs in a fraction of the time (the common case: ids and names)."""
+    if "%" in query_string or "+" in query_string:
+        return parse_qsl(query_string, keep_blank_values=True)
+    return [(k, v) for k, _, v in (p.partition("=") for p in query_string.split("&") if p)]
 
 
 class _KeyCounter:

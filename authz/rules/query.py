@@ -231,9 +231,12 @@ def _has_reference(raw: Any) -> bool:
 
 def _checked(getter: Fill, op: str, path: str) -> Fill:
     """Resolve a reference and refuse any value that does not fit the slot."""
+    scalar = op not in LIST_OPERATORS and op != "$exists"
 
     def fill(args: dict[str, Any]) -> Any:
         value = getter(args)
+        if scalar and type(value) is str:
+            return value  # any string fits a scalar slot (the common case: ids)
         if value is MISSING:
             raise SlotError(path, "reference does not resolve")
         problem = value_problem(op, value)

@@ -41,6 +41,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
+import authz.datastores.sqlite as sqlite_module
 import authz.reload as reload_module
 from authz.authorizer import Authorizer
 from authz.config.load import load_config_text
@@ -228,6 +229,8 @@ async def test_checks_during_reloads_and_swaps(tmp_path, monkeypatch):
     path = tmp_path / "c.yaml"
     path.write_text(TEXT["A"])
     monkeypatch.setattr(reload_module, "RETIRE_AFTER", 3600.0)  # closed below, not by a timer
+    # Every query suspends its Check (as a slow or pooled one does), so swaps land mid-Check.
+    monkeypatch.setattr(sqlite_module, "_YIELD_AFTER", -1.0)
     server = AuthzServer(ServeOptions(config=str(path), watch=0))
     sink = io.StringIO()
     server.decisions = DecisionLog("off", sink=sink, flush_interval=0.01)

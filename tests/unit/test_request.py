@@ -1,8 +1,11 @@
+import random
+from urllib.parse import parse_qsl
+
 import pytest
 
 from authz.config.schema import Limits
 from authz.errors import RequestError
-from authz.request import Request, parse_json_body, parse_query
+from authz.request import Request, _pairs, parse_json_body, parse_query
 
 
 def test_from_target_splits_query_and_fragment():
@@ -12,6 +15,16 @@ def test_from_target_splits_query_and_fragment():
 
 def test_repeated_query_keys_give_lists():
     assert parse_query("a=1&b=2&a=3&c=&a=4") == {"a": ["1", "3", "4"], "b": "2", "c": ""}
+
+
+def test_query_pairs_are_parse_qsl_with_blank_values_kept():
+    # the split fast path (no '%' or '+') and the parse_qsl path must agree on every string
+    rng = random.Random(7)
+    alphabet = "ab=&;%2B+ é"
+    for _ in range(5000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(12)))
+        assert list(_pairs(text)) == parse_qsl(text, keep_blank_values=True), repr(text)
+    assert parse_query("a&&b=&=c&d==e") == {"a": "", "b": "", "": "c", "d": "=e"}
 
 
 def test_good_body():

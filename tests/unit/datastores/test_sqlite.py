@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 import authz.config  # noqa: F401  (loads the schema before the settings models)
+import authz.datastores.sqlite as sqlite_module
 from authz.datastores.base import create_datastore, open_datastores
 from authz.datastores.filters import matches, parse
 from authz.datastores.settings import SqliteSettings
@@ -233,6 +234,24 @@ async def test_a_fast_query_runs_inline_without_the_pool(store):
     assert await store.ping()
     assert submitted == []
     assert [a[0] for a in attempts] == [True, True]
+
+
+def _suspends(coro) -> bool:
+    """Does `coro` give the loop a turn before it finishes? (drives it by hand)"""
+    try:
+        coro.send(None)
+    except StopIteration:
+        return False
+    coro.close()
+    return True
+
+
+@pytest.mark.parametrize(("yield_after", "suspends"), [(10.0, False), (-1.0, True)])
+async def test_only_a_long_inline_query_yields_the_loop(store, monkeypatch, yield_after, suspends):
+    # an indexed lookup is cheaper than a loop iteration: it does not yield; a query that
+    # ran longer than _YIELD_AFTER lets the other Checks run first
+    monkeypatch.setattr(sqlite_module, "_YIELD_AFTER", yield_after)
+    assert _suspends(store.find("items", {"s": "a"}, 10)) is suspends
 
 
 async def test_a_slow_query_moves_to_the_pool_and_answers(tmp_path):
