@@ -38,7 +38,8 @@ def median(results: dict[str, Any], scenario: str, mode: str, key: str) -> float
 
 
 def ratios(results: dict[str, Any]) -> dict[str, float | None]:
-    rps = {s: median(results, s, "wrk", "rps") for s in ("authz", "floor", "native", "envoy")}
+    names = ("authz", "floor", "native", "envoy", "authz-query-sqlite", "authz-query-postgres")
+    rps = {s: median(results, s, "wrk", "rps") for s in names}
 
     def added(key: str) -> float | None:
         a, e = median(results, "authz", "fixed", key), median(results, "envoy", "fixed", key)
@@ -48,6 +49,8 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
         "authz/floor req/s": ratio(rps["authz"], rps["floor"]),
         "authz/native req/s": ratio(rps["authz"], rps["native"]),
         "authz/envoy req/s": ratio(rps["authz"], rps["envoy"]),
+        "authz-query-sqlite/authz req/s": ratio(rps["authz-query-sqlite"], rps["authz"]),
+        "authz-query-postgres/authz req/s": ratio(rps["authz-query-postgres"], rps["authz"]),
         "direct CPU µs authz/floor": ratio(
             median(results, "direct-authz", "direct", "cpu.server"),
             median(results, "direct-floor", "direct", "cpu.server"),

@@ -124,12 +124,20 @@ def where(expr: Expr, columns: dict[str, str], table: str, d: Dialect) -> tuple[
 
 
 class Statement:
-    """A query rule's SELECT for one signature of its values; `params` binds them."""
+    """A query rule's SELECT for one signature of its values; `params` binds them.
 
-    __slots__ = ("columns", "slots", "sql")
+    `as_is`: the parameters are exactly the values, in order, each bound unchanged (no JSON
+    paths, no conversions): the common `{col: args.x}` filter skips binding altogether. It is
+    decided from one set of values and holds for every set of the same types (the key)."""
 
-    def __init__(self, columns: dict[str, str], sql: str, slots: list[Any]):
+    __slots__ = ("as_is", "columns", "slots", "sql")
+
+    def __init__(self, d: Dialect, columns: dict[str, str], sql: str, slots: list[Any], flat: list):
         self.columns, self.sql, self.slots = columns, sql, slots
+        self.as_is = len(slots) == len(flat) and all(
+            type(p) is Slot and p.index == i and d.bind(p.cls, flat[i], p.target) is flat[i]
+            for i, p in enumerate(slots)
+        )
 
 
 def statement(
@@ -140,7 +148,7 @@ def statement(
     stmt = d.statements.get(key)
     if stmt is None or stmt.columns is not columns:
         clause, slots = _compile(template.build(values)[1], columns, table, d)
-        stmt = Statement(columns, d.select(table, clause), slots)
+        stmt = Statement(d, columns, d.select(table, clause), slots, template.flat(values))
         if len(d.statements) >= CACHE_SIZE:
             d.statements.clear()
         d.statements[key] = stmt
@@ -149,7 +157,10 @@ def statement(
 
 def params(d: Dialect, stmt: Statement, template: Template, values: list[Any], limit: int):
     """The statement's parameters: the values bound into its slots, then the limit."""
-    out = _bind(d, stmt.slots, template.flat(values))
+    flat = template.flat(values)
+    if stmt.as_is:
+        return [*flat, limit]
+    out = _bind(d, stmt.slots, flat)
     out.append(limit)
     return out
 

@@ -257,12 +257,15 @@ def test_ratios_and_table() -> None:
         "direct-floor": _scenario("direct", _run(12_000, 2.5, 110)),
         "direct-authz": _scenario("direct", _run(9_000, 3.0, 165)),
         "authz-query-sqlite": {"skipped": "authz validate rejected it | twice"},
+        "authz-query-postgres": _scenario("wrk", _run(1_500, 20.0, 700)),
     }
     results["envoy"]["modes"]["fixed"] = {"summary": summarize_runs([_run(1000, 0.5, None)])}
     results["authz"]["modes"]["fixed"] = {"summary": summarize_runs([_run(1000, 2.0, 300)])}
     r = ratios(results)
     assert r["authz/floor req/s"] == pytest.approx(0.75)
     assert r["authz/envoy req/s"] == pytest.approx(0.075)
+    assert r["authz-query-postgres/authz req/s"] == pytest.approx(0.25)
+    assert r["authz-query-sqlite/authz req/s"] is None  # skipped: no ratio, not a zero
     assert r["direct CPU µs authz/floor"] == pytest.approx(1.5)
     assert r["added p50 ms @fixed rate (authz - envoy)"] == pytest.approx(1.5)
     text = table(results, 1000)

@@ -136,6 +136,31 @@ def test_same_value_types_reuse_one_statement():
     assert statement(d, "items", COLUMNS, t, v2) is s1  # still cached
 
 
+@pytest.mark.parametrize(
+    ("dialect", "raw", "values", "as_is"),
+    [
+        (SqliteDialect(), {"s": "args.a", "n": "args.b"}, ["x", 2], True),
+        (SqliteDialect(), {"n": {"$in": "args.a"}}, [[1, 2]], True),  # list items, in order
+        (SqliteDialect(), {"s": "args.a", "b": "args.b"}, ["x", True], False),  # bool -> 1
+        (SqliteDialect(), {"j.v": "args.a"}, [3], False),  # the JSON path is a parameter
+        (SqliteDialect(), {"s": "args.a", "n": {"$ne": "args.b"}}, ["x", None], False),
+        (PostgresDialect(), {"s": "args.a", "n": "args.b"}, ["x", 2], True),
+        (PostgresDialect(), {"j": "args.a"}, [3], False),  # a JSON operand is wrapped
+    ],
+)
+def test_statements_without_conversions_bind_the_values_as_they_are(dialect, raw, values, as_is):
+    t = _template(raw)
+    stmt = statement(dialect, "items", COLUMNS, t, values)
+    assert stmt.as_is is as_is
+    flat = t.flat(values)
+    slow = [
+        dialect.bind(p.cls, flat[p.index], p.target) if type(p) is sql.Slot else p
+        for p in stmt.slots
+    ]
+    plain = lambda xs: [getattr(x, "obj", x) for x in xs]  # noqa: E731  (Jsonb wraps .obj)
+    assert plain(params(dialect, stmt, t, values, 7)) == plain([*slow, 7])  # same parameters
+
+
 def test_another_template_or_table_is_another_statement():
     d = SqliteDialect()
     raw = {"s": "args.x"}
