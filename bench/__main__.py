@@ -8,6 +8,7 @@ SOAK=1 adds the soak run (SOAK_SECONDS 300, SOAK_INTERVAL 10).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
@@ -50,22 +51,53 @@ def _wants_soak() -> bool:
     return os.environ.get("SOAK", "") not in ("", "0") or "soak" in only
 
 
-def run_one(b: Bench, name: str) -> dict[str, Any]:
+def run_scenarios(b: Bench, names: list[str], results: dict[str, Any]) -> bool:
+    """Start every scenario, then measure them in rounds (run 1 of each, run 2 of each...):
+    a machine that drifts (other tenants, clocks) moves every scenario alike, so the ratios
+    stay fair. Fills `results`; False when a scenario failed (the others go on)."""
+    ok = True
+    with contextlib.ExitStack() as stack:
+        started: dict[str, Any] = {}
+        for name in names:
+            print(f"==> {name}: starting", flush=True)
+            procs = stack.enter_context(Procs(_subdir(b, name)))
+            try:
+                started[name] = start_one(b, name, procs)
+                results[name] = {"url": started[name][0].url, "modes": {}}
+            except Skip as skip:
+                print(f"    skipped: {skip}", flush=True)
+                results[name] = {"skipped": str(skip)}
+            except Exception as exc:
+                ok = False
+                _failed(results, name, exc)
+        for i in range(b.runs):
+            for name, (target, modes) in list(started.items()):
+                print(f"==> {name} (round {i + 1}/{b.runs})", flush=True)
+                try:
+                    for mode in modes:
+                        runs = results[name]["modes"].setdefault(mode, {"runs": []})["runs"]
+                        runs.append(measure(b, target, mode, i))
+                except Exception as exc:  # one broken scenario does not stop the others
+                    ok = False
+                    del started[name]
+                    _failed(results, name, exc)
+    for out in results.values():
+        for mode in out.get("modes", {}).values():
+            mode["summary"] = report.summarize_runs(mode["runs"])
+    return ok
+
+
+def start_one(b: Bench, name: str, procs: Procs) -> tuple[Any, list[str]]:
+    """Start a scenario and warm it up; the target and its load modes."""
     setup, through_envoy = SCENARIOS[name]
-    modes = ["wrk", "fixed"] if through_envoy else ["direct"]
-    print(f"==> {name}", flush=True)
-    with Procs(_subdir(b, name)) as procs:
-        try:
-            target = setup(b, procs)
-        except Skip as skip:
-            print(f"    skipped: {skip}", flush=True)
-            return {"skipped": str(skip)}
-        warm_up(b, target, through_envoy)
-        out: dict[str, Any] = {"url": target.url, "modes": {}}
-        for mode in modes:
-            runs = measure(b, target, mode)
-            out["modes"][mode] = {"runs": runs, "summary": report.summarize_runs(runs)}
-        return out
+    target = setup(b, procs)
+    warm_up(b, target, through_envoy)
+    return target, ["wrk", "fixed"] if through_envoy else ["direct"]
+
+
+def _failed(results: dict[str, Any], name: str, exc: Exception) -> None:
+    results[name] = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+    print(f"    ERROR in {name}:\n{traceback.format_exc()}", flush=True)
 
 
 def run_soak(b: Bench) -> dict[str, Any]:
@@ -118,6 +150,7 @@ def meta(b: Bench, stamp: str) -> dict[str, Any]:
         "from --log-file, timed from each request's send)",
         "load_direct": "h2load -t1 -c4 -m8, POST of a length-prefixed CheckRequest",
         "envoy_flags": "--concurrency 1 --disable-hot-restart",
+        "order": "every scenario started first; then rounds: run i of each before run i+1",
     }
 
 
@@ -147,13 +180,7 @@ def main() -> int:
     document: dict[str, Any] = {"meta": meta(b, stamp), "scenarios": results}
     failed = interrupted = False
     try:
-        for name in names:
-            try:
-                results[name] = run_one(b, name)
-            except Exception as exc:  # one broken scenario does not stop the others
-                failed = True
-                results[name] = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
-                print(f"    ERROR in {name}:\n{traceback.format_exc()}", flush=True)
+        failed = not run_scenarios(b, names, results)
         if with_soak:
             document["soak"] = run_soak(b)
     except KeyboardInterrupt:

@@ -249,36 +249,31 @@ def load(b: Bench, t: Target, mode: str, seconds: float) -> LoadResult:
     return wrk(t.url, seconds, b.workdir, t.headers)
 
 
-def measure(b: Bench, t: Target, mode: str) -> list[dict[str, Any]]:
-    """`b.runs` bounded runs; CPU of each metered process from /proc deltas."""
-    runs = []
-    for i in range(b.runs):
-        before = {role: cpu_seconds(p.pid) for role, p in t.meter.items()}
-        before["machine"] = machine_cpu_seconds()
-        started = time.monotonic()
-        result = load(b, t, mode, b.seconds)
-        elapsed = time.monotonic() - started
-        for p in t.meter.values():
-            p.check_alive()
-        cpu = {role: cpu_seconds(p.pid) - before[role] for role, p in t.meter.items()}
-        cpu["load"] = result.tool_cpu_s
-        cpu["machine"] = machine_cpu_seconds() - before["machine"]
-        run = {
-            "rps": result.rps,
-            "requests": result.requests,
-            "p50_ms": result.p50_ms,
-            "p99_ms": result.p99_ms,
-            "errors": result.errors,
-            "wall_s": round(elapsed, 2),
-            "cpu_us_per_req": {
-                r: _round(per_request_us(s, result.requests)) for r, s in cpu.items()
-            },
-        }
-        runs.append(run)
-        if mode == "fixed" and result.rps < 0.95 * b.rate:
-            print(f"    note: fixed rate fell short: {result.rps:,.0f} of {b.rate:,} req/s")
-        print(f"    {mode} run {i + 1}/{b.runs}: {_brief(run)}", flush=True)
-    return runs
+def measure(b: Bench, t: Target, mode: str, i: int) -> dict[str, Any]:
+    """Run number `i` (of `b.runs`), bounded; CPU of each metered process from /proc deltas."""
+    before = {role: cpu_seconds(p.pid) for role, p in t.meter.items()}
+    before["machine"] = machine_cpu_seconds()
+    started = time.monotonic()
+    result = load(b, t, mode, b.seconds)
+    elapsed = time.monotonic() - started
+    for p in t.meter.values():
+        p.check_alive()
+    cpu = {role: cpu_seconds(p.pid) - before[role] for role, p in t.meter.items()}
+    cpu["load"] = result.tool_cpu_s
+    cpu["machine"] = machine_cpu_seconds() - before["machine"]
+    run = {
+        "rps": result.rps,
+        "requests": result.requests,
+        "p50_ms": result.p50_ms,
+        "p99_ms": result.p99_ms,
+        "errors": result.errors,
+        "wall_s": round(elapsed, 2),
+        "cpu_us_per_req": {r: _round(per_request_us(s, result.requests)) for r, s in cpu.items()},
+    }
+    if mode == "fixed" and result.rps < 0.95 * b.rate:
+        print(f"    note: fixed rate fell short: {result.rps:,.0f} of {b.rate:,} req/s")
+    print(f"    {mode} run {i + 1}/{b.runs}: {_brief(run)}", flush=True)
+    return run
 
 
 def warm_up(b: Bench, t: Target, through_envoy: bool) -> None:
