@@ -8,7 +8,6 @@ SOAK=1 adds the soak run (SOAK_SECONDS 300, SOAK_INTERVAL 10).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import shutil
@@ -52,47 +51,41 @@ def _wants_soak() -> bool:
 
 
 def run_scenarios(b: Bench, names: list[str], results: dict[str, Any]) -> bool:
-    """Start every scenario, then measure them in rounds (run 1 of each, run 2 of each...):
-    a machine that drifts (other tenants, clocks) moves every scenario alike, so the ratios
-    stay fair. Fills `results`; False when a scenario failed (the others go on)."""
+    """Measure in rounds (run 1 of every scenario, then run 2 of each...), each scenario
+    started fresh for its run and stopped after it: a machine that drifts (other tenants,
+    clocks) moves every scenario of a round alike, the ratios pair the runs of a round
+    (report.paired), and no idle process of another scenario runs beside the measured one.
+    Fills `results`; False when a scenario failed (the others go on)."""
     ok = True
-    with contextlib.ExitStack() as stack:
-        started: dict[str, Any] = {}
-        for name in names:
-            print(f"==> {name}: starting", flush=True)
-            procs = stack.enter_context(Procs(_subdir(b, name)))
+    live = list(names)
+    for i in range(b.runs):
+        for name in list(live):
+            print(f"==> {name} (round {i + 1}/{b.runs})", flush=True)
             try:
-                started[name] = start_one(b, name, procs)
-                results[name] = {"url": started[name][0].url, "modes": {}}
+                measure_round(b, name, i, results)
             except Skip as skip:
                 print(f"    skipped: {skip}", flush=True)
                 results[name] = {"skipped": str(skip)}
-            except Exception as exc:
+                live.remove(name)
+            except Exception as exc:  # one broken scenario does not stop the others
                 ok = False
+                live.remove(name)
                 _failed(results, name, exc)
-        for i in range(b.runs):
-            for name, (target, modes) in list(started.items()):
-                print(f"==> {name} (round {i + 1}/{b.runs})", flush=True)
-                try:
-                    for mode in modes:
-                        runs = results[name]["modes"].setdefault(mode, {"runs": []})["runs"]
-                        runs.append(measure(b, target, mode, i))
-                except Exception as exc:  # one broken scenario does not stop the others
-                    ok = False
-                    del started[name]
-                    _failed(results, name, exc)
     for out in results.values():
         for mode in out.get("modes", {}).values():
             mode["summary"] = report.summarize_runs(mode["runs"])
     return ok
 
 
-def start_one(b: Bench, name: str, procs: Procs) -> tuple[Any, list[str]]:
-    """Start a scenario and warm it up; the target and its load modes."""
+def measure_round(b: Bench, name: str, i: int, results: dict[str, Any]) -> None:
+    """Start the scenario, warm it up, measure run `i` of each of its loads, stop it."""
     setup, through_envoy = SCENARIOS[name]
-    target = setup(b, procs)
-    warm_up(b, target, through_envoy)
-    return target, ["wrk", "fixed"] if through_envoy else ["direct"]
+    with Procs(_subdir(b, f"{name}/round-{i + 1}")) as procs:
+        target = setup(b, procs)
+        warm_up(b, target, through_envoy)
+        out = results.setdefault(name, {"url": target.url, "modes": {}})
+        for mode in ["wrk", "fixed"] if through_envoy else ["direct"]:
+            out["modes"].setdefault(mode, {"runs": []})["runs"].append(measure(b, target, mode, i))
 
 
 def _failed(results: dict[str, Any], name: str, exc: Exception) -> None:
@@ -114,7 +107,7 @@ def run_soak(b: Bench) -> dict[str, Any]:
 
 def _subdir(b: Bench, name: str) -> Path:
     path = b.workdir / name
-    path.mkdir(exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -150,7 +143,7 @@ def meta(b: Bench, stamp: str) -> dict[str, Any]:
         "from --log-file, timed from each request's send)",
         "load_direct": "h2load -t1 -c4 -m8, POST of a length-prefixed CheckRequest",
         "envoy_flags": "--concurrency 1 --disable-hot-restart",
-        "order": "every scenario started first; then rounds: run i of each before run i+1",
+        "order": "rounds: run i of every scenario (each started fresh) before run i+1",
     }
 
 

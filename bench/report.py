@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import operator
+import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,23 +40,51 @@ def median(results: dict[str, Any], scenario: str, mode: str, key: str) -> float
         return None
 
 
+def _runs(results: dict[str, Any], scenario: str, mode: str, key: str) -> list[Any]:
+    try:
+        runs = results[scenario]["modes"][mode]["runs"]
+    except (KeyError, TypeError):
+        return []
+    if key.startswith("cpu."):
+        return [r["cpu_us_per_req"].get(key[4:]) for r in runs]
+    return [r.get(key) for r in runs]
+
+
+def paired(
+    results: dict[str, Any],
+    a: tuple[str, str, str],
+    b: tuple[str, str, str],
+    op: Callable[[float, float], float | None],
+) -> float | None:
+    """`op(a, b)` of two figures (scenario, mode, key): the median over the rounds of `op`
+    of run i of each, as run i of every scenario ran in the same round (bench/__main__), on
+    the same machine state; the figures' medians when the runs do not pair up."""
+    xs, ys = _runs(results, *a), _runs(results, *b)
+    if xs and len(xs) == len(ys) and None not in xs and None not in ys:
+        values = [v for v in map(op, xs, ys) if v is not None]
+        return statistics.median(values) if values else None
+    x, y = median(results, *a), median(results, *b)
+    return None if x is None or y is None else op(x, y)
+
+
 def ratios(results: dict[str, Any]) -> dict[str, float | None]:
-    names = ("authz", "floor", "native", "envoy", "authz-query-sqlite", "authz-query-postgres")
-    rps = {s: median(results, s, "wrk", "rps") for s in names}
+    def rps(a: str, b: str) -> float | None:
+        return paired(results, (a, "wrk", "rps"), (b, "wrk", "rps"), ratio)
 
     def added(key: str) -> float | None:
-        a, e = median(results, "authz", "fixed", key), median(results, "envoy", "fixed", key)
-        return None if a is None or e is None else a - e
+        return paired(results, ("authz", "fixed", key), ("envoy", "fixed", key), operator.sub)
 
     return {
-        "authz/floor req/s": ratio(rps["authz"], rps["floor"]),
-        "authz/native req/s": ratio(rps["authz"], rps["native"]),
-        "authz/envoy req/s": ratio(rps["authz"], rps["envoy"]),
-        "authz-query-sqlite/authz req/s": ratio(rps["authz-query-sqlite"], rps["authz"]),
-        "authz-query-postgres/authz req/s": ratio(rps["authz-query-postgres"], rps["authz"]),
-        "direct CPU µs authz/floor": ratio(
-            median(results, "direct-authz", "direct", "cpu.server"),
-            median(results, "direct-floor", "direct", "cpu.server"),
+        "authz/floor req/s": rps("authz", "floor"),
+        "authz/native req/s": rps("authz", "native"),
+        "authz/envoy req/s": rps("authz", "envoy"),
+        "authz-query-sqlite/authz req/s": rps("authz-query-sqlite", "authz"),
+        "authz-query-postgres/authz req/s": rps("authz-query-postgres", "authz"),
+        "direct CPU µs authz/floor": paired(
+            results,
+            ("direct-authz", "direct", "cpu.server"),
+            ("direct-floor", "direct", "cpu.server"),
+            ratio,
         ),
         "added p50 ms @fixed rate (authz - envoy)": added("p50_ms"),
         "added p99 ms @fixed rate (authz - envoy)": added("p99_ms"),

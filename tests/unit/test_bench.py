@@ -273,6 +273,19 @@ def test_ratios_and_table() -> None:
     assert "skipped: authz validate rejected it ; twice" in text
 
 
+def test_ratios_pair_the_runs_of_one_round() -> None:
+    # run i of every scenario ran in round i: the ratio is the median of the rounds' ratios
+    # (0.9, 0.9, 0.5 -> 0.9), not the ratio of the medians (6,000 / 10,000 = 0.6)
+    results = {
+        "floor": _scenario("wrk", _run(10_000, 4, 150), _run(5_000, 4, 150), _run(12_000, 4, 1)),
+        "authz": _scenario("wrk", _run(9_000, 5, 200), _run(4_500, 5, 200), _run(6_000, 5, 2)),
+        "native": _scenario("wrk", _run(20_000, 1, None), _run(30_000, 1, None)),  # 2 runs
+    }
+    r = ratios(results)
+    assert r["authz/floor req/s"] == pytest.approx(0.9)
+    assert r["authz/native req/s"] == pytest.approx(6_000 / 25_000)  # unpaired: the medians
+
+
 def test_ratios_missing_scenarios() -> None:
     assert all(v is None for v in ratios({}).values())
 
