@@ -117,7 +117,10 @@ def _clear_seen():
 
 
 def _rule(raw):
-    rule, _ = compile_or_raise(WebhookRule.model_validate({"rule": "webhook", **raw}), "rule")
+    # A generous default deadline: the local test server may be slow on a loaded CI machine
+    # (the default 100 ms once failed there); the timeout test sets its own.
+    raw = {"rule": "webhook", "timeout": "5s", **raw}
+    rule, _ = compile_or_raise(WebhookRule.model_validate(raw), "rule")
     return rule
 
 
