@@ -132,7 +132,9 @@ class Statement:
 
     __slots__ = ("as_is", "columns", "slots", "sql")
 
-    def __init__(self, d: Dialect, columns: dict[str, str], sql: str, slots: list[Any], flat: list):
+    def __init__(
+        self, d: Dialect, columns: dict[str, str], sql: str, slots: list[Any], flat: list[Any]
+    ):
         self.columns, self.sql, self.slots = columns, sql, slots
         self.as_is = len(slots) == len(flat) and all(
             type(p) is Slot and p.index == i and d.bind(p.cls, flat[i], p.target) is flat[i]
@@ -155,7 +157,9 @@ def statement(
     return stmt
 
 
-def params(d: Dialect, stmt: Statement, template: Template, values: list[Any], limit: int):
+def params(
+    d: Dialect, stmt: Statement, template: Template, values: list[Any], limit: int
+) -> list[Any]:
     """The statement's parameters: the values bound into its slots, then the limit."""
     flat = template.flat(values)
     if stmt.as_is:

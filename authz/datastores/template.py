@@ -39,7 +39,11 @@ class Template:
     __slots__ = ("expr", "filled", "has_lists", "ops", "plain", "slots")
 
     def __init__(
-        self, filled: dict[str, Any], expr: Expr, slots: Sequence[Callable[[Any], Any]], ops: list
+        self,
+        filled: dict[str, Any],
+        expr: Expr,
+        slots: Sequence[Callable[[Any], Any]],
+        ops: Sequence[str],
     ):
         self.filled, self.expr = filled, expr
         self.slots = tuple(slots)

@@ -72,13 +72,14 @@ class Query(Rule):
         return None if docs else self.fail("no document matched")
 
     async def _documents(self, ctx: Context, values: list[Any]) -> list[dict[str, Any]]:
-        store = datastore(ctx, self.alias)
         if self.cache is None:
+            store = datastore(ctx, self.alias)
             return await store.find_template(self.col, self.filter, values, self.limit)
         key = freeze(values)  # the template is the rule's: its values say which filter
         docs = self.cache.get(key)
         count_cache(ctx, "query", docs is not MISS)
         if docs is MISS:
+            store = datastore(ctx, self.alias)
             docs = await store.find_template(self.col, self.filter, values, self.limit)
             self.cache.put(key, docs)
         return docs
