@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
 
 
 def free_port() -> int:
@@ -31,3 +36,30 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
         return s.connect_ex((host, port)) == 0
+
+
+PG = "postgresql://postgres@127.0.0.1:5432/test"  # the PostgreSQL every machine runs
+
+
+def pg_dsn(schema: str, port: int = 5432) -> str:
+    """The test database with `schema` first on the search path."""
+    return f"postgresql://postgres@127.0.0.1:{port}/test?options=-csearch_path%3D{schema}"
+
+
+@contextlib.contextmanager
+def pg_schema(prefix: str) -> Iterator[tuple[Any, str]]:
+    """(admin connection, schema name): a fresh schema, first on the admin connection's
+    search path and dropped afterwards; skips the test when PostgreSQL is not reachable."""
+    psycopg = pytest.importorskip("psycopg")
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(PG, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable at {PG}: {exc}")
+    with admin:
+        admin.execute(f'CREATE SCHEMA "{name}"')
+        try:
+            admin.execute(f'SET search_path TO "{name}"')
+            yield admin, name
+        finally:
+            admin.execute(f'DROP SCHEMA "{name}" CASCADE')

@@ -32,7 +32,6 @@ import contextlib
 import json
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -50,10 +49,9 @@ from authz.datastores.filters import FilterError, matches, parse, value_problem
 from authz.errors import ConfigError
 from authz.request import Request
 from authz.runtime import Runtime
-from tests.helpers import free_port
+from tests.helpers import free_port, pg_dsn, pg_schema
 
 SECRET = "datastore-injection-tests-secret-0123456789"
-PG = "postgresql://postgres@127.0.0.1:5432/test"
 
 ATTACKS: dict[str, Any] = {
     "$ne": {"$ne": None},
@@ -327,29 +325,17 @@ async def sqlite_backend(tmp_path, monkeypatch):
 
 @contextlib.asynccontextmanager
 async def pg_backend(tmp_path, monkeypatch):
-    psycopg = pytest.importorskip("psycopg")
-    schema = f"authz_inj_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(PG, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {PG}: {exc}")
-    with admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
+    with pg_schema("authz_inj") as (admin, schema):
+        admin.execute("CREATE TABLE users (id int PRIMARY KEY, name text, age int)")
+        with admin.cursor() as cur:
+            cur.executemany("INSERT INTO users VALUES (%(id)s, %(name)s, %(age)s)", ROWS)
+        dsn = pg_dsn(schema)
+        databases = {"pg": {"type": "postgres", "dsn": dsn, "timeout": "2s", "poolSize": 2}}
+        backend = await _start(databases, "pg", tmp_path, monkeypatch)
         try:
-            admin.execute(f'CREATE TABLE "{schema}".users (id int PRIMARY KEY, name text, age int)')
-            with admin.cursor() as cur:
-                cur.executemany(
-                    f'INSERT INTO "{schema}".users VALUES (%(id)s, %(name)s, %(age)s)', ROWS
-                )
-            dsn = f"{PG}?options=-csearch_path%3D{schema}"
-            databases = {"pg": {"type": "postgres", "dsn": dsn, "timeout": "2s", "poolSize": 2}}
-            backend = await _start(databases, "pg", tmp_path, monkeypatch)
-            try:
-                yield backend
-            finally:
-                await backend.authorizer.runtime.close()
+            yield backend
         finally:
-            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            await backend.authorizer.runtime.close()
 
 
 @contextlib.asynccontextmanager

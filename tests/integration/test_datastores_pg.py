@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import random
 import sqlite3
-import uuid
 
 import pytest
 
@@ -16,45 +15,28 @@ from authz.datastores.base import create_datastore
 from authz.datastores.filters import matches
 from authz.datastores.settings import PostgresSettings, SqliteSettings
 from authz.errors import DependencyError
-from tests.helpers import free_port
+from tests.helpers import PG, free_port, pg_dsn, pg_schema
 from tests.unit.datastores import cases
 
 pytestmark = pytest.mark.integration
 psycopg = pytest.importorskip("psycopg")
 
-PG = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def _dsn(schema: str, port: int = 5432) -> str:
-    return f"postgresql://postgres@127.0.0.1:{port}/test?options=-csearch_path%3D{schema}"
-
 
 @pytest.fixture
 def schema():
     """A fresh schema with the shared table, dropped afterwards."""
-    name = f"authz_t_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(PG, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {PG}: {exc}")
-    with admin:
-        admin.execute(f'CREATE SCHEMA "{name}"')
-        try:
-            admin.execute(f'SET search_path TO "{name}"')
-            _fill(admin, cases.ROWS, create=True)
-            admin.execute(
-                "CREATE TABLE extra (id int PRIMARY KEY, j json, u uuid, t timestamptz, "
-                "c varchar(10))"
-            )
-            admin.execute(
-                'INSERT INTO extra VALUES (1, \'{"k": "x"}\', '
-                "'00000000-0000-0000-0000-000000000001', '2026-01-02T03:04:05Z', 'a'), "
-                "(2, '{\"k\": 2}', NULL, NULL, NULL)"
-            )
-            admin.execute("CREATE VIEW slow AS SELECT id, pg_sleep(2)::text AS z FROM items")
-            yield name
-        finally:
-            admin.execute(f'DROP SCHEMA "{name}" CASCADE')
+    with pg_schema("authz_t") as (admin, name):
+        _fill(admin, cases.ROWS, create=True)
+        admin.execute(
+            "CREATE TABLE extra (id int PRIMARY KEY, j json, u uuid, t timestamptz, c varchar(10))"
+        )
+        admin.execute(
+            'INSERT INTO extra VALUES (1, \'{"k": "x"}\', '
+            "'00000000-0000-0000-0000-000000000001', '2026-01-02T03:04:05Z', 'a'), "
+            "(2, '{\"k\": 2}', NULL, NULL, NULL)"
+        )
+        admin.execute("CREATE VIEW slow AS SELECT id, pg_sleep(2)::text AS z FROM items")
+        yield name
 
 
 def _fill(conn, rows, create: bool = False) -> None:
@@ -74,7 +56,7 @@ async def _open(dsn: str, timeout: float = 5.0):
 
 @pytest.fixture
 async def store(schema):
-    ds = await _open(_dsn(schema))
+    ds = await _open(pg_dsn(schema))
     yield ds
     await ds.close()
 
@@ -148,7 +130,7 @@ async def test_differential_sqlite_postgres_evaluator(store, schema, tmp_path):
 
 
 async def test_connection_refused_is_a_dependency_error(schema):
-    ds = await _open(_dsn(schema, port=free_port()), timeout=0.2)
+    ds = await _open(pg_dsn(schema, port=free_port()), timeout=0.2)
     try:
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -161,7 +143,7 @@ async def test_connection_refused_is_a_dependency_error(schema):
 
 
 async def test_slow_query_hits_the_deadline_then_works(schema):
-    ds = await _open(_dsn(schema), timeout=0.3)
+    ds = await _open(pg_dsn(schema), timeout=0.3)
     try:
         assert await _ids(ds, {"s": "a"}) == {1}
         loop = asyncio.get_running_loop()
@@ -216,7 +198,7 @@ class _Proxy:
 async def test_reconnects_when_the_server_comes_back(schema):
     proxy = _Proxy(free_port())
     await proxy.start()
-    ds = await _open(_dsn(schema, port=proxy.port), timeout=0.5)
+    ds = await _open(pg_dsn(schema, port=proxy.port), timeout=0.5)
     try:
         assert await _ids(ds, {"b": True}) == {1, 4, 7}
         await proxy.stop()

@@ -121,19 +121,24 @@ def random_rows(rng: random.Random, count: int) -> list[tuple[Any, ...]]:
             return rng.choice([0, 1, -1, 2.5, 5])
         return rng.choice([True, False])
 
-    def json_value() -> Any:
-        return rng.choice([None, 1, "1", "a", True, False, 2.5, [1], {"y": "z"}])
-
+    values = [None, 1, "1", "a", True, False, 2.5, [1], {"y": "z"}]
     rows = []
     for i in range(count):
-        j: Any = None
-        if rng.random() > 0.2:
-            j = {}
-            for key in ("v", "w", "x"):
-                if rng.random() < 0.6:
-                    j[key] = {"y": rng.choice(["z", "a", None, 1])} if key == "x" else json_value()
+        j = random_json(rng, values)
         rows.append((i + 1, pick("s"), pick("n"), pick("b"), j))
     return rows
+
+
+def random_json(rng: random.Random, values: list[Any]) -> Any:
+    """A JSON column's document: null, or some of the keys v and w (one of `values`) and x
+    (an object {"y": ...})."""
+    if rng.random() <= 0.2:
+        return None
+    doc: dict[str, Any] = {}
+    for key in ("v", "w", "x"):
+        if rng.random() < 0.6:
+            doc[key] = {"y": rng.choice(["z", "a", None, 1])} if key == "x" else rng.choice(values)
+    return doc
 
 
 def random_filter(rng: random.Random, depth: int = 0) -> dict[str, Any]:

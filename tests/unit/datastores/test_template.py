@@ -23,6 +23,8 @@ from authz.datastores.sql import PostgresDialect, SqliteDialect, params, stateme
 from authz.datastores.template import Template
 from authz.rules.compiler import CompileContext
 from authz.rules.query import compile_filter
+from tests.helpers import pg_dsn, pg_schema
+from tests.unit.datastores import cases
 
 
 def _template(raw: dict[str, Any]) -> Template:
@@ -371,17 +373,10 @@ def _random_rows(rng: random.Random, count: int) -> list[tuple[Any, ...]]:
     def maybe(choices: list[Any]) -> Any:
         return None if rng.random() < 0.25 else rng.choice(choices)
 
-    def json_value() -> Any:
-        return rng.choice([None, 1, 0, "1", "a", "z", True, False, 2.5, [1], {"y": "z"}])
-
+    json_values = [None, 1, 0, "1", "a", "z", True, False, 2.5, [1], {"y": "z"}]
     rows = []
     for k in range(count):
-        j: Any = None
-        if rng.random() > 0.2:
-            j = {}
-            for key in ("v", "w", "x"):
-                if rng.random() < 0.6:
-                    j[key] = {"y": rng.choice(["z", "a", None, 1])} if key == "x" else json_value()
+        j = cases.random_json(rng, json_values)
         s = maybe(TYPES[str])
         i = maybe([0, 1, -1, 5, 10, 2**40])
         b = maybe([True, False])
@@ -460,49 +455,30 @@ async def test_sqlite_find_template_equals_find_and_the_evaluator(tmp_path):
 
 # --- PostgreSQL ----------------------------------------------------------------------------
 
-PG = "postgresql://postgres@127.0.0.1:5432/test"
-
 
 @pytest.fixture
 def pg_rows():
     """A fresh schema holding `docs` with random rows (dropped afterwards): (schema, rows)."""
-    psycopg = pytest.importorskip("psycopg")
+    pytest.importorskip("psycopg")
     from psycopg.types.json import Json, Jsonb
 
-    name = f"authz_tpl_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(PG, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {PG}: {exc}")
     rows = _random_rows(random.Random(11), 40)
-    with admin:
-        admin.execute(f'CREATE SCHEMA "{name}"')
-        try:
-            admin.execute(f'SET search_path TO "{name}"')
-            admin.execute(POSTGRES_DDL)
-            with admin.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO docs VALUES (%s, %s, %s, %s, %s, %s)",
-                    [
-                        (
-                            k,
-                            s,
-                            i,
-                            b,
-                            None if j is None else Jsonb(j),
-                            None if o is None else Json(o),
-                        )
-                        for k, s, i, b, j, o in rows
-                    ],
-                )
-            yield name, rows
-        finally:
-            admin.execute(f'DROP SCHEMA "{name}" CASCADE')
+    with pg_schema("authz_tpl") as (admin, name):
+        admin.execute(POSTGRES_DDL)
+        with admin.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO docs VALUES (%s, %s, %s, %s, %s, %s)",
+                [
+                    (k, s, i, b, None if j is None else Jsonb(j), None if o is None else Json(o))
+                    for k, s, i, b, j, o in rows
+                ],
+            )
+        yield name, rows
 
 
 async def test_postgres_find_template_equals_find_and_the_evaluator(pg_rows):
     schema, rows = pg_rows
-    dsn = f"{PG}?options=-csearch_path%3D{schema}"
+    dsn = pg_dsn(schema)
     ds = create_datastore("pg", PostgresSettings(type="postgres", dsn=dsn, timeout=5))
     await ds.open()
     try:
