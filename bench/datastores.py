@@ -27,9 +27,14 @@ _DDL = [
 ]
 
 
-def seed_sqlite(path: Path) -> None:
+def seed_sqlite(path: Path, journal: str = "wal") -> None:
+    """The tables in a fresh SQLite file, in `journal` mode: WAL as the README recommends,
+    or "delete" (SQLite's default rollback journal) for comparison."""
     profiles, followers = _rows()
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
     with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA journal_mode = {journal}")
         for table in TABLES:
             db.execute(f"DROP TABLE IF EXISTS {table}")
         for ddl in _DDL:

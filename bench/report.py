@@ -79,6 +79,7 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
         "authz/native req/s": rps("authz", "native"),
         "authz/envoy req/s": rps("authz", "envoy"),
         "authz-query-sqlite/authz req/s": rps("authz-query-sqlite", "authz"),
+        "authz-query-sqlite-rollback/authz req/s": rps("authz-query-sqlite-rollback", "authz"),
         "authz-query-postgres/authz req/s": rps("authz-query-postgres", "authz"),
         "direct CPU µs authz/floor": paired(
             results,

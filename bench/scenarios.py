@@ -185,11 +185,13 @@ def s_authz(b: Bench, procs: Procs) -> Target:
     return Target(url, b.auth(), {"envoy": proxy, "server": server})
 
 
-def s_query(db: str) -> Callable[[Bench, Procs], Target]:
+def s_query(db: str, journal: str = "wal") -> Callable[[Bench, Procs], Target]:
+    """The Instagram rule on `db`; SQLite in `journal` mode (WAL, or "delete": rollback)."""
+
     def setup(b: Bench, procs: Procs) -> Target:
         try:
             if db == "sqlite":
-                seed_sqlite(b.workdir / "app.db")
+                seed_sqlite(b.workdir / "app.db", journal)
             else:
                 seed_postgres(PG_DSN)
                 procs.cleanups.append(lambda: drop_postgres(PG_DSN))  # leave the db as found
@@ -232,6 +234,7 @@ SCENARIOS: dict[str, tuple[Callable[[Bench, Procs], Target], bool]] = {
     "floor": (s_floor, True),
     "authz": (s_authz, True),
     "authz-query-sqlite": (s_query("sqlite"), True),
+    "authz-query-sqlite-rollback": (s_query("sqlite", "delete"), True),
     "authz-query-postgres": (s_query("postgres"), True),
     "direct-floor": (s_direct_floor, False),
     "direct-authz": (s_direct_authz, False),

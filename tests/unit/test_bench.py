@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sqlite3
 import struct
 from itertools import pairwise
 
 import pytest
 
 from bench.checkreq import check_request, grpc_frame
+from bench.datastores import seed_sqlite
 from bench.loadtools import fixed_rate_args, parse_h2load, parse_h2load_log, parse_wrk
 from bench.report import ratios, summarize_runs, table
 from bench.soak import drift, slope_per_min
@@ -258,6 +261,7 @@ def test_ratios_and_table() -> None:
         "direct-authz": _scenario("direct", _run(9_000, 3.0, 165)),
         "authz-query-sqlite": {"skipped": "authz validate rejected it | twice"},
         "authz-query-postgres": _scenario("wrk", _run(1_500, 20.0, 700)),
+        "authz-query-sqlite-rollback": _scenario("wrk", _run(3_900, 8.0, 330)),
     }
     results["envoy"]["modes"]["fixed"] = {"summary": summarize_runs([_run(1000, 0.5, None)])}
     results["authz"]["modes"]["fixed"] = {"summary": summarize_runs([_run(1000, 2.0, 300)])}
@@ -266,6 +270,7 @@ def test_ratios_and_table() -> None:
     assert r["authz/envoy req/s"] == pytest.approx(0.075)
     assert r["authz-query-postgres/authz req/s"] == pytest.approx(0.25)
     assert r["authz-query-sqlite/authz req/s"] is None  # skipped: no ratio, not a zero
+    assert r["authz-query-sqlite-rollback/authz req/s"] == pytest.approx(0.65)
     assert r["direct CPU µs authz/floor"] == pytest.approx(1.5)
     assert r["added p50 ms @fixed rate (authz - envoy)"] == pytest.approx(1.5)
     text = table(results, 1000)
@@ -284,6 +289,22 @@ def test_ratios_pair_the_runs_of_one_round() -> None:
     r = ratios(results)
     assert r["authz/floor req/s"] == pytest.approx(0.9)
     assert r["authz/native req/s"] == pytest.approx(6_000 / 25_000)  # unpaired: the medians
+
+
+@pytest.mark.parametrize("journal", ["wal", "delete"])
+def test_sqlite_seed_in_each_journal_mode(tmp_path, journal) -> None:
+    # seeding again in the other mode starts a fresh file (no stale -wal/-shm next to it)
+    path = tmp_path / "app.db"
+    seed_sqlite(path, "delete" if journal == "wal" else "wal")
+    seed_sqlite(path, journal)
+    with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == journal
+        assert (
+            db.execute("SELECT count(*) FROM bench_followers WHERE userId = 'p2'").fetchone()[0]
+            == 6
+        )
+        public = db.execute('SELECT "isPublic" FROM bench_profiles WHERE "userId" = ?', ("p1",))
+        assert public.fetchone()[0] == 1
 
 
 def test_ratios_missing_scenarios() -> None:

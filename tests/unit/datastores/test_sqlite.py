@@ -346,3 +346,25 @@ async def test_blobs_are_hex_in_every_column(tmp_path):
         assert rows == [{"id": 9, "s": "00ff", "n": 1, "b": False, "j": "ab"}]
     finally:
         await ds.close()
+
+
+@pytest.mark.parametrize(("journal", "hinted"), [("delete", True), ("wal", False)])
+async def test_a_rollback_journal_is_reported_once(tmp_path, caplog, journal, hinted):
+    # WAL is what a file another process writes should use: say so when it is not
+    _make_db(tmp_path / "app.db")
+    with sqlite3.connect(tmp_path / "app.db") as conn:
+        assert conn.execute(f"PRAGMA journal_mode = {journal}").fetchone()[0] == journal
+    conn.close()
+    ds = create_datastore("main", SqliteSettings(type="sqlite", path="app.db", timeout=5), tmp_path)
+    await ds.open()
+    caplog.set_level("INFO", logger="authz.datastores")
+    try:
+        for _ in range(3):
+            assert await _ids(ds, {"s": "a"}) == {1}
+        await asyncio.to_thread(ds._connection)  # a second connection (a pool thread's)
+    finally:
+        await ds.close()
+    hints = [r.getMessage() for r in caplog.records if "rollback journal" in r.getMessage()]
+    assert len(hints) == (1 if hinted else 0)
+    if hinted:
+        assert "journal_mode=delete" in hints[0] and "main" in hints[0]
