@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from authz.datastores.filters import Expr, check_collection, parse
 from authz.datastores.template import Template
@@ -90,24 +90,27 @@ class Datastore:
             else:
                 async with asyncio.timeout(self.timeout):
                     docs = await find
-        except DependencyError:
-            self._failed("error")
-            raise
-        except TimeoutError:
-            self._failed("timeout")
-            raise DependencyError(f"datastore {self.alias}: timed out") from None
         except Exception as exc:
-            self._failed("error")
-            raise DependencyError(f"datastore {self.alias}: {_describe(exc)}") from exc
+            self._fail(exc)
+        self._succeeded(start)
+        return docs
+
+    def _succeeded(self, start: float) -> None:
         self.healthy = True
         if self.metrics is not None:
             self.metrics.observe(time.perf_counter() - start)
-        return docs
 
-    def _failed(self, kind: str) -> None:
+    def _fail(self, exc: Exception) -> NoReturn:
+        """Count a query that raised `exc` and raise it as a DependencyError."""
         self.healthy = False
+        timeout = isinstance(exc, TimeoutError)
         if self.metrics is not None:
-            self.metrics.error(kind)
+            self.metrics.error("timeout" if timeout else "error")
+        if isinstance(exc, DependencyError):
+            raise exc
+        if timeout:
+            raise DependencyError(f"datastore {self.alias}: timed out") from None
+        raise DependencyError(f"datastore {self.alias}: {_describe(exc)}") from exc
 
     async def _find(
         self, col: str, filter: dict[str, Any], expr: Any, limit: int

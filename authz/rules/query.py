@@ -62,7 +62,11 @@ class Query(Rule):
             values = self.filter.values(ctx.args)
         except SlotError as exc:
             return self.fail(f"{exc.path}: {exc.reason}", error=True)
-        docs = await self._documents(ctx, values)
+        if self.cache is None:  # not through a helper: one coroutine fewer per query
+            store = datastore(ctx, self.alias)
+            docs = await store.find_template(self.col, self.filter, values, self.limit)
+        else:
+            docs = await self._cached(ctx, values)
         self.set_store(ctx.args, docs)
         if ctx.trace is not None:
             ctx.detail = f"{self.alias}.{self.col}: {len(docs)} document(s)"
@@ -71,10 +75,7 @@ class Query(Rule):
             return None if failure is None else self.own(failure)
         return None if docs else self.fail("no document matched")
 
-    async def _documents(self, ctx: Context, values: list[Any]) -> list[dict[str, Any]]:
-        if self.cache is None:
-            store = datastore(ctx, self.alias)
-            return await store.find_template(self.col, self.filter, values, self.limit)
+    async def _cached(self, ctx: Context, values: list[Any]) -> list[dict[str, Any]]:
         key = freeze(values)  # the template is the rule's: its values say which filter
         docs = self.cache.get(key)
         count_cache(ctx, "query", docs is not MISS)

@@ -368,3 +368,46 @@ async def test_a_rollback_journal_is_reported_once(tmp_path, caplog, journal, hi
     assert len(hints) == (1 if hinted else 0)
     if hinted:
         assert "journal_mode=delete" in hints[0] and "main" in hints[0]
+
+
+class _Meter:
+    """Records what a datastore reports to its DependencyMetrics."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self.errors: list[str] = []
+
+    def observe(self, seconds: float) -> None:
+        self.seconds.append(seconds)
+
+    def error(self, kind: str = "error") -> None:
+        self.errors.append(kind)
+
+
+async def test_every_query_is_metered_and_failures_counted_by_kind(tmp_path):
+    ds = await _slow_store(tmp_path, timeout=0.1, count=50_000_000)
+    ds.metrics = meter = _Meter()
+    try:
+        assert await _ids(ds, {"s": "a"}) == {1}  # a query: timed, healthy
+        assert len(meter.seconds) == 1 and 0 <= meter.seconds[0] < 5 and ds.healthy
+        with pytest.raises(DependencyError, match="timed out"):
+            await ds.find("slow", {}, 1)
+        assert meter.errors == ["timeout"] and not ds.healthy
+        with pytest.raises(DependencyError, match="no table"):
+            await ds.find("nope", {}, 1)
+        with pytest.raises(DependencyError, match="no column"):
+            await ds.find("items", {"nope": 1}, 1)
+        assert meter.errors == ["timeout", "error", "error"] and len(meter.seconds) == 1
+        assert await ds.ping() and meter.errors == ["timeout", "error", "error"]  # not a query
+        assert len(meter.seconds) == 1
+    finally:
+        await ds.close()
+    gone = create_datastore("g", SqliteSettings(type="sqlite", path="gone.db"), tmp_path)
+    await gone.open()
+    gone.metrics = meter = _Meter()
+    try:  # SQLite's own error, described
+        with pytest.raises(DependencyError, match="datastore g: OperationalError: unable to open"):
+            await gone.find("items", {}, 1)
+        assert meter.errors == ["error"] and not gone.healthy
+    finally:
+        await gone.close()
