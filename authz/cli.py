@@ -151,9 +151,22 @@ def _validate(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Workers share metrics through files; must be set before prometheus_client loads.
+        # The directory is ours: removed when serving ends (the workers are gone by then).
+        import shutil
         import tempfile
 
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="authz-metrics-")
+        metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+            prefix="authz-metrics-"
+        )
+        try:
+            return _serve_options(args)
+        finally:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return _serve_options(args)
+
+
+def _serve_options(args: argparse.Namespace) -> int:
     from authz.server import ServeOptions, run_server
 
     _load(args)  # fail before binding anything (and before forking workers)

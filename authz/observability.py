@@ -403,6 +403,16 @@ def _multiprocess() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
+def worker_exited(pid: int) -> None:
+    """A --workers process is gone: drop its live gauges (the config version it served,
+    its last reload), which would otherwise stay in /metrics as if it still ran. Its
+    counters and histograms stay: they count what it served."""
+    if _multiprocess():
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
+
+
 # --- decision log ------------------------------------------------------------------------
 
 MASK = "***"

@@ -32,7 +32,7 @@ from authz.envoy.extproc import ExtProcServicer
 from authz.errors import RequestError
 from authz.http import start_http
 from authz.observability import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from authz.observability import DecisionLog, Metrics
+from authz.observability import DecisionLog, Metrics, worker_exited
 from authz.reload import Reloader
 
 log = logging.getLogger("authz.server")
@@ -302,6 +302,7 @@ def _run_workers(options: ServeOptions) -> int:
         if pid not in children:
             continue
         children.remove(pid)
+        worker_exited(pid)
         exit_code = os.waitstatus_to_exitcode(code)
         if stopping:
             status = status or exit_code

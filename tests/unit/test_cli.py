@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import jwt
 import pytest
@@ -130,3 +131,32 @@ def test_encrypt_bad_input_is_a_clear_error(config, capsys, field, crypto, messa
         config.write_text(config.read_text() + f"crypto: {{keys: [{{id: k1, key: {AES_KEY}}}]}}\n")
     assert main(["encrypt", "--config", str(config), "--field", field, "v"]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset", [False, True])
+def test_serve_workers_metrics_directory_is_removed_unless_given(
+    config, tmp_path, monkeypatch, preset
+):
+    # --workers share metrics through a directory: one authz made is removed when serving
+    # ends; one the operator set is theirs and stays
+    import os
+
+    import authz.server
+
+    given = tmp_path / "metrics"
+    given.mkdir()
+    if preset:
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(given))
+    else:
+        monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    seen: list[str] = []
+
+    def fake_run_server(options):
+        seen.append(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        (Path(seen[0]) / "counter_1.db").write_bytes(b"x")  # what a worker leaves
+        return 0
+
+    monkeypatch.setattr(authz.server, "run_server", fake_run_server)
+    assert main(["serve", "--config", str(config), "--workers", "2", "--watch", "0"]) == 0
+    assert Path(seen[0]).exists() is preset
+    assert (os.environ.get("PROMETHEUS_MULTIPROC_DIR") == str(given)) is preset

@@ -252,6 +252,47 @@ def test_multiprocess_render_aggregates_workers(tmp_path: Path):
     assert found[("authz_datastore_duration_seconds_count", None)] == 7  # written through
 
 
+def test_a_dead_workers_live_gauges_leave_metrics(tmp_path: Path):
+    # a worker that served v1 and died must not keep "v1 serving" in /metrics; what it
+    # counted stays
+    script = textwrap.dedent(
+        """
+        import os, sys
+        from authz.observability import Metrics, worker_exited
+        m = Metrics()
+        if sys.argv[1] == "serve":
+            m.config_loaded("v1")
+            m.endpoint("s", "e").observe(True, 200, 0.001)
+            print(os.getpid())
+        else:
+            if sys.argv[1] != "-":
+                worker_exited(int(sys.argv[1]))
+            sys.stdout.write(m.render().decode())
+        """
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    cwd = Path(__file__).resolve().parents[2]
+
+    def run(arg: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-c", script, arg],
+            env=env, cwd=cwd, check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+
+    def samples(text: str) -> dict[tuple[str, str | None], float]:
+        return {
+            (s.name, s.labels.get("version") or s.labels.get("outcome")): s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+        }
+
+    pid = run("serve").strip()
+    assert samples(run("-"))[("authz_config_info", "v1")] == 1  # not yet marked dead
+    after = samples(run(pid))
+    assert ("authz_config_info", "v1") not in after
+    assert after[("authz_checks_total", "allow")] == 1
+
+
 # --- masking -------------------------------------------------------------------------------
 
 
