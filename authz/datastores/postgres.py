@@ -91,7 +91,22 @@ class PostgresDatastore(Datastore):
     async def _select(
         self, col: str, sql: Callable[[dict[str, str]], tuple[str, list[Any]]]
     ) -> list[dict[str, Any]]:
-        """Run the SELECT that `sql` makes for the table's columns."""
+        """Run the SELECT that `sql` makes for the table's columns.
+
+        A pooled connection the server has closed (a restart, `pg_terminate_backend`, an
+        idle timeout) only shows when it is used. The pool replaces it, and the SELECT, which
+        changes nothing, runs again on another connection: a restart is not one 503 per
+        pooled connection. At most once per pooled connection, within the deadline."""
+        for _ in range(self.settings.poolSize + 1):
+            rows = await self._select_once(col, sql)
+            if rows is not None:
+                return rows
+        raise DependencyError(f"datastore {self.alias}: every connection was closed by the server")
+
+    async def _select_once(
+        self, col: str, sql: Callable[[dict[str, str]], tuple[str, list[Any]]]
+    ) -> list[dict[str, Any]] | None:
+        """The rows, or None when the connection turned out to be closed by the server."""
         import psycopg
         from psycopg.rows import dict_row
 
@@ -102,6 +117,8 @@ class PostgresDatastore(Datastore):
                     await cur.execute(text.encode(), args)
                     rows = await cur.fetchall()
             except psycopg.Error:
+                if conn.broken:
+                    return None  # the pool discards it when it comes back
                 self._columns.pop(col, None)  # the table may have changed
                 raise
         return [{k: _plain(v) for k, v in row.items()} for row in rows]

@@ -220,3 +220,28 @@ async def test_reconnects_when_the_server_comes_back(schema):
     finally:
         await ds.close()
         await proxy.stop()
+
+
+async def test_connections_the_server_closed_are_replaced_not_a_503(schema):
+    # a PostgreSQL restart (here: every connection of the pool terminated) must not fail
+    # one query per pooled connection: the SELECT runs again on a fresh one
+    name = f"authz_term_{random.randrange(1 << 30)}"
+    settings = PostgresSettings(
+        type="postgres", dsn=f"{pg_dsn(schema)}&application_name={name}", timeout=5, poolSize=3
+    )
+    ds = create_datastore("pg", settings)
+    await ds.open()
+    admin = await psycopg.AsyncConnection.connect(PG, autocommit=True)
+    try:
+        await asyncio.gather(*(_ids(ds, {"b": True}) for _ in range(6)))  # every conn in use
+        rows = await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            [name],
+        )
+        assert len(await rows.fetchall()) == 3
+        for _ in range(5):
+            assert await _ids(ds, {"b": True}) == {1, 4, 7}
+        assert ds.healthy
+    finally:
+        await admin.close()
+        await ds.close()
