@@ -166,7 +166,7 @@ class SqliteDatastore(Datastore):
     async def _query(self, fn: Any, args: tuple[Any, ...]) -> list[dict[str, Any]]:
         """`fn(conn, *args)` inline, or in the pool when it must; metered, failures as
         DependencyError (Datastore._guarded, unrolled: one coroutine per query instead of
-        three, since a coroutine frame costs about as much as binding the values)."""
+        three; with the rule's own, 4k instructions fewer per Check of two queries)."""
         start, now = time.perf_counter(), time.monotonic()
         try:
             docs = self._inline(now, fn, args)
