@@ -107,8 +107,10 @@ class Reloader:
 
     def _retire(self, old: Authorizer) -> None:
         async def later() -> None:
-            await asyncio.sleep(RETIRE_AFTER)
-            await old.runtime.close()
+            try:
+                await asyncio.sleep(RETIRE_AFTER)
+            finally:  # also when shutting down (close_retired): its pools and clients
+                await old.runtime.close()
 
         task = asyncio.get_running_loop().create_task(later())
         self._retiring.add(task)
@@ -123,8 +125,14 @@ class Reloader:
     def stop_watching(self) -> None:
         if self._watch is not None:
             self._watch.cancel()
-        for task in list(self._retiring):
+
+    async def close_retired(self) -> None:
+        """Close the old versions still waiting out RETIRE_AFTER (at shutdown, once no Check
+        runs any more), rather than leaving their connections to the process's exit."""
+        tasks = list(self._retiring)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _poll(self) -> None:
         """Poll the file's content hash: works for plain files and Kubernetes ConfigMap

@@ -166,6 +166,8 @@ class AuthzServer:
             await self.grpc.stop(self.options.grace)
         if self.authorizer is not None:
             await self.authorizer.runtime.close()
+        if self.reloader is not None:
+            await self.reloader.close_retired()
         await asyncio.to_thread(self.decisions.close)
         log.info("authz stopped")
         self._stopped.set()

@@ -320,6 +320,7 @@ async def test_checks_during_reloads_and_swaps(tmp_path, monkeypatch):
     finally:
         server.decisions.close()
         reloader.stop_watching()
+        await reloader.close_retired()
         for a in versions.values():
             await a.runtime.close()
 

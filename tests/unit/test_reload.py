@@ -141,3 +141,45 @@ def test_a_file_caught_half_written_is_not_reported_as_rejected(tmp_path, monkey
 
     reloader = asyncio.run(scenario())
     assert rejected == [] and len(swapped) == 1 and reloader.reloads == 1
+
+
+def test_shutdown_closes_the_versions_still_retiring(tmp_path, monkeypatch):
+    """An old version stays open RETIRE_AFTER for the Checks still using it; stopping the
+    server before that closes it too (its pools and clients), not only the serving one."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from authz import reload as reload_module
+    from authz.reload import Reloader
+
+    monkeypatch.setattr(reload_module, "RETIRE_AFTER", 3600.0)
+    path = tmp_path / "c.yaml"
+    path.write_text(TEMPLATE.format(kind="allow"))
+    options = SimpleNamespace(config=str(path), dry_run=False, watch=0)
+    closed: list[str] = []
+
+    serving: list = []
+
+    def swap(new):  # as AuthzServer._swap: install the new version, hand back the old one
+        serving.append(new)
+        return serving[-2] if len(serving) > 1 else None
+
+    async def scenario() -> None:
+        reloader = Reloader(options, swap)
+        first = await reloader.load_first()
+        serving.append(first)
+        close = first.runtime.close
+
+        async def recording_close() -> None:
+            closed.append(first.version)
+            await close()
+
+        first.runtime.close = recording_close
+        path.write_text(TEMPLATE.format(kind="deny"))
+        assert await reloader.reload("test")
+        await asyncio.sleep(0.01)
+        assert closed == []  # retiring: Checks may still run on it
+        await reloader.close_retired()
+        assert closed == [first.version]
+
+    asyncio.run(scenario())
