@@ -60,10 +60,10 @@ class BufferedHistogram:
     Only `flush` adds to `_done*` (under the owner's lock) and only `observe` to the counts,
     so a flush from another thread neither loses nor doubles an observation."""
 
-    __slots__ = ("_bounds", "_buckets", "_child", "_done_buckets", "_done_sum", "_sum")
+    __slots__ = ("_bounds", "_buckets", "_done_buckets", "_done_sum", "_sum", "child")
 
     def __init__(self, child: Any):
-        self._child = child
+        self.child = child  # the prometheus child; write-through callers observe it directly
         self._bounds = tuple(child._upper_bounds)  # the buckets' `le`, +Inf last
         self._buckets = [0] * len(self._bounds)  # not cumulative, like prometheus_client's
         self._done_buckets = list(self._buckets)
@@ -78,11 +78,11 @@ class BufferedHistogram:
     def flush(self) -> None:
         for i, n in enumerate(list(self._buckets)):
             if n != self._done_buckets[i]:
-                self._child._buckets[i].inc(n - self._done_buckets[i])
+                self.child._buckets[i].inc(n - self._done_buckets[i])
                 self._done_buckets[i] = n
         total = self._sum
         if total != self._done_sum:
-            self._child._sum.inc(total - self._done_sum)
+            self.child._sum.inc(total - self._done_sum)
             self._done_sum = total
 
 
@@ -141,7 +141,7 @@ class _WriteThroughEndpointMetrics(EndpointMetrics):
         if child is None:
             child = self._checks[(allowed, status)] = self._factory(allowed, status)
         child.inc()
-        self._latency._child.observe(seconds)
+        self._latency.child.observe(seconds)
 
     def flush(self) -> None:
         pass
@@ -173,7 +173,7 @@ class DependencyMetrics:
     def __init__(self, latency: Histogram, errors: Counter, name: str):
         self._latency = BufferedHistogram(latency.labels(name))
         self.observe: Callable[[float], None] = (
-            self._latency._child.observe if _multiprocess() else self._latency.observe
+            self._latency.child.observe if _multiprocess() else self._latency.observe
         )
         self._factory = lambda kind: errors.labels(name, kind)
         self._errors: dict[str, Any] = {}
