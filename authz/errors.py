@@ -35,6 +35,12 @@ class RequestError(AuthzError):
     status = 400
 
 
+class UnsupportedMediaType(RequestError):
+    """A body the rules read that is not declared as JSON (-> 415)."""
+
+    status = 415
+
+
 class DependencyError(AuthzError):
     """A datastore, webhook or key server failed or timed out (-> 503, never an allow)."""
 

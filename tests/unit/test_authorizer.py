@@ -58,6 +58,8 @@ def authorizer():
 
 def check(authorizer, method, target, tok=None, body=b"", context=None, trace=False, **hdrs):
     headers = {"x-request-id": "rid-1", **hdrs}
+    if body:
+        headers.setdefault("content-type", "application/json")
     if tok:
         headers["authorization"] = f"Bearer {tok}"
     req = Request.from_target(
