@@ -229,8 +229,14 @@ services:
           clauses:
             - {rule: match, eval: "<=", type: number, f1: args.params.amount, f2: 100}
             - {rule: hash, fields: [args.params.password]}
-      forced: {method: GET, path: /forced, rule: {rule: force, field: args.query.owner, value: args.auth.id}}
-      header: {method: GET, path: /header, rule: {rule: force, field: args.headers.x-user-id, value: args.auth.id}}
+      forced:
+        method: GET
+        path: /forced
+        rule: {rule: force, field: args.query.owner, value: args.auth.id}
+      header:
+        method: GET
+        path: /header
+        rule: {rule: force, field: args.headers.x-user-id, value: args.auth.id}
       item: {method: GET, path: /item, rule: {rule: authenticated}}
 """
 
