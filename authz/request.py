@@ -165,6 +165,9 @@ def request_params(req: Request, query: dict[str, Any], limits: Limits) -> Any:
     if not req.body:
         return query
     _check_json_type(req.headers.get("content-type"))
+    if req.headers.get("content-encoding", "identity").strip().lower() != "identity":
+        # the upstream would decode it; authz would judge the encoded bytes
+        raise UnsupportedMediaType("a request body the rules read must not be content-encoded")
     body = parse_json_body(req.body, limits)
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
@@ -179,7 +182,7 @@ def _check_method(req: Request) -> None:
             raise RequestError(f"the {name} header overrides the request method")
     query = req.query_string
     if ("method" in query.lower() or "%" in query) and any(
-        _fold_name(name) == METHOD_OVERRIDE_PARAM for name in _raw_names(query)
+        _base_name(_fold_name(name)) == METHOD_OVERRIDE_PARAM for name in _raw_names(query)
     ):
         raise RequestError(f"the {METHOD_OVERRIDE_PARAM} query parameter overrides the method")
 
@@ -217,9 +220,16 @@ def _raw_names(query: str) -> Iterable[str]:
 
 def _fold_name(raw: str) -> str:
     """A query name as the most lenient framework reads it: percent-decoded, case-folded
-    (ASP.NET), `.` and space as `_` (PHP)."""
+    (ASP.NET), leading spaces dropped and `.` and space as `_` (PHP)."""
     name = unquote_plus(raw) if "%" in raw or "+" in raw else raw
-    return name.casefold().replace(".", "_").replace(" ", "_")
+    return name.casefold().lstrip(" ").replace(".", "_").replace(" ", "_")
+
+
+def _base_name(folded: str) -> str:
+    """`owner` for `owner[]`, `owner[0]`, `owner[x]`: PHP and Express's qs read them as
+    (part of) `owner`."""
+    cut = folded.find("[", 1)
+    return folded if cut < 0 else folded[:cut]
 
 
 def _check_query_names(query: str, rules: Mapping[str, str] | None) -> None:
@@ -229,7 +239,7 @@ def _check_query_names(query: str, rules: Mapping[str, str] | None) -> None:
     seen: dict[str, str] = {}
     for raw in _raw_names(query):
         folded = _fold_name(raw)
-        ours = None if rules is None else rules.get(folded)
+        ours = None if rules is None else rules.get(folded) or rules.get(_base_name(folded))
         if rules is not None and ours is None:
             continue
         if seen.setdefault(folded, raw) != raw or (ours is not None and raw != ours):

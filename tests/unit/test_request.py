@@ -167,6 +167,13 @@ def test_a_body_that_is_not_an_object_is_400_not_the_query(body):
         interpret(req, PARAMS, LIM)
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "deflate, gzip", "br"])
+def test_a_content_encoded_body_is_415(encoding):
+    headers = {"content-type": "application/json", "content-encoding": encoding}
+    with pytest.raises(UnsupportedMediaType, match="content-encoded"):
+        interpret(_req(body=b'{"amount": 5}', **headers), PARAMS, LIM)
+
+
 def test_without_a_body_the_params_are_the_query():
     assert interpret(_req("/e?amount=5", method="GET"), PARAMS, LIM).params == {"amount": "5"}
 
@@ -197,6 +204,9 @@ ANY_NAME = Reading(query=True, query_names=None)
         "owner+id=admin",
         "owner%20id=admin",
         "Owner_Id=admin",
+        "owner[]=admin",  # PHP and qs: owner is an array
+        "owner[0]=admin",
+        "%20owner=admin",  # PHP drops leading spaces
     ],
 )
 def test_another_spelling_of_a_name_the_rules_use_is_refused(query):
@@ -251,6 +261,7 @@ def test_underscore_headers_the_rules_do_not_use_pass():
         ("/e?%5Fmethod=DELETE", {}),
         ("/e?a=1&_METHOD=delete", {}),
         ("/e?_method", {}),
+        ("/e?_method[]=DELETE", {}),
     ],
 )
 def test_method_overrides_are_refused_whatever_the_rules_read(target, headers):
