@@ -216,19 +216,19 @@ class Authorizer:
     ) -> dict[str, Any]:
         # args.headers, args.query and args.params are only there for rules that read them.
         # (Whole literals: building the dict key by key costs twice as much.)
-        seen = interpret(req, ep.reading, self.config.limits)
+        headers, query, params = interpret(req, ep.reading, self.config.limits)
         args: dict[str, Any] = {
             "auth": claims, "pathParams": path_params, "method": req.method,
             "path": req.path, "service": ep.service, "endpoint": ep.name,
         }  # fmt: skip
-        if seen.headers is not None:
-            args["headers"] = seen.headers
+        if headers is not None:
+            args["headers"] = headers
         if token is not None:
             args["token"] = token
-        if seen.query is not None:
-            args["query"] = seen.query
+        if query is not None:
+            args["query"] = query
             if ep.reading.params:
-                args["params"] = seen.params
+                args["params"] = params
         return args
 
     # --- decisions ---------------------------------------------------------------------
