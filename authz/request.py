@@ -157,6 +157,10 @@ def request_params(req: Request, query: dict[str, Any], limits: Limits) -> Any:
     if req.body_partial:
         raise RequestError("the request body is larger than the authorization limit")
     if not req.body:
+        length = req.headers.get("content-length")
+        if length is not None and length.strip() not in ("", "0"):
+            # the upstream will read a body authz never saw (Envoy not set to send it)
+            raise RequestError("the request body did not reach authorization")
         return query
     _check_json_type(req.headers.get("content-type"))
     if req.headers.get("content-encoding", "identity").strip().lower() != "identity":

@@ -20,7 +20,7 @@ import pytest
 
 from tests.adversarial.support import claims, good_header, hs256
 from tests.adversarial.test_envoy_attacks import assert_denied, auth, send
-from tests.integration.harness import Stack, start_stack
+from tests.integration.harness import Stack, context_route, start_stack
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +82,11 @@ JSON = ("content-type", "application/json")
 def stack(log_dir: Path) -> Iterator[Stack]:
     config = log_dir / "oneread.yaml"
     config.write_text(CONFIG, encoding="utf-8")
-    s = start_stack(config, log_dir, plain=True)
+    # a route that names oi.body but does not send bodies to authz (a deployment mistake)
+    unbuffered = context_route("/unbuffered/", "oi", "body")
+    settings = unbuffered["typed_per_filter_config"]["envoy.filters.http.ext_authz"]
+    settings["check_settings"]["disable_request_body_buffering"] = True
+    s = start_stack(config, log_dir, plain=True, extra_routes=[unbuffered])
     yield s
     s.stop()
 
@@ -152,6 +156,15 @@ def test_a_content_encoded_body_is_refused(stack: Stack) -> None:
     headers = [JSON, ("content-encoding", "gzip")]
     status, data, seen = go(stack, "/oi/body", headers, method="POST", body=body)
     assert_denied(status, data, seen, 415)
+
+
+def test_a_body_that_did_not_reach_authz_is_refused(stack: Stack) -> None:
+    body = b'{"amount": 5000, "password": "clear"}'
+    rid_headers = [*user(), JSON]
+    status, data, seen = send(
+        stack, "/unbuffered/x?amount=5", rid_headers, method="POST", body=body
+    )
+    assert_denied(status, data, seen, 400)
 
 
 def test_a_form_body_where_the_rules_read_the_query_is_refused(stack: Stack) -> None:

@@ -174,6 +174,13 @@ def test_a_content_encoded_body_is_415(encoding):
         interpret(_req(body=b'{"amount": 5}', **headers), PARAMS, LIM)
 
 
+def test_a_body_announced_but_not_received_is_refused():
+    # Envoy without with_request_body: the upstream reads a body the rules never saw
+    req = _req("/e?amount=5", **{"content-length": "13", "content-type": "application/json"})
+    with pytest.raises(RequestError, match="did not reach"):
+        interpret(req, PARAMS, LIM)
+
+
 def test_without_a_body_the_params_are_the_query():
     assert interpret(_req("/e?amount=5", method="GET"), PARAMS, LIM)[2] == {"amount": "5"}
 
