@@ -144,7 +144,9 @@ def _secret_key(s: SecretSettings, path: str, problems: Problems) -> bytes | Non
     need = _HMAC_MIN_BYTES[s.alg or "HS256"]
     make_one = f"generate one with `openssl rand -base64 {max(48, need)}`"
     if len(secret) < need:
-        problems.add(f"{path}.secret", f"{s.alg} needs a secret of at least {need} bytes; {make_one}")
+        problems.add(
+            f"{path}.secret", f"{s.alg} needs a secret of at least {need} bytes; {make_one}"
+        )
         return None
     if text in PUBLISHED_SECRETS or any(m in text.lower() for m in _PLACEHOLDER_MARKERS):
         problems.add(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -466,14 +467,31 @@ def test_envoy_validate_rejects_a_bad_config(envoy_bin: str, tmp_path: Path):
 # --- docker-compose ------------------------------------------------------------------------
 
 
+REQUIRED = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]+\}")  # ${VAR:?message}
+
+
 def _compose_env(service: dict[str, Any]) -> dict[str, str]:
-    """The service's environment with compose's ${VAR:-default} resolved to the defaults."""
+    """The service's environment with compose's ${VAR:-default} resolved to the defaults and
+    a required ${VAR:?message} to a value of the user's (a random secret)."""
     env = service.get("environment", {})
     resolved = {}
     for k, v in env.items():
         m = re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}", str(v))
         resolved[k] = m.group(1) if m else str(v)
+        if REQUIRED.fullmatch(str(v)):
+            resolved[k] = secrets.token_urlsafe(48)
     return resolved
+
+
+def test_compose_ships_no_signing_secret():
+    # A default would be a published secret: authz refuses it, and compose must say why.
+    env = compose()["services"]["authz"]["environment"]
+    assert REQUIRED.fullmatch(env["AUTHZ_SECRET"]), env["AUTHZ_SECRET"]
+    assert (
+        "printf 'AUTHZ_SECRET=%s\\n' \"$(openssl rand -base64 48)\" >> .env" in COMPOSE.read_text()
+    )
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT, check=False)
+    assert ignored.returncode == 0, ".env holds the secrets: git must ignore it"
 
 
 def test_compose_mounts_exist_and_point_at_our_files():
@@ -503,6 +521,22 @@ def test_compose_start_order_waits_for_health():
     assert services["envoy"]["depends_on"]["authz"]["condition"] == "service_healthy"
     for db in ("postgres", "mongo"):
         assert services["authz"]["depends_on"][db]["condition"] == "service_healthy"
+
+
+def test_compose_postgres_is_ready_only_after_init_and_authz_only_reads():
+    services = compose()["services"]
+    pg = services["postgres"]
+    # During the image's init phase the server listens on the Unix socket only: a check
+    # over TCP (-h) stays unready until the init scripts have run.
+    assert "pg_isready -h 127.0.0.1" in pg["healthcheck"]["test"][-1]
+    (db,) = [d for d in docs(CONFIG_COMPOSE)[0]["databases"].values() if d["type"] == "postgres"]
+    user = re.match(r"postgresql://([^:]+):", db["dsn"]).group(1)
+    assert user != _compose_env(pg)["POSTGRES_USER"], "authz must not log in as the superuser"
+    sql = (DEPLOY / "compose" / "postgres-init.sql").read_text()
+    assert re.search(rf"CREATE ROLE {user} LOGIN [^;]*NOSUPERUSER", sql)
+    grants = re.findall(rf"GRANT (\w+)[^;]* TO {user};", sql)
+    assert grants and set(grants) <= {"CONNECT", "USAGE", "SELECT"}, grants
+    assert f"ALTER ROLE {user} SET default_transaction_read_only = on" in sql
 
 
 def test_compose_authz_is_hardened():

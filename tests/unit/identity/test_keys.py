@@ -121,7 +121,9 @@ def test_published_secrets_cover_every_shipped_manifest_and_compose_default():
     texts = [p.read_text() for p in (root / "deploy").rglob("*") if p.is_file()]
     texts.append((root / "docker-compose.yml").read_text())
     found = {
-        m for t in texts for m in re.findall(r"AUTHZ_SECRET(?::\s*\"?|:-|=)([A-Za-z0-9_+/=.-]{8,})", t)
+        m
+        for t in texts
+        for m in re.findall(r"AUTHZ_SECRET(?::\s*\"?|:-|=)([A-Za-z0-9_+/=.-]{8,})", t)
     }
     assert found <= PUBLISHED_SECRETS, found - PUBLISHED_SECRETS
 
