@@ -93,14 +93,81 @@ def compose() -> dict[str, Any]:
     return docs(COMPOSE)[0]
 
 
+ENVOY_DIR = ROOT / "envoy"
+RECOMMENDED_HCM = ENVOY_DIR / "recommended-hcm.yaml"
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"  # noqa: E501
+HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+ROUTER = {
+    "name": "envoy.filters.http.router",
+    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+}
+
+
+def _static_cluster(name: str, port: int, http2: bool = False) -> dict[str, Any]:
+    address = {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+    cluster = {
+        "name": name, "type": "STATIC", "connect_timeout": "0.25s",
+        "load_assignment": {"cluster_name": name, "endpoints": [
+            {"lb_endpoints": [{"endpoint": {"address": address}}]}]},
+    }  # fmt: skip
+    if http2:
+        cluster["typed_extension_protocol_options"] = {HTTP_OPTIONS: {
+            "@type": f"type.googleapis.com/{HTTP_OPTIONS}",
+            "explicit_http_config": {"http2_protocol_options": {}}}}  # fmt: skip
+    return cluster
+
+
+def bootstrap(hcm_fragment: dict[str, Any], authz: list[dict[str, Any]] | None = None) -> dict:
+    """A whole Envoy config around shipped fragments: the HCM settings (its filters, then the
+    router) on one listener routing to `app`, and the `authz` cluster(s) given or a plain one."""
+    hcm = {
+        "@type": HCM, "stat_prefix": "ingress",
+        "route_config": {"name": "app", "virtual_hosts": [{"name": "app", "domains": ["*"],
+            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "app"}}]}]},
+        **hcm_fragment,
+        "http_filters": [*hcm_fragment.get("http_filters", []), ROUTER],
+    }  # fmt: skip
+    listener = {
+        "name": "ingress",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 8000}},
+        "filter_chains": [{"filters": [
+            {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+    }  # fmt: skip
+    clusters = authz or [_static_cluster("authz", 9001, http2=True)]
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 9901}}},
+        "static_resources": {"listeners": [listener],
+                             "clusters": [*clusters, _static_cluster("app", 8080)]},
+    }  # fmt: skip
+
+
+def doc_clusters() -> list[list[dict[str, Any]]]:
+    """The Envoy cluster snippets of docs/deploy.md (YAML blocks of clusters)."""
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "deploy.md").read_text(), re.S)
+    parsed = [yaml.safe_load(b) for b in blocks]
+    return [b for b in parsed if isinstance(b, list) and all("load_assignment" in c for c in b)]
+
+
 def envoy_configs() -> dict[str, dict[str, Any]]:
-    """Every Envoy bootstrap of the repo's deployments: files, and ConfigMap entries."""
-    found = {str(ENVOY_COMPOSE.relative_to(ROOT)): docs(ENVOY_COMPOSE)[0]}
+    """Every Envoy config the repository ships, each as a full bootstrap: the files of envoy/
+    (an HTTP connection manager fragment merged into a bootstrap), the Kubernetes ConfigMap
+    entries, and the cluster snippets of docs/deploy.md (with the recommended HCM)."""
+    found = {}
+    for path in sorted(ENVOY_DIR.glob("*.yaml")):
+        config = docs(path)[0]
+        if "static_resources" not in config:
+            assert "http_filters" in config, f"{path.name}: neither a bootstrap nor an HCM"
+            config = bootstrap(config)
+        found[str(path.relative_to(ROOT))] = config
     for path, obj in k8s_objects():
         if obj.get("kind") == "ConfigMap":
             for key, text in obj.get("data", {}).items():
                 if key.startswith("envoy"):
                     found[f"{path.relative_to(ROOT)}:{key}"] = yaml.safe_load(text)
+    clusters = doc_clusters()
+    assert clusters, "docs/deploy.md shows the Envoy cluster for the headless Service"
+    for n, snippet in enumerate(clusters):
+        found[f"docs/deploy.md:clusters[{n}]"] = bootstrap(docs(RECOMMENDED_HCM)[0], snippet)
     return found
 
 
@@ -431,6 +498,21 @@ def test_envoy_filters_fail_closed_and_send_raw_bodies(name: str):
         assert f["failure_mode_allow"] is False
 
 
+PATH_SETTINGS = ("normalize_path", "merge_slashes", "path_with_escaped_slashes_action")
+
+
+@pytest.mark.parametrize("name", sorted(envoy_configs()))
+def test_every_envoy_normalizes_paths_as_recommended(name: str):
+    # authz must see the path the upstream routes on: every shipped HCM has the settings of
+    # envoy/recommended-hcm.yaml that SECURITY.md requires.
+    recommended = docs(RECOMMENDED_HCM)[0]
+    hcms = by_type(envoy_configs()[name], "HttpConnectionManager")
+    assert hcms
+    for hcm in hcms:
+        for key in PATH_SETTINGS:
+            assert hcm.get(key) == recommended[key], f"{name}: {key} is {hcm.get(key)!r}"
+
+
 @pytest.fixture(scope="module")
 def envoy_bin() -> str:
     found = shutil.which("envoy") or str(Path(sys.executable).with_name("envoy"))
@@ -450,8 +532,8 @@ def run_envoy_validate(envoy_bin: str, path: Path) -> subprocess.CompletedProces
 def test_envoy_accepts_the_config(name: str, envoy_bin: str, tmp_path: Path):
     path = tmp_path / "envoy.yaml"
     path.write_text(yaml.safe_dump(envoy_configs()[name]))
-    if name == str(ENVOY_COMPOSE.relative_to(ROOT)):
-        path = ENVOY_COMPOSE  # the file itself, anchors and all
+    if (ROOT / name).is_file() and "static_resources" in docs(ROOT / name)[0]:
+        path = ROOT / name  # the file itself, anchors and all
     out = run_envoy_validate(envoy_bin, path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "OK" in out.stdout + out.stderr
