@@ -25,6 +25,7 @@ import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from authz.config.load import load_config_text
+from authz.durations import parse_duration
 from authz.errors import ConfigError
 from tests.helpers import free_port
 
@@ -942,3 +943,86 @@ def test_central_authz_grpc_port_is_reachable_only_from_labelled_namespaces():
     assert grpc_rules and all(r.get("from") for r in grpc_rules)  # never open to all
     for r in grpc_rules:
         assert all("namespaceSelector" in peer for peer in r["from"])
+
+
+# --- the drain budget ----------------------------------------------------------------------
+
+
+def drain_budget() -> dict[str, str]:
+    """knob -> value of the table in docs/deploy.md, "Drain budget" (the one statement)."""
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    section = text[text.index("### Drain budget") :]
+    section = section[: section.index("\n###")]
+    rows = re.findall(r"^\| `([^`]+)` \| `([^`]+)` \|", section, re.M)
+    return dict(rows)
+
+
+def _seconds(value: Any) -> float:
+    """A duration as the configs write it: `1s`, `0.5s`, or a bare number of seconds."""
+    text = str(value)
+    return float(text) if re.fullmatch(r"-?[0-9.]+", text) else parse_duration(text)
+
+
+HEALTH_KNOBS = ("interval", "timeout", "unhealthy_threshold", "healthy_threshold")
+
+
+def _authz_clusters() -> dict[str, dict[str, Any]]:
+    """The `authz` cluster of every shipped Envoy config that balances over replicas."""
+    found = {}
+    for name, config in envoy_configs().items():
+        for cluster in config["static_resources"]["clusters"]:
+            if cluster["name"] == "authz" and cluster.get("health_checks"):
+                found[name] = cluster
+    return found
+
+
+def test_the_drain_budget_table_is_complete_and_consistent():
+    b = drain_budget()
+    assert set(b) >= {*HEALTH_KNOBS, "no_traffic_interval", "ignore_health_on_host_removal",
+                      "AUTHZ_DRAIN", "preStop.sleep", "terminationGracePeriodSeconds",
+                      "stop_grace_period"}, b  # fmt: skip
+    from authz.server import ServeOptions
+
+    noticed = int(b["unhealthy_threshold"]) * _seconds(b["interval"]) + _seconds(b["timeout"])
+    drain = _seconds(b["AUTHZ_DRAIN"])
+    assert drain >= 2 * noticed, "Envoy must see the drain with room to spare"
+    assert _seconds(b["timeout"]) < _seconds(b["interval"])
+    in_flight = ServeOptions.grace
+    assert _seconds(b["terminationGracePeriodSeconds"]) > (
+        _seconds(b["preStop.sleep"]) + drain + in_flight
+    )
+    assert _seconds(b["stop_grace_period"]) > drain + 1
+
+
+def test_every_envoy_health_check_on_authz_follows_the_drain_budget():
+    b = drain_budget()
+    clusters = _authz_clusters()
+    # make run's, compose's and the Kubernetes snippet's (the sidecar has one local authz).
+    assert {"envoy/envoy.yaml", "envoy/envoy-compose.yaml"} <= set(clusters), set(clusters)
+    assert any(n.startswith("docs/deploy.md") for n in clusters)
+    for name, cluster in clusters.items():
+        assert (
+            str(cluster.get("ignore_health_on_host_removal")).lower()
+            == b["ignore_health_on_host_removal"]
+        ), name
+        (hc,) = cluster["health_checks"]
+        for knob in (*HEALTH_KNOBS, "no_traffic_interval"):
+            assert _seconds(hc.get(knob, -1)) == _seconds(b[knob]), f"{name}: {knob}"
+        assert hc["grpc_health_check"]["service_name"] == CHECK_SERVICE, name
+
+
+def test_authz_deployments_follow_the_drain_budget():
+    b = drain_budget()
+    spec = _central()["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert _seconds(env["AUTHZ_DRAIN"]) == _seconds(b["AUTHZ_DRAIN"])
+    assert c["lifecycle"]["preStop"]["sleep"]["seconds"] == _seconds(b["preStop.sleep"])
+    assert spec["terminationGracePeriodSeconds"] == _seconds(b["terminationGracePeriodSeconds"])
+    svc = compose()["services"]["authz"]
+    assert _seconds(svc["environment"]["AUTHZ_DRAIN"]) == _seconds(b["AUTHZ_DRAIN"])
+    assert _seconds(svc["stop_grace_period"]) == _seconds(b["stop_grace_period"])
+    from authz.cli import build_parser
+
+    serve = build_parser().parse_args(["serve", "--config", "x.yaml"])
+    assert _seconds(serve.drain) == _seconds(b["AUTHZ_DRAIN"]), "the --drain default"
