@@ -25,9 +25,8 @@ import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from authz.config.load import load_config_text
-from authz.durations import parse_duration
 from authz.errors import ConfigError
-from tests.helpers import free_port
+from tests.helpers import drain_budget, free_port, seconds
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -948,21 +947,6 @@ def test_central_authz_grpc_port_is_reachable_only_from_labelled_namespaces():
 # --- the drain budget ----------------------------------------------------------------------
 
 
-def drain_budget() -> dict[str, str]:
-    """knob -> value of the table in docs/deploy.md, "Drain budget" (the one statement)."""
-    text = (ROOT / "docs" / "deploy.md").read_text()
-    section = text[text.index("### Drain budget") :]
-    section = section[: section.index("\n###")]
-    rows = re.findall(r"^\| `([^`]+)` \| `([^`]+)` \|", section, re.M)
-    return dict(rows)
-
-
-def _seconds(value: Any) -> float:
-    """A duration as the configs write it: `1s`, `0.5s`, or a bare number of seconds."""
-    text = str(value)
-    return float(text) if re.fullmatch(r"-?[0-9.]+", text) else parse_duration(text)
-
-
 HEALTH_KNOBS = ("interval", "timeout", "unhealthy_threshold", "healthy_threshold")
 
 
@@ -983,15 +967,15 @@ def test_the_drain_budget_table_is_complete_and_consistent():
                       "stop_grace_period"}, b  # fmt: skip
     from authz.server import ServeOptions
 
-    noticed = int(b["unhealthy_threshold"]) * _seconds(b["interval"]) + _seconds(b["timeout"])
-    drain = _seconds(b["AUTHZ_DRAIN"])
+    noticed = int(b["unhealthy_threshold"]) * seconds(b["interval"]) + seconds(b["timeout"])
+    drain = seconds(b["AUTHZ_DRAIN"])
     assert drain >= 2 * noticed, "Envoy must see the drain with room to spare"
-    assert _seconds(b["timeout"]) < _seconds(b["interval"])
+    assert seconds(b["timeout"]) < seconds(b["interval"])
     in_flight = ServeOptions.grace
-    assert _seconds(b["terminationGracePeriodSeconds"]) > (
-        _seconds(b["preStop.sleep"]) + drain + in_flight
+    assert seconds(b["terminationGracePeriodSeconds"]) > (
+        seconds(b["preStop.sleep"]) + drain + in_flight
     )
-    assert _seconds(b["stop_grace_period"]) > drain + 1
+    assert seconds(b["stop_grace_period"]) > drain + 1
 
 
 def test_every_envoy_health_check_on_authz_follows_the_drain_budget():
@@ -1007,7 +991,7 @@ def test_every_envoy_health_check_on_authz_follows_the_drain_budget():
         ), name
         (hc,) = cluster["health_checks"]
         for knob in (*HEALTH_KNOBS, "no_traffic_interval"):
-            assert _seconds(hc.get(knob, -1)) == _seconds(b[knob]), f"{name}: {knob}"
+            assert seconds(hc.get(knob, -1)) == seconds(b[knob]), f"{name}: {knob}"
         assert hc["grpc_health_check"]["service_name"] == CHECK_SERVICE, name
 
 
@@ -1016,13 +1000,13 @@ def test_authz_deployments_follow_the_drain_budget():
     spec = _central()["spec"]["template"]["spec"]
     (c,) = spec["containers"]
     env = {e["name"]: e.get("value") for e in c["env"]}
-    assert _seconds(env["AUTHZ_DRAIN"]) == _seconds(b["AUTHZ_DRAIN"])
-    assert c["lifecycle"]["preStop"]["sleep"]["seconds"] == _seconds(b["preStop.sleep"])
-    assert spec["terminationGracePeriodSeconds"] == _seconds(b["terminationGracePeriodSeconds"])
+    assert seconds(env["AUTHZ_DRAIN"]) == seconds(b["AUTHZ_DRAIN"])
+    assert c["lifecycle"]["preStop"]["sleep"]["seconds"] == seconds(b["preStop.sleep"])
+    assert spec["terminationGracePeriodSeconds"] == seconds(b["terminationGracePeriodSeconds"])
     svc = compose()["services"]["authz"]
-    assert _seconds(svc["environment"]["AUTHZ_DRAIN"]) == _seconds(b["AUTHZ_DRAIN"])
-    assert _seconds(svc["stop_grace_period"]) == _seconds(b["stop_grace_period"])
+    assert seconds(svc["environment"]["AUTHZ_DRAIN"]) == seconds(b["AUTHZ_DRAIN"])
+    assert seconds(svc["stop_grace_period"]) == seconds(b["stop_grace_period"])
     from authz.cli import build_parser
 
     serve = build_parser().parse_args(["serve", "--config", "x.yaml"])
-    assert _seconds(serve.drain) == _seconds(b["AUTHZ_DRAIN"]), "the --drain default"
+    assert seconds(serve.drain) == seconds(b["AUTHZ_DRAIN"]), "the --drain default"
