@@ -806,7 +806,7 @@ def test_dockerfile_shape():
     froms = [a for i, a in ins if i == "FROM"]
     assert len(froms) == 2, "multi-stage: build, then runtime"
     args = dict(a.split("=", 1) for i, a in ins if i == "ARG" and "=" in a)
-    assert args["PYTHON_IMAGE"] == "python:3.11-slim"
+    assert args["PYTHON_IMAGE"].startswith("python:3.11-slim@")
     final = ins[max(n for n, (i, _) in enumerate(ins) if i == "FROM") :]
     users = [a for i, a in final if i == "USER"]
     assert users, "the runtime stage sets USER"
@@ -910,28 +910,72 @@ def _build_context(dest: Path) -> set[str]:
     return copied
 
 
+def _build_stage() -> list[tuple[str, str]]:
+    ins = dockerfile()
+    froms = [n for n, (i, _) in enumerate(ins) if i == "FROM"]
+    return ins[froms[0] : froms[1]]
+
+
+def _pip_wheel(src: Path, dest: Path) -> str:
+    """What `pip wheel .` does in the build stage, offline, with the venv's setuptools; -v
+    shows the build backend's warnings."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+         "-v", "-w", str(dest), str(src)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout + out.stderr
+
+
 def test_build_context_is_small_and_builds_the_wheel(tmp_path: Path):
     ctx = tmp_path / "ctx"
     copied = _build_context(ctx)
     assert "pyproject.toml" in copied and "authz/observability.py" in copied
+    assert "LICENSE" in copied
     assert not [p for p in copied if p.startswith(("tests/", "bench/", ".run/", "deploy/"))]
     assert not [p for p in copied if "__pycache__" in p or p.endswith(".pyc")]
     readme = re.search(r'readme\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text())
     if readme:
         assert readme.group(1) in copied, f"pyproject's readme {readme.group(1)} is missing"
-    # What `pip wheel .` does in the build stage, offline, with the venv's setuptools.
-    out = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-         "-q", "-w", str(tmp_path / "wheels"), str(ctx)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stdout + out.stderr
+    # The build stage, step by step: the dependency layer sees only its first COPY (plus an
+    # empty package), the second COPY brings the sources.
+    copies = [a.split() for i, a in _build_stage() if i == "COPY"]
+    assert len(copies) == 2 and "authz/" in copies[1], copies
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    for name in copies[0][:-1]:
+        assert name in copied, f"{name} is not in the build context"
+        shutil.copy2(ctx / name, stage / name)
+    (stage / "authz").mkdir()
+    (stage / "authz" / "__init__.py").touch()
+    _pip_wheel(stage, tmp_path / "deps")
+    shutil.rmtree(stage / "authz")
+    shutil.copytree(ctx / "authz", stage / "authz")
+    log = _pip_wheel(stage, tmp_path / "wheels")
+    assert "is deprecated" not in log, log[-3000:]  # setuptools: "BuildBackendWarning: ..."
     (wheel,) = (tmp_path / "wheels").glob("authz-*.whl")
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         assert "authz/observability.py" in names and "authz/cli.py" in names
         entry = next(n for n in names if n.endswith("entry_points.txt"))
         assert "authz = authz.cli:main" in z.read(entry).decode()
+        meta = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+        assert "License-Expression: Apache-2.0" in meta
+        assert any(n.endswith("licenses/LICENSE") for n in names)
+
+
+def test_dockerfile_caches_dependencies_and_pins_the_base_image():
+    build = _build_stage()
+    deps = next(n for n, (i, a) in enumerate(build) if i == "RUN" and "pip wheel" in a)
+    sources = next(n for n, (i, a) in enumerate(build) if i == "COPY" and "authz/" in a)
+    assert deps < sources, "the dependency wheels must not depend on the sources' layer"
+    args = dict(a.split("=", 1) for i, a in dockerfile() if i == "ARG" and "=" in a)
+    assert re.fullmatch(r"python:3\.11-slim@sha256:[0-9a-f]{64}", args["PYTHON_IMAGE"])
+    license_label = re.search(r'licenses="([^"]+)"', DOCKERFILE.read_text()).group(1)
+    assert license_label == "Apache-2.0"
+    assert "Apache License" in (ROOT / "LICENSE").read_text()[:200]
+    assert re.search(r'^license = "Apache-2.0"$', (ROOT / "pyproject.toml").read_text(), re.M)
 
 
 def test_central_authz_grpc_port_is_reachable_only_from_labelled_namespaces():
