@@ -1054,3 +1054,71 @@ def test_authz_deployments_follow_the_drain_budget():
 
     serve = build_parser().parse_args(["serve", "--config", "x.yaml"])
     assert seconds(serve.drain) == seconds(b["AUTHZ_DRAIN"]), "the --drain default"
+
+
+# --- the smaller production items ----------------------------------------------------------
+
+
+def test_central_pods_spread_over_zones_and_carry_a_priority_class():
+    spec = _central()["spec"]["template"]["spec"]
+    keys = {c["topologyKey"] for c in spec["topologySpreadConstraints"]}
+    assert {"topology.kubernetes.io/zone", "kubernetes.io/hostname"} <= keys
+    objs = {(d["kind"], d["metadata"]["name"]): d for _, d in k8s_objects(K8S)}
+    priority = objs[("PriorityClass", spec["priorityClassName"])]
+    assert priority["value"] > 0 and priority["globalDefault"] is False
+
+
+SERVICE_MONITOR_FIELDS = {"selector", "endpoints", "namespaceSelector", "jobLabel"}
+ENDPOINT_FIELDS = {"port", "path", "interval", "scrapeTimeout", "scheme"}
+
+
+def test_service_monitor_is_minimal_and_matches_the_metrics_port():
+    # kubernetes-validate has no schema for the Prometheus Operator's CRD: keep to fields
+    # that CRD has had since monitoring.coreos.com/v1 and check them against the Service.
+    (sm,) = docs(K8S / "servicemonitor.yaml")
+    assert (sm["apiVersion"], sm["kind"]) == ("monitoring.coreos.com/v1", "ServiceMonitor")
+    assert set(sm["spec"]) <= SERVICE_MONITOR_FIELDS, set(sm["spec"])
+    services = [d for _, d in k8s_objects(K8S) if d["kind"] == "Service"]
+    selected = [
+        s
+        for s in services
+        if sm["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+    ]
+    assert selected
+    for endpoint in sm["spec"]["endpoints"]:
+        assert set(endpoint) <= ENDPOINT_FIELDS, set(endpoint)
+        ports = {p["name"]: p for s in selected for p in s["spec"]["ports"]}
+        assert endpoint["port"] in ports, endpoint["port"]
+        assert ports[endpoint["port"]]["targetPort"] == "http"  # authz's 9002: /metrics
+        assert endpoint["path"] == "/metrics"
+
+
+def test_sidecar_readiness_is_the_check_service_not_the_datastores():
+    dep = next(d for _, d in k8s_objects(K8S / "sidecar") if d["kind"] == "Deployment")
+    authz = next(c for c in _containers(dep) if c["name"] == "authz")
+    for probe in ("startupProbe", "readinessProbe"):
+        # the image's own health check: SERVING for the Check service, run inside the pod
+        assert authz[probe]["exec"]["command"] == _healthcheck_cmd(), probe
+        assert "/readyz" not in json.dumps(authz[probe])
+
+
+def test_istio_normalizes_paths_like_the_envoy_configs():
+    (operator,) = docs(ISTIO / "istio-operator.yaml")
+    normalization = operator["spec"]["meshConfig"]["pathNormalization"]["normalization"]
+    # BASE keeps // and %2F: authz and the application could see different paths.
+    assert normalization in ("MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES")
+
+
+def test_docs_name_the_client_label_and_the_oldest_validated_kubernetes():
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    (policy,) = docs(K8S / "networkpolicy.yaml")
+    for rule in policy["spec"]["ingress"]:
+        for peer in rule["from"]:
+            for key, value in peer["namespaceSelector"]["matchLabels"].items():
+                if key.startswith("kubernetes.io/"):
+                    continue
+                assert f"kubectl label namespace <your-envoy-namespace> {key}={value}" in text
+                assert f'`{key}: "{value}"`' in text
+    oldest = ".".join(K8S_VERSIONS[0].split(".")[:2])
+    assert f"Kubernetes **{oldest} or newer**" in text
+    assert "Istio CNI plugin" in text
