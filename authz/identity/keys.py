@@ -36,8 +36,10 @@ _HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 # are refused like a short secret. Add each new example value here.
 PUBLISHED_SECRETS = frozenset(
     {
-        "REPLACE-ME-placeholder-hs256-secret-at-least-32-bytes",  # deploy/kubernetes/*secret.yaml
-        "demo-only-hs256-secret-change-me-0123456789",  # docker-compose.yml's default
+        # the Secret placeholder of deploy/kubernetes/ (and sidecar/) up to 0.1.0
+        "REPLACE-ME-placeholder-hs256-secret-at-least-32-bytes",
+        # docker-compose.yml's default AUTHZ_SECRET up to 0.1.0
+        "demo-only-hs256-secret-change-me-0123456789",
     }
 )
 # Placeholder markers: an edited copy of an example value is still an example value.
