@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", default=_env("listen", "0.0.0.0:9001"), help="gRPC address")
     p.add_argument("--http-listen", default=_env("http-listen", "0.0.0.0:9002"))
     p.add_argument("--workers", type=int, default=int(_env("workers", "1")))
-    p.add_argument("--drain", default=_env("drain", "2s"), help="not-ready time after SIGTERM")
+    p.add_argument("--drain", default=_env("drain", "5s"), help="not-ready time after SIGTERM")
     p.add_argument(
         "--dry-run", action="store_true", default=_env("dry-run", "") in ("1", "true"),
         help="evaluate and log, but always allow",
