@@ -363,7 +363,7 @@ def test_a_partial_response_is_a_502(authorizer, servicer, headers):
 def test_a_response_shaped_unlike_the_rule_paths_is_a_502(authorizer, servicer, sent):
     md = metadata_for(authorizer, "GET", "/resp")
     out = process(servicer, response_stream(md, json.dumps(sent).encode()))
-    status, body = immediate(out[2])
+    status, _ = immediate(out[2])
     assert status == 502 and "s3cr3t" not in out[2].immediate_response.body.decode()
 
 
