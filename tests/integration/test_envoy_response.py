@@ -150,7 +150,9 @@ class Stack:
     def request(self, method: str, path: str, **headers: str) -> tuple[httpx.Response, dict]:
         rid = str(uuid.uuid4())
         hdrs = {"x-request-id": rid, **bearer(token({"id": "u1"})), **headers}
-        resp = httpx.request(method, f"http://127.0.0.1:{self.port}{path}", headers=hdrs, timeout=10)
+        resp = httpx.request(
+            method, f"http://127.0.0.1:{self.port}{path}", headers=hdrs, timeout=10
+        )
         with self.upstream.lock:
             return resp, self.upstream.seen.get(rid, {})
 
@@ -171,7 +173,8 @@ def _skip_request_side(bootstrap: dict[str, Any]) -> dict[str, Any]:
             mode = {"request_header_mode": "SKIP", "response_header_mode": "SEND",
                     "response_body_mode": "BUFFERED"}  # fmt: skip
             route["typed_per_filter_config"]["envoy.filters.http.ext_proc"] = {
-                "@type": EXT_PROC_PER_ROUTE, "overrides": {"processing_mode": mode}
+                "@type": EXT_PROC_PER_ROUTE,
+                "overrides": {"processing_mode": mode},
             }
             return bootstrap
     raise AssertionError("no files.skip route in the generated bootstrap")
