@@ -10,7 +10,9 @@ processor (`metadata_options.forwarding_namespaces`). One stream is one HTTP req
   `mode_override`, exactly which later messages are needed (the filter needs
   `allow_mode_override: true`). No plan -> nothing else is sent, nothing changes: Check emits
   a plan, possibly empty, for every allowed request to an endpoint whose rules change bodies,
-  so a missing plan means "nothing to change" (ext_proc cannot know the endpoint; Check does).
+  so a missing plan means "nothing to change" (ext_proc cannot know the endpoint; Check does),
+  except on routes that `authz envoy-config` marks (gRPC metadata `x-authz-plan: required`,
+  set on the routes of endpoints with body or response field rules): there no plan -> fail.
 - request_headers: with response actions, `accept-encoding`, `range` and `if-range` are
   removed, so the upstream answers the whole representation, uncompressed.
 - request_body (BUFFERED): the body must be the one Check saw (sha256), else 403; the plan's
@@ -53,7 +55,7 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import (
 )
 from envoy.type.v3.http_status_pb2 import HttpStatus
 
-from authz.mutations import PLAN_KEY
+from authz.mutations import PLAN_KEY, PLAN_REQUIRED_METADATA
 from authz.request import parse_json_body
 from authz.rules.fields import ResponseAction, ResponseError, apply_response, replay
 
@@ -183,6 +185,7 @@ class Stream:
     """The state of one ext_proc stream; `handle` answers one message."""
 
     authorizer: Any  # the config version of the stream's first message
+    plan_required: bool = False  # the route's endpoint always gets a plan from Check
     plan: Plan | None = None
     plan_read: bool = False  # a plan is read once, from the first message that has one
     request_id: str = ""
@@ -196,6 +199,10 @@ class Stream:
         try:
             if not self.plan_read:
                 self._read_plan(req)
+                if self.plan is None and self.plan_required:
+                    log.error("ext_proc: no plan on a route whose endpoint always has one")
+                    status = 502 if kind and kind.startswith("response") else 500
+                    raise _Fail(status, "internal error", "authz_ext_proc_no_plan")
             return self._dispatch(kind, req)
         except _Fail as fail:
             log.warning(
@@ -339,6 +346,12 @@ class Stream:
 # --- the service -------------------------------------------------------------------------
 
 
+def _plan_required(context: Any) -> bool:
+    """Whether the route marked its streams `x-authz-plan: required` (gRPC metadata)."""
+    metadata = context.invocation_metadata() if context is not None else None
+    return any(k == PLAN_REQUIRED_METADATA and v == "required" for k, v in metadata or ())
+
+
 class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
     def __init__(self, get_authorizer: Callable[[], Any]):
         self.get_authorizer = get_authorizer
@@ -347,10 +360,11 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
         self, request_iterator: AsyncIterator[ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ProcessingResponse]:
         stream: Stream | None = None
+        required = _plan_required(context)
         try:
             async for req in request_iterator:
-                if stream is None:
-                    stream = Stream(self.get_authorizer())  # one config version per request
+                if stream is None:  # one config version per request
+                    stream = Stream(self.get_authorizer(), plan_required=required)
                 resp = stream.handle(req)
                 yield resp
                 if resp.HasField("immediate_response"):

@@ -487,6 +487,42 @@ async def test_process_over_a_real_grpc_stream(authorizer):
     assert new == {"userId": "u1"} and headers["content-length"] == headers["_len"]
 
 
+class _Context:
+    def __init__(self, metadata: tuple[tuple[str, str], ...]):
+        self.metadata = metadata
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.metadata
+
+
+def process_marked(servicer, msgs, metadata=(("x-authz-plan", "required"),)):
+    async def go() -> list[ProcessingResponse]:
+        return [r async for r in servicer.Process(_iterate(msgs), _Context(metadata))]
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("skip_request_side", [False, True])
+def test_no_plan_on_a_route_marked_plan_required_fails_closed(
+    authorizer, servicer, skip_request_side
+):
+    msgs = response_stream(Metadata(), json.dumps({"secret": "s3cr3t"}).encode())
+    if skip_request_side:
+        msgs = msgs[1:]
+    out = process_marked(servicer, msgs)
+    assert len(out) == 1
+    assert immediate(out[0])[0] == (502 if skip_request_side else 500)
+
+
+def test_a_plan_on_a_marked_route_is_applied_and_unmarked_routes_need_none(authorizer, servicer):
+    md = metadata_for(authorizer, "GET", "/resp")
+    sent = json.dumps({"secret": "s3cr3t", "name": "Alice"}).encode()
+    out = process_marked(servicer, response_stream(md, sent))
+    assert body_of(out[2], "response_body")[0] == {"name": "Alice"}
+    out = process_marked(servicer, response_stream(Metadata(), sent), metadata=())
+    assert out[0].mode_override.response_header_mode == ProcessingMode.SKIP
+
+
 # --- JSON edge cases ---------------------------------------------------------------------
 
 
