@@ -63,8 +63,15 @@ services:
         method: GET
         path: /skip
         rule: {rule: remove, fields: [res.user.secret]}
+      unplanned:
+        method: GET
+        path: /unplanned
+        rule: {rule: remove, fields: [res.user.secret]}
 """
 EXT_PROC_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
+EXT_AUTHZ_PER_ROUTE = (
+    "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
+)
 
 
 class Upstream(ThreadingHTTPServer):
@@ -164,20 +171,20 @@ class Stack:
 
 
 def _skip_request_side(bootstrap: dict[str, Any]) -> dict[str, Any]:
-    """The `skip` route processes responses only (request_header_mode: SKIP), as an operator
-    may configure a route whose rules are all on the response."""
+    """Two routes changed by hand. `skip` processes responses only (request_header_mode:
+    SKIP), as an operator may configure a route whose rules are all on the response;
+    `unplanned` has ext_authz disabled, so no plan ever reaches ext_proc there."""
     listener = bootstrap["static_resources"]["listeners"][0]
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
-        if route.get("name") == "files.skip":
-            mode = {"request_header_mode": "SKIP", "response_header_mode": "SEND",
-                    "response_body_mode": "BUFFERED"}  # fmt: skip
-            route["typed_per_filter_config"]["envoy.filters.http.ext_proc"] = {
-                "@type": EXT_PROC_PER_ROUTE,
-                "overrides": {"processing_mode": mode},
-            }
-            return bootstrap
-    raise AssertionError("no files.skip route in the generated bootstrap")
+    by_name = {r.get("name"): r for r in hcm["route_config"]["virtual_hosts"][0]["routes"]}
+    per_filter = by_name["files.skip"]["typed_per_filter_config"]
+    mode = {"request_header_mode": "SKIP", "response_header_mode": "SEND",
+            "response_body_mode": "BUFFERED"}  # fmt: skip
+    ext_proc = per_filter.setdefault("envoy.filters.http.ext_proc", {"@type": EXT_PROC_PER_ROUTE})
+    ext_proc.setdefault("overrides", {})["processing_mode"] = mode
+    per_filter = by_name["files.unplanned"]["typed_per_filter_config"]
+    per_filter["envoy.filters.http.ext_authz"] = {"@type": EXT_AUTHZ_PER_ROUTE, "disabled": True}
+    return bootstrap
 
 
 @pytest.fixture(scope="module")
@@ -222,3 +229,10 @@ def test_the_plan_is_applied_where_the_route_skips_the_request_side(stack: Stack
     assert "TOPSECRET" not in resp.text
     assert resp.status_code == 200, resp.text
     assert resp.json() == {"user": {"name": "ann"}}
+
+
+def test_a_response_without_a_plan_on_a_route_that_needs_one_fails_closed(stack: Stack) -> None:
+    resp, seen = stack.request("GET", "/unplanned")
+    assert seen == {}  # ext_proc stops it at the request's headers
+    assert "TOPSECRET" not in resp.text
+    assert resp.status_code == 500, resp.text
