@@ -4,7 +4,9 @@ size of a HEAD answer) never leaves as it came, and the plan is found where Envo
 forwards it (a route that skips the request side).
 
 The upstream is a helper server that behaves like a static file server: it honours `Range`
-with a 206 and answers HEAD with the full body's content-length.
+with a 206 and answers HEAD with the full body's content-length. authz runs with `--dry-run`:
+every endpoint here has field rules, so every one keeps enforcing (dry-run would allow a denied
+request without its masking).
 """
 
 from __future__ import annotations
@@ -67,6 +69,14 @@ services:
         method: GET
         path: /unplanned
         rule: {rule: remove, fields: [res.user.secret]}
+      admins:
+        method: GET
+        path: /admins
+        rule:
+          rule: and
+          clauses:
+            - {rule: match, type: string, eval: "==", f1: args.auth.role, f2: admin}
+            - {rule: remove, fields: [res.user.secret]}
 """
 EXT_PROC_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
 EXT_AUTHZ_PER_ROUTE = (
@@ -136,7 +146,7 @@ class Stack:
     def _start(self, log_dir: Path) -> None:
         path = log_dir / "resp.yaml"
         path.write_text(CONFIG % {"port": self.upstream.port})
-        authz = start_authz(path, log_dir)
+        authz = start_authz(path, log_dir, env={"AUTHZ_DRY_RUN": "1"})  # `serve --dry-run`
         self.procs.append(authz.process)
         self.port, admin = free_port(), free_port()
         authorizer = Authorizer(load_config(path, {"AUTHZ_SECRET": SECRET}))
@@ -154,9 +164,11 @@ class Stack:
         envoy.wait_http_ok(f"http://127.0.0.1:{admin}/ready")
         wait_for(lambda: port_open(self.port), READY_TIMEOUT, "envoy listener")
 
-    def request(self, method: str, path: str, **headers: str) -> tuple[httpx.Response, dict]:
+    def request(
+        self, method: str, path: str, role: str = "user", **headers: str
+    ) -> tuple[httpx.Response, dict]:
         rid = str(uuid.uuid4())
-        hdrs = {"x-request-id": rid, **bearer(token({"id": "u1"})), **headers}
+        hdrs = {"x-request-id": rid, **bearer(token({"id": "u1", "role": role})), **headers}
         resp = httpx.request(
             method, f"http://127.0.0.1:{self.port}{path}", headers=hdrs, timeout=10
         )
@@ -236,3 +248,11 @@ def test_a_response_without_a_plan_on_a_route_that_needs_one_fails_closed(stack:
     assert seen == {}  # ext_proc stops it at the request's headers
     assert "TOPSECRET" not in resp.text
     assert resp.status_code == 500, resp.text
+
+
+def test_dry_run_does_not_switch_field_rules_off(stack: Stack) -> None:
+    admin, _ = stack.request("GET", "/admins", role="admin")
+    assert admin.status_code == 200 and admin.json() == {"user": {"name": "ann"}}
+    user, seen = stack.request("GET", "/admins")  # denied: never the unmasked document
+    assert "TOPSECRET" not in user.text
+    assert user.status_code == 403 and seen == {}
