@@ -12,7 +12,8 @@ processor (`metadata_options.forwarding_namespaces`). One stream is one HTTP req
   a plan, possibly empty, for every allowed request to an endpoint whose rules change bodies,
   so a missing plan means "nothing to change" (ext_proc cannot know the endpoint; Check does),
   except on routes that `authz envoy-config` marks (gRPC metadata `x-authz-plan: required`,
-  set on the routes of endpoints with body or response field rules): there no plan -> fail.
+  set on the routes of endpoints with body or response field rules): there a request that
+  reaches the processor without a plan is refused (500) before the upstream sees it.
 - request_headers: with response actions, `accept-encoding`, `range` and `if-range` are
   removed, so the upstream answers the whole representation, uncompressed.
 - request_body (BUFFERED): the body must be the one Check saw (sha256), else 403; the plan's
@@ -199,10 +200,12 @@ class Stream:
         try:
             if not self.plan_read:
                 self._read_plan(req)
-                if self.plan is None and self.plan_required:
+                # A request that passed Check on such a route always carries a plan. (A stream
+                # that starts at the response may be Envoy's local reply to a denial, which
+                # has no plan and nothing from the upstream: it passes.)
+                if self.plan is None and self.plan_required and kind == "request_headers":
                     log.error("ext_proc: no plan on a route whose endpoint always has one")
-                    status = 502 if kind and kind.startswith("response") else 500
-                    raise _Fail(status, "internal error", "authz_ext_proc_no_plan")
+                    raise _Fail(500, "internal error", "authz_ext_proc_no_plan")
             return self._dispatch(kind, req)
         except _Fail as fail:
             log.warning(

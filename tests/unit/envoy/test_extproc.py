@@ -502,16 +502,19 @@ def process_marked(servicer, msgs, metadata=(("x-authz-plan", "required"),)):
     return asyncio.run(go())
 
 
-@pytest.mark.parametrize("skip_request_side", [False, True])
-def test_no_plan_on_a_route_marked_plan_required_fails_closed(
-    authorizer, servicer, skip_request_side
-):
+def test_no_plan_on_a_route_marked_plan_required_fails_closed(authorizer, servicer):
     msgs = response_stream(Metadata(), json.dumps({"secret": "s3cr3t"}).encode())
-    if skip_request_side:
-        msgs = msgs[1:]
     out = process_marked(servicer, msgs)
     assert len(out) == 1
-    assert immediate(out[0])[0] == (502 if skip_request_side else 500)
+    assert immediate(out[0])[0] == 500
+
+
+def test_a_local_reply_on_a_marked_route_passes(authorizer, servicer):
+    # Envoy's answer to a denial starts the stream at the response, with no plan
+    denial = {":status": "403", "content-type": "application/json"}
+    msgs = [headers_msg(Metadata(), denial, response=True), body_msg(Metadata(), b"{}", True)]
+    out = process_marked(servicer, msgs)
+    assert [r.WhichOneof("response") for r in out] == ["response_headers", "response_body"]
 
 
 def test_a_plan_on_a_marked_route_is_applied_and_unmarked_routes_need_none(authorizer, servicer):
