@@ -14,13 +14,13 @@ processor (`metadata_options.forwarding_namespaces`). One stream is one HTTP req
   except on routes that `authz envoy-config` marks (gRPC metadata `x-authz-plan: required`,
   set on the routes of endpoints with body or response field rules): there a request that
   reaches the processor without a plan is refused (500) before the upstream sees it.
-- request_headers: with response actions, `accept-encoding`, `range` and `if-range` are
-  removed, so the upstream answers the whole representation, uncompressed.
+- request_headers: with response actions, `accept-encoding`, `range`, `if-range` and
+  `if-none-match` are removed, so the upstream answers the whole representation, uncompressed.
 - request_body (BUFFERED): the body must be the one Check saw (sha256), else 403; the plan's
   ops are replayed on the parsed JSON and the new body gets a matching content-length.
 - response_headers: a response the actions cannot apply to exactly -> 502: not JSON,
-  compressed, partial (206, `content-range`). A response without a body (HEAD, 204, 304)
-  loses its `content-length`, which is the size of the unmasked body.
+  compressed, partial (206, `content-range`). Headers describing the unmasked body go: `etag`
+  and digests always, `content-length` where there is no body (HEAD, 204, 304) to measure.
 - response_body (BUFFERED): the `res.*` actions, with the current keyring; a body shaped
   differently from the rule's paths (a top-level array under `res.secret`, a string where an
   object is named) or any other failure -> 502, so nothing unmasked leaves.
@@ -69,7 +69,11 @@ UNDELIVERABLE = "the upstream response cannot be delivered"
 PARTIAL = "the upstream response is partial"
 # Removed upstream when response actions run: the upstream must answer the whole, identity-
 # encoded representation (a range of it is not JSON the paths can be applied to).
-_RESPONSE_REQUEST_HEADERS = ("accept-encoding", "range", "if-range")
+_RESPONSE_REQUEST_HEADERS = ("accept-encoding", "range", "if-range", "if-none-match")
+# Response headers that describe the unmasked body (its digest, or a validator that may be
+# one): they never reach the client, who gets another body. A 304 to a client's guess of an
+# ETag would be an oracle too, hence `if-none-match` above.
+_UNMASKED_BODY_HEADERS = ("etag", "content-md5", "digest", "content-digest", "repr-digest")
 
 log = logging.getLogger("authz.extproc")
 
@@ -312,9 +316,11 @@ class Stream:
         hdrs = _headers(headers)
         if hdrs.get(":status") == "206" or "content-range" in hdrs:
             raise _Fail(502, PARTIAL, "authz_response_partial")
+        common = CommonResponse()
+        removed = common.header_mutation.remove_headers
+        removed.extend(h for h in _UNMASKED_BODY_HEADERS if h in hdrs)
         if headers.end_of_stream:  # HEAD, 204, 304: no body, but its size would tell
-            common = CommonResponse()
-            common.header_mutation.remove_headers.append("content-length")
+            removed.append("content-length")
             return ProcessingResponse(response_headers=HeadersResponse(response=common))
         if not _is_json(hdrs.get("content-type", "")):
             raise _Fail(502, NOT_JSON, "authz_response_not_json")
@@ -322,7 +328,7 @@ class Stream:
             raise _Fail(502, "the upstream response is encoded", "authz_response_encoded")
         # Where the plan first arrived here, the route's mode may not buffer the body.
         return ProcessingResponse(
-            response_headers=HeadersResponse(),
+            response_headers=HeadersResponse(response=common),
             mode_override=ProcessingMode(response_body_mode=_BUFFERED),
         )
 

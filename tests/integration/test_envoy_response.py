@@ -11,6 +11,8 @@ request without its masking).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 import threading
@@ -124,6 +126,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("accept-ranges", "bytes")
+        self.send_header("etag", f'"{hashlib.sha256(body).hexdigest()}"')  # a content hash
+        digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+        self.send_header("content-digest", f"sha-256=:{digest}:")
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         if not head:
@@ -256,3 +261,13 @@ def test_dry_run_does_not_switch_field_rules_off(stack: Stack) -> None:
     user, seen = stack.request("GET", "/admins")  # denied: never the unmasked document
     assert "TOPSECRET" not in user.text
     assert user.status_code == 403 and seen == {}
+
+
+def test_validators_and_digests_of_the_unmasked_body_do_not_leave(stack: Stack) -> None:
+    etag = f'"{hashlib.sha256(DOC).hexdigest()}"'  # a guess at the unmasked document
+    resp, seen = stack.request("GET", "/doc", **{"if-none-match": etag})
+    assert "if-none-match" not in seen  # no 304 oracle for guesses
+    assert resp.status_code == 200 and resp.json() == {"user": {"name": "ann"}}
+    assert "etag" not in resp.headers and "content-digest" not in resp.headers
+    head, _ = stack.request("HEAD", "/doc")
+    assert "etag" not in head.headers and "content-digest" not in head.headers

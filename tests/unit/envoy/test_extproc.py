@@ -262,7 +262,7 @@ def test_response_fields_are_decrypted_and_removed(authorizer, servicer):
     assert mode.response_header_mode == ProcessingMode.SEND
     assert mode.response_body_mode == ProcessingMode.BUFFERED
     removed = out[0].request_headers.response.header_mutation.remove_headers
-    assert list(removed) == ["accept-encoding", "range", "if-range"]
+    assert list(removed) == ["accept-encoding", "range", "if-range", "if-none-match"]
     new, headers = body_of(out[2], "response_body")
     assert new == {"email": "alice@example.com", "name": "Alice"}
     assert headers["content-length"] == headers["_len"]
@@ -334,6 +334,16 @@ def test_a_response_without_a_body_passes_without_its_content_length(authorizer,
     # the unmasked body's size does not leave
     removed = out[1].response_headers.response.header_mutation.remove_headers
     assert list(removed) == ["content-length"]
+
+
+def test_headers_describing_the_unmasked_body_are_removed(authorizer, servicer):
+    md = metadata_for(authorizer, "GET", "/resp")
+    digests = {"etag": '"sha256-abc"', "content-digest": "sha-256=:abc=:", "digest": "x"}
+    sent = json.dumps({"secret": "s3cr3t", "name": "Alice"}).encode()
+    out = process(servicer, response_stream(md, sent, {**JSON_RESPONSE, **digests}))
+    removed = out[1].response_headers.response.header_mutation.remove_headers
+    assert sorted(removed) == ["content-digest", "digest", "etag"]
+    assert body_of(out[2], "response_body")[0] == {"name": "Alice"}
 
 
 @pytest.mark.parametrize(
