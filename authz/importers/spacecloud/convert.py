@@ -146,8 +146,10 @@ def _aes_key(text: Any, result: Result) -> None:
         raw = b""
     where = "projectConfig.aesKey"
     if len(raw) not in (16, 24, 32):
-        result.report.add("not-carried", where, "an AES key that is not base64 of 16, 24 or 32 "
-                          "bytes", "left out: values Space Cloud encrypted cannot be read")  # fmt: skip
+        result.report.add(
+            "not-carried", where, "an AES key that is not base64 of 16, 24 or 32 bytes",
+            "left out: values Space Cloud encrypted cannot be read",
+        )  # fmt: skip
         return
     result.env["AUTHZ_SC_AES_KEY"] = str(text)
     result.env["AUTHZ_AES_KEY"] = base64.b64encode(os.urandom(32)).decode()
@@ -176,7 +178,7 @@ def _databases(dbs: dict[str, dict[str, Any]], result: Result) -> dict[str, Any]
             continue
         if kind not in ("postgres", "mongo"):
             result.report.add(
-                "not-carried", where, f"a {kind} database", "authz queries PostgreSQL, MongoDB "
+                "not-carried", where, f"a database of type {kind}", "authz queries PostgreSQL, MongoDB "
                 "and SQLite: a `query` rule on it is written as `deny`",
             )  # fmt: skip
             continue
