@@ -93,8 +93,20 @@ def render_config(result: Result, args: argparse.Namespace) -> str:
         f"{result.config['project']}).\n"
         f"# Secret values are in {args.env_out}: `set -a; . {args.env_out}; set +a` first.\n"
     )
-    body = yaml.safe_dump(result.config, sort_keys=False, allow_unicode=True, width=100)
+    body = yaml.dump(result.config, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
     return header + body
+
+
+class _Dumper(yaml.SafeDumper):
+    """PEM keys and other multi-line values as `|` blocks, the way people write them."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
 
 
 def _check(text: str, result: Result, base_dir: Path, args: argparse.Namespace) -> str:

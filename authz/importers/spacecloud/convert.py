@@ -178,8 +178,9 @@ def _databases(dbs: dict[str, dict[str, Any]], result: Result) -> dict[str, Any]
             continue
         if kind not in ("postgres", "mongo"):
             result.report.add(
-                "not-carried", where, f"a database of type {kind}", "authz queries PostgreSQL, MongoDB "
-                "and SQLite: a `query` rule on it is written as `deny`",
+                "not-carried", where, f"a database of type {kind}",
+                "authz queries PostgreSQL, MongoDB and SQLite: a `query` rule on it is written "
+                "as `deny`",
             )  # fmt: skip
             continue
         if not isinstance(conn, str) or not conn:
