@@ -98,18 +98,35 @@ def _match(rule: dict[str, Any], out: dict[str, Any], where: str, ctx: RuleConte
         return _deny(f"match {kind!r} {op!r} from Space Cloud")
     f1, f2 = _value(rule["f1"], ctx), _value(rule["f2"], ctx)
     if op in ("in", "notIn") and not isinstance(f2, list) and not is_reference(f2):
+        if op == "in":  # Space Cloud read a scalar as an empty list: nothing was ever in it
+            ctx.report.add(
+                "differs", f"{where}.f2", f"`in` with the scalar {f2!r}: Space Cloud never "
+                "passed it", "written as `deny` (as before): write f2 as a list",
+            )  # fmt: skip
+            return _deny("`in` with a scalar f2")
         ctx.report.add(
-            "differs", f"{where}.f2", f"`{op}` with the scalar {f2!r}: Space Cloud "
-            + ("let every request pass" if op == "notIn" else "compared it as a substring"),
-            f"written as the list [{f2!r}]: `{op}` now tests membership",
+            "differs", f"{where}.f2", f"`notIn` with the scalar {f2!r}: Space Cloud let every "
+            "request pass", f"written as the list [{f2!r}]: `notIn` now tests membership",
         )  # fmt: skip
         f2 = [f2]
-    literal = next((v for v in (f1, f2) if isinstance(v, str) and not is_reference(v)), None)
-    if kind in ("bool", "number") and literal is not None:
+    if kind == "string" and any(isinstance(v, (int, float)) for v in (f1, f2)):
         ctx.report.add(
-            "differs", f"{where}.type", f"type {kind} compared with the string {literal!r}: "
-            "Space Cloud's comparison always errored (the rule or clause never passed)",
-            "written as type string: the comparison now works (check it means what you want)",
+            "differs", where, "type string compared with a number or bool: Space Cloud never "
+            "passed it", "written as `deny` (as before): fix the type",
+        )  # fmt: skip
+        return _deny("a string match with a non-string literal")
+    literal = next((v for v in (f1, f2) if isinstance(v, str) and not is_reference(v)), None)
+    if kind == "number" and literal is not None:
+        ctx.report.add(
+            "differs", where, f"type number compared with the string {literal!r}: Space Cloud "
+            "compared with 0 instead", "written as `deny`: write the number you meant",
+        )  # fmt: skip
+        return _deny("a number match with a string literal")
+    if kind == "bool" and literal is not None:
+        ctx.report.add(
+            "differs", f"{where}.type", f"type bool compared with the string {literal!r}: in "
+            "Space Cloud it always errored (a rule never passed, a field rule's clause never "
+            "applied its action)", "written as type string: the comparison now works",
         )  # fmt: skip
         kind = "string"
     out.update(type=kind, eval=op, f1=f1, f2=f2)
