@@ -3,6 +3,8 @@ reported) where Space Cloud evaluated them differently, stopped where a rule is 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from authz.authorizer import Authorizer
@@ -22,8 +24,12 @@ def kinds(report: Report) -> list[str]:
 
 def compiles(rule: dict) -> None:
     """The converted rule is one authz accepts."""
-    text = f"project: p\nservices: {{s: {{endpoints: {{e: {{path: /e, rule: {rule!r}}}}}}}}}"
-    Authorizer(load_config_text(text.replace("'", '"'), {}))
+    config = {
+        "project": "p",
+        "auth": {"serviceToken": {"enabled": False}},
+        "services": {"s": {"endpoints": {"e": {"path": "/e", "rule": rule}}}},
+    }
+    Authorizer(load_config_text(json.dumps(config), {}))
 
 
 @pytest.mark.parametrize(
