@@ -24,6 +24,7 @@ NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 TEMPLATE_FIELDS = ("requestTemplate", "responseTemplate", "graphTemplate")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_HEADER = re.compile(r"^[A-Za-z0-9_-]+$")  # a header name that is also a path segment
 
 
 @dataclass
@@ -262,18 +263,65 @@ def _endpoint(ep: dict[str, Any], where: str, dbs: set[str], result: Result) -> 
             report.add("not-carried", f"{where}.{key}", "a Go template Space Cloud applied to "
                        "the request or response", "left out: the upstream gets the client's "
                        "request and the client the upstream's response, unchanged")  # fmt: skip
+    if ep.get("outputFormat") and any(ep.get(k) for k in TEMPLATE_FIELDS):
+        report.add("not-carried", f"{where}.outputFormat", f"templates rendered as "
+                   f"{ep['outputFormat']}", "left out: bodies pass unchanged")  # fmt: skip
     if ep.get("claims") or ep.get("token"):
         report.add("not-carried", f"{where}.{'claims' if ep.get('claims') else 'token'}",
                    "a token Space Cloud made or set for the upstream call", "left out: the "
                    "upstream gets the caller's token and authz's service token")  # fmt: skip
-    for i, h in enumerate(ep.get("headers") or []):
-        report.add("not-carried", f"{where}.headers[{i}]",
-                   f"header operation {h.get('op') or 'set'} {h.get('key')!r}", "left out: add it "
-                   "to the Envoy route (request_headers_to_add / _to_remove)")  # fmt: skip
-    for place in secret_references(ep, where, []):
+    header_rules = _headers(ep.get("headers") or [], where, ctx, report)
+    if header_rules and "rule" in out:
+        if out["rule"]["rule"] == "allow":  # anonymous: wrapping it would demand a token
+            report.add("not-carried", f"{where}.headers", "header operations on an `allow` "
+                       "endpoint", "left out: add them to the Envoy route")  # fmt: skip
+        else:
+            out["rule"] = {"rule": "and", "clauses": [out["rule"], *header_rules]}
+    rest = {k: v for k, v in ep.items() if k != "headers"}
+    for place in secret_references(rest, where, []):
         report.add("not-carried", place, "a reference to a Space Cloud secret (secrets.*)",
                    "authz cannot read Space Cloud's secrets: use an ${ENV} value")  # fmt: skip
     return out
+
+
+def _headers(headers: Any, where: str, ctx: RuleContext, report: Report) -> list[dict]:
+    """Space Cloud's header operations on the upstream call as `force` / `remove` rules on
+    args.headers: values are literals or references to the body (`args.x`) or the token
+    (`auth.x`); Go templates and Space Cloud secrets cannot be computed here."""
+    if not isinstance(headers, list):
+        raise ImportStopped(f"{where}.headers: expected a list")
+    rules: list[dict[str, Any]] = []
+    for i, h in enumerate(headers):
+        at = f"{where}.headers[{i}]"
+        if not isinstance(h, dict) or not _HEADER.match(str(h.get("key") or "")):
+            raise ImportStopped(f"{at}: expected {{key, value, op}} with a header name")
+        field = f"args.headers.{h['key'].lower()}"
+        op, value = h.get("op") or "set", h.get("value")
+        if op == "del":
+            rules.append({"rule": "remove", "fields": [field]})
+            continue
+        if op not in ("set", "add"):
+            raise ImportStopped(f"{at}.op: unknown header operation {op!r}")
+        text = value if isinstance(value, str) else ""
+        if "{{" in text or text.startswith("secrets.") or text.split(".")[0] == "token":
+            what = "a Space Cloud secret" if text.startswith("secrets.") else "a Go template"
+            report.add("not-carried", f"{at}.value", f"header {h['key']!r} set from {what}",
+                       "left out: authz cannot compute it; use an ${ENV} value on the Envoy "
+                       "route")  # fmt: skip
+            continue
+        if op == "add":
+            report.add("note", f"{at}.op", f"`add` of header {h['key']!r}",
+                       "sets the header (replacing a value the client sent)")  # fmt: skip
+        rules.append({"rule": "force", "field": field, "value": _header_value(text, ctx)})
+    return rules
+
+
+def _header_value(text: str, ctx: RuleContext) -> str:
+    if text.startswith("auth."):
+        return "args." + text
+    if text.startswith("args."):
+        return ctx.reference("args.params." + text.removeprefix("args."))
+    return text.replace("$", "$$")
 
 
 def _path(path: Any, where: str, result: Result) -> tuple[str, dict[str, str], list[dict]]:

@@ -3,14 +3,18 @@ forms, every reported item, several projects, secrets kept out of the config, ba
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
+import time
 from pathlib import Path
 
+import jwt
 import pytest
 import yaml
 
 from authz.authorizer import Authorizer
+from authz.checkfile import run_checks
 from authz.cli import main
 from authz.config.load import load_config
 from authz.errors import ConfigError
@@ -119,6 +123,39 @@ def test_every_rule_kind_keeps_its_name(tmp_path: Path) -> None:
     ]}  # fmt: skip
 
 
+def test_header_operations_become_field_rules_on_headers(tmp_path: Path) -> None:
+    _, out = run(tmp_path, str(FIXTURES / "getall"))
+    mine = yaml.safe_load(out["authz.yaml"].read_text())["services"]["catalog"]["endpoints"]
+    assert mine["mine"]["rule"] == {"rule": "and", "clauses": [
+        {"rule": "authenticated"},
+        {"rule": "force", "field": "args.headers.x-user", "value": "args.auth.id"},
+        {"rule": "force", "field": "args.headers.x-src", "value": "space-cloud"},
+        {"rule": "remove", "fields": ["args.headers.x-debug"]},
+    ]}  # fmt: skip
+
+
+def test_header_operations_reach_the_decision(tmp_path: Path) -> None:
+    secret = "h" * 40
+    src = tmp_path / "in.yaml"
+    src.write_text(yaml.safe_dump({"projects": {"p": {
+        "projectConfig": {"id": "p", "secrets": [{"kid": "k", "secret": secret}]},
+        "remoteServices": {"svc": {"id": "svc", "endpoints": {"e": {
+            "method": "GET", "path": "/e", "rule": {"rule": "authenticated"},
+            "headers": [{"key": "x-user", "value": "auth.id"}, {"key": "x-debug", "op": "del"}],
+        }}}},
+    }}}))  # fmt: skip
+    code, out = run(tmp_path, str(src))
+    assert code == 0
+    authorizer = Authorizer(load_config(out["authz.yaml"], read_env(out["authz.env"])))
+    tok = jwt.encode({"id": "u7", "exp": int(time.time()) + 60}, secret, "HS256",
+                     headers={"kid": "k"})  # fmt: skip
+    request = {"method": "GET", "path": "/e", "headers": {"authorization": f"Bearer {tok}",
+               "x-user": "spoofed", "x-debug": "1"}}  # fmt: skip
+    (got,) = asyncio.run(run_checks(authorizer, [request], trace=False))
+    assert got["allowed"] is True
+    assert got["headers"]["x-user"] == "u7" and "x-debug" in got["headers_to_remove"]
+
+
 def test_gateway_config_reports_every_item(tmp_path: Path) -> None:
     code, out = run(tmp_path, str(FIXTURES / "gateway.yaml"), extra=("--project", "alpha"))
     assert code == 3
@@ -135,8 +172,8 @@ def test_gateway_config_reports_every_item(tmp_path: Path) -> None:
         "api.endpoints.odd.rule.clauses[2].fields", "api.endpoints.odd.rule.clauses[3].clause.type",
         "api.endpoints.odd.rule.clauses[4].db",
         "api.endpoints.tmpl.requestTemplate", "api.endpoints.tmpl.responseTemplate",
-        "api.endpoints.tmpl.claims", "api.endpoints.tmpl.headers[0]",
-        "api.endpoints.tmpl.headers[1]", "api.endpoints.tmpl.headers[1].value",
+        "api.endpoints.tmpl.outputFormat", "api.endpoints.tmpl.claims",
+        "api.endpoints.tmpl.headers[0].value", "api.endpoints.tmpl.headers[1].value",
         "projects.alpha.dbRules",
     ]  # fmt: skip
     for where in expected:
