@@ -56,16 +56,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"authz import spacecloud: {exc}", file=sys.stderr)
         print("nothing was written", file=sys.stderr)
         return EXIT_STOPPED
-    out.write_text(text, encoding="utf-8")
-    write_env(Path(args.env_out), result.env)
-    written = [str(out), args.env_out]
-    if args.envoy:
-        Path(args.envoy).write_text(envoy, encoding="utf-8")
-        written.append(args.envoy)
     code = EXIT_OK if result.report.complete else EXIT_REPORTED
-    if args.report:
-        summary = {"project": pid, "exit": code, "written": written, "rotate": result.rotate}
-        Path(args.report).write_text(result.report.to_json(summary), encoding="utf-8")
+    written = [str(out), args.env_out, *([args.envoy] if args.envoy else [])]
+    try:
+        out.write_text(text, encoding="utf-8")
+        write_env(Path(args.env_out), result.env)
+        if args.envoy:
+            Path(args.envoy).write_text(envoy, encoding="utf-8")
+        if args.report:
+            summary = {"project": pid, "exit": code, "written": written, "rotate": result.rotate}
+            Path(args.report).write_text(result.report.to_json(summary), encoding="utf-8")
+    except OSError as exc:
+        print(f"authz import spacecloud: cannot write {exc.filename}: {exc.strerror}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_STOPPED
     result.report.print_table(sys.stderr)
     print(f"project {pid}: wrote {', '.join(written)}", file=sys.stderr)
     if result.rotate:

@@ -84,7 +84,7 @@ def _secret(s: dict[str, Any], i: int, where: str, result: Result) -> dict[str, 
     alg = s.get("alg") or "HS256"
     kid = s.get("kid") or None
     out: dict[str, Any] = {}
-    var = f"AUTHZ_SC_SECRET_{_env_part(kid or str(i))}"
+    var = _unique(f"AUTHZ_SC_SECRET_{_env_part(kid or str(i))}", result.env)
     if alg == "JWK_URL":
         if not s.get("jwkUrl"):
             raise ImportStopped(f"{where}.jwkUrl: missing")
@@ -189,11 +189,11 @@ def _databases(dbs: dict[str, dict[str, Any]], result: Result) -> dict[str, Any]
         if conn.startswith("secrets."):
             result.report.add(
                 "not-carried", f"{where}.conn", f"the connection string is Space Cloud's {conn}",
-                f"put the connection string in {_db_var(alias)} in the environment file",
+                "put the connection string in the environment file",
             )  # fmt: skip
             conn = ""
         name = _name(alias, where)
-        var = _db_var(alias)
+        var = _unique(_db_var(alias), result.env)
         result.env[var] = _with_schema(conn, db.get("name")) if kind == "postgres" else conn
         if kind == "postgres":
             out[name] = {"type": "postgres", "dsn": f"${{{var}}}"}
@@ -362,6 +362,15 @@ def _path(path: Any, where: str, result: Result) -> tuple[str, dict[str, str], l
 def _name(name: str, where: str) -> str:
     if not NAME.match(name):
         raise ImportStopped(f"{where}: {name!r} is not a valid name for authz")
+    return name
+
+
+def _unique(var: str, env: dict[str, str]) -> str:
+    """`a-b` and `a_b` map to one variable name: the second gets a suffix."""
+    n, name = 1, var
+    while name in env or f"{name}_PRIVATE_KEY" in env:
+        n += 1
+        name = f"{var}_{n}"
     return name
 
 

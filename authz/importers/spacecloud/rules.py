@@ -147,6 +147,11 @@ def _query(rule: dict[str, Any], out: dict[str, Any], where: str, ctx: RuleConte
     _store_and_cache(rule, out, where, ctx)
     if rule.get("clause"):
         out["clause"] = convert_rule(rule["clause"], f"{where}.clause", ctx)
+    else:  # Space Cloud evaluated the missing clause and crashed the request
+        ctx.report.add(
+            "differs", where, "a query without a clause: Space Cloud never passed it",
+            "passes when at least one document matches",
+        )  # fmt: skip
     return out
 
 

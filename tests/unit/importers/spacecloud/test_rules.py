@@ -45,7 +45,8 @@ def compiles(rule: dict) -> None:
         {"rule": "match", "type": "date", "eval": "<", "f1": "args.auth.d", "f2": "utils.now()"},
         {"rule": "and", "clauses": [{"rule": "allow"}]},
         {"rule": "or", "clauses": [{"rule": "deny"}, {"rule": "allow"}]},
-        {"rule": "query", "db": "db", "col": "c", "find": {"a": "args.auth.id"}},
+        {"rule": "query", "db": "db", "col": "c", "find": {"a": "args.auth.id"},
+         "clause": {"rule": "allow"}},
         {"rule": "force", "field": "args.params.a", "value": "args.auth.id"},
         {"rule": "remove", "fields": ["args.params.a"]},
         {"rule": "encrypt", "fields": ["args.params.a"]},
@@ -112,6 +113,12 @@ def test_unknown_eval_is_a_deny() -> None:
 def test_query_on_a_database_not_carried_is_a_deny() -> None:
     out, report = convert({"rule": "query", "db": "mysql1", "col": "t"})
     assert out["rule"] == "deny" and kinds(report) == ["not-carried"]
+
+
+def test_query_without_clause_never_passed_in_space_cloud() -> None:
+    out, report = convert({"rule": "query", "db": "db", "col": "t"})
+    assert out == {"rule": "query", "db": "db", "col": "t", "find": {}}
+    assert kinds(report) == ["differs"]
 
 
 def test_query_cache_ttl_is_seconds_and_clause_is_converted() -> None:
