@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shlex
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,12 +50,15 @@ def import_project(tmp: Path, *inputs: str) -> tuple[int, Path, dict[str, str], 
     out, env_out, report = tmp / "authz.yaml", tmp / "authz.env", tmp / "report.json"
     code = main(["import", "spacecloud", *inputs, "--out", str(out), "--env-out", str(env_out),
                  "--report", str(report), "--envoy", str(tmp / "envoy.yaml")])  # fmt: skip
-    env = {}
-    for line in env_out.read_text().splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.partition("=")
-            env[name] = shlex.split(value)[0]
-    return code, out, env, json.loads(report.read_text())["items"]
+    return code, out, read_env(env_out), json.loads(report.read_text())["items"]
+
+
+def read_env(path: Path) -> dict[str, str]:
+    """What `set -a; . FILE` puts in a clean shell's environment."""
+    dump = subprocess.run(["env", "-i", "sh", "-c", 'set -a; . "$1"; env -0', "sh", str(path)],
+                          capture_output=True, check=True, timeout=10).stdout  # fmt: skip
+    pairs = (item.decode().partition("=") for item in dump.split(b"\0") if item)
+    return {k: v for k, _, v in pairs if k.startswith("AUTHZ_")}
 
 
 def hs_token(secret: str, claims: dict[str, Any]) -> str:

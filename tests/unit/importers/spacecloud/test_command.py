@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import stat
+import subprocess
 import time
 from pathlib import Path
 
@@ -37,14 +38,11 @@ def run(tmp_path: Path, *inputs: str, extra: tuple[str, ...] = ()) -> tuple[int,
 
 
 def read_env(path: Path) -> dict[str, str]:
-    import shlex
-
-    env = {}
-    for line in path.read_text().splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.partition("=")
-            env[name] = shlex.split(value)[0] if value else ""
-    return env
+    """What `set -a; . FILE` puts in a clean shell's environment."""
+    dump = subprocess.run(["env", "-i", "sh", "-c", 'set -a; . "$1"; env -0', "sh", str(path)],
+                          capture_output=True, check=True, timeout=10).stdout  # fmt: skip
+    pairs = (item.decode().partition("=") for item in dump.split(b"\0") if item)
+    return {k: v for k, _, v in pairs if k.startswith("AUTHZ_")}
 
 
 def items(report: Path) -> list[dict]:
@@ -76,6 +74,30 @@ def test_secrets_only_in_the_env_file_which_is_private(tmp_path: Path) -> None:
     assert env["AUTHZ_SC_AES_KEY"] == SECRET_VALUES[3]
     assert "options=-csearch_path%3Dshop" in env["AUTHZ_DB_PG"]  # Space Cloud's schema
     assert stat.S_IMODE(out["authz.env"].stat().st_mode) == 0o600
+
+
+def test_rs256_private_key_goes_to_the_env_file(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()  # fmt: skip
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+        serialization.PublicFormat.SubjectPublicKeyInfo).decode()  # fmt: skip
+    src = tmp_path / "in.yaml"
+    src.write_text(yaml.safe_dump({"projects": {"p": {"projectConfig": {"id": "p", "secrets": [
+        {"alg": "RS256", "kid": "r", "isPrimary": True, "publicKey": public,
+         "privateKey": private}]}}}}))  # fmt: skip
+    code, out = run(tmp_path, str(src))
+    assert code == 0
+    text = out["authz.yaml"].read_text()
+    assert "PRIVATE KEY" not in text and "${AUTHZ_SC_SECRET_R_PRIVATE_KEY}" in text
+    env = read_env(out["authz.env"])
+    assert env["AUTHZ_SC_SECRET_R_PRIVATE_KEY"] == private
+    authorizer = Authorizer(load_config(out["authz.yaml"], env))
+    minted = authorizer.runtime.identity.mint({"id": "u"}, 60)
+    assert jwt.decode(minted, public, algorithms=["RS256"], options={"verify_iss": False})["id"]
 
 
 def test_env_file_is_made_private_even_if_it_existed(tmp_path: Path) -> None:
