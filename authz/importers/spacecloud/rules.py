@@ -171,8 +171,8 @@ def _webhook(rule: dict[str, Any], out: dict[str, Any], where: str, ctx: RuleCon
             )  # fmt: skip
     ctx.report.add(
         "differs", where, "Space Cloud sent the webhook the caller's token and its own token",
-        "the webhook gets a short-lived service token; set `forwardToken: true` if it needs "
-        "the caller's token",
+        "the webhook gets a short-lived service token (`forwardToken: true` adds the caller's); "
+        "authz waits `timeout` for it, 100ms unless set",
     )  # fmt: skip
     return out
 
