@@ -32,13 +32,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = kinds.add_parser("spacecloud", help="a Space Cloud project (space-cli get all, or the "
                          "gateway config file)")  # fmt: skip
     p.add_argument("inputs", nargs="+", metavar="FILE|DIR", help="Space Cloud YAML/JSON")
-    p.add_argument("--project", help="the project to import when the input has several")
-    p.add_argument("--out", default="authz.yaml", help="the authz config to write")
-    p.add_argument("--env-out", default="authz.env", help="secret values (written mode 0600)")
-    p.add_argument("--envoy", help="also write an Envoy bootstrap for the config")
-    p.add_argument("--report", help="also write the report as JSON")
-    p.add_argument("--authz-address", default="127.0.0.1:9001", help="for --envoy")
-    p.add_argument("--listen", default="0.0.0.0:8000", help="Envoy's listener, for --envoy")
+    for flag, default, text in (
+        ("project", None, "the project to import when the input has several"),
+        ("out", "authz.yaml", "the authz config to write"),
+        ("env-out", "authz.env", "secret values (written mode 0600)"),
+        ("envoy", None, "also write an Envoy bootstrap for the config"),
+        ("report", None, "also write the report as JSON"),
+        ("authz-address", "127.0.0.1:9001", "authz's gRPC address, for --envoy"),
+        ("listen", "0.0.0.0:8000", "Envoy's listener, for --envoy"),
+    ):
+        env = "AUTHZ_IMPORT_" + flag.upper().replace("-", "_")
+        p.add_argument(f"--{flag}", default=os.environ.get(env, default), help=f"{text} ({env})")
 
 
 def run(args: argparse.Namespace) -> int:
