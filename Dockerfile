@@ -11,15 +11,24 @@
 # installed into a clean python:3.11-slim; no compiler, no pip cache, no sources remain.
 # The process runs as an unprivileged numeric user and writes nothing to the image's
 # filesystem, so it runs with a read-only root (give it a tmpfs /tmp if a library needs one).
+#
+# The base image is pinned by digest (the same bytes on every build); refresh it with
+#   docker buildx imagetools inspect python:3.11-slim     (the "Digest:" line)
 
-ARG PYTHON_IMAGE=python:3.11-slim
+ARG PYTHON_IMAGE=python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 # The context is whitelisted by .dockerignore (package sources, pyproject.toml, README.md).
-COPY . .
-RUN pip wheel --wheel-dir /wheels .
+# Dependencies first, from pyproject.toml alone (an empty package stands in for authz): this
+# layer is rebuilt only when pyproject.toml changes, not on every source edit.
+COPY pyproject.toml README.md LICENSE ./
+RUN mkdir authz && touch authz/__init__.py \
+ && pip wheel --wheel-dir /wheels . \
+ && rm -r authz /wheels/authz-*.whl
+COPY authz/ authz/
+RUN pip wheel --no-deps --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="authz" \

@@ -26,6 +26,12 @@ log = logging.getLogger("authz")
 
 NO_RULE = "no rule for this endpoint"
 DRY_RUN_HEADER = "x-authz-dry-run"
+# A denied request has no defined set of field changes (an `and` stops at its first failing
+# clause): allowing it would send what the field rules mask.
+DRY_RUN_FIELD_RULES = (
+    "dry-run is not allowed on an endpoint with field rules (force, remove, encrypt, decrypt, "
+    "hash): a request the rules deny would be allowed without them; use mode: enforce"
+)
 
 
 @dataclass(slots=True)
@@ -37,7 +43,7 @@ class CompiledEndpoint:
     reads_headers: bool
     reads_query: bool
     reads_params: bool
-    dry_run: bool
+    dry_run: bool  # denials are allowed and marked (never on an endpoint with field rules)
     body_plan: bool  # body or response field rules: ext_proc applies a plan decided here
     reading: Reading  # how a request to this endpoint is interpreted (authz/request.py)
 
@@ -121,6 +127,10 @@ class Authorizer:
                 template = compile_template(ep.path)
             except ValueError as exc:
                 cc.error(f"{path}.path", str(exc))
+        if ep.mode == "dry-run" and cc.field_targets:
+            cc.error(f"{path}.mode", DRY_RUN_FIELD_RULES)
+        elif self.dry_run and cc.field_targets:
+            log.warning("%s: has field rules, so it keeps enforcing under --dry-run", path)
         errors.extend(cc.errors)
         reading = Reading.of(cc.reads, cc.names)
         compiled = CompiledEndpoint(
@@ -131,7 +141,7 @@ class Authorizer:
             reads_headers=reading.headers,
             reads_query=reading.query,
             reads_params=reading.params,
-            dry_run=ep.mode == "dry-run",
+            dry_run=(ep.mode == "dry-run" or self.dry_run) and not cc.field_targets,
             body_plan=bool(cc.field_targets & {"params", "res"}),
             reading=reading,
         )
@@ -246,7 +256,7 @@ class Authorizer:
     def _deny(
         self, req: Request, ep: CompiledEndpoint | None, status: int, reason: str, message: str
     ) -> Decision:
-        if ep is not None and (ep.dry_run or self.dry_run):
+        if ep is not None and ep.dry_run:
             decision = self._allow(req, ep, None)
             decision.reason = f"dry-run, would deny {status}: {reason}"
             decision.dry_run = True

@@ -1,5 +1,5 @@
-"""The `authz` command line: serve, check, validate, token, test, envoy-config. Every flag also
-reads AUTHZ_*."""
+"""The `authz` command line: serve, check, validate, token, test, envoy-config, import. Every
+flag also reads AUTHZ_*."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 
 from authz.durations import parse_duration
 from authz.errors import ConfigError
+from authz.importers.spacecloud.command import add_parser as add_import_parser
 
 
 def _env(flag: str, default: Any = None) -> Any:
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", default=_env("listen", "0.0.0.0:9001"), help="gRPC address")
     p.add_argument("--http-listen", default=_env("http-listen", "0.0.0.0:9002"))
     p.add_argument("--workers", type=int, default=int(_env("workers", "1")))
-    p.add_argument("--drain", default=_env("drain", "2s"), help="not-ready time after SIGTERM")
+    p.add_argument("--drain", default=_env("drain", "5s"), help="not-ready time after SIGTERM")
     p.add_argument(
         "--dry-run", action="store_true", default=_env("dry-run", "") in ("1", "true"),
         help="evaluate and log, but always allow",
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the rule's field path, e.g. args.query.email or res.card (bound into the cipher)",
     )  # fmt: skip
     p.add_argument("value", help="the plaintext ('-' reads one line from stdin)")
+    add_import_parser(sub)
     return parser
 
 
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     handler = {
         "serve": _serve, "check": _check, "validate": _validate, "token": _token,
-        "test": _test, "envoy-config": _envoy_config, "encrypt": _encrypt,
+        "test": _test, "envoy-config": _envoy_config, "encrypt": _encrypt, "import": _import,
     }  # fmt: skip
     try:
         return handler[args.command](args)
@@ -242,6 +244,12 @@ def _test(args: argparse.Namespace) -> int:
     from authz.ruletest import run_tests
 
     return run_tests(args.paths, coverage=args.coverage, explain=args.explain)
+
+
+def _import(args: argparse.Namespace) -> int:
+    from authz.importers.spacecloud.command import run
+
+    return run(args)
 
 
 def _envoy_config(args: argparse.Namespace) -> int:

@@ -52,7 +52,7 @@ class ServeOptions:
     listen: str = "0.0.0.0:9001"
     http_listen: str = "0.0.0.0:9002"
     workers: int = 1
-    drain: float = 2.0  # seconds of not-ready-but-serving after SIGTERM
+    drain: float = 5.0  # seconds of not-ready-but-serving after SIGTERM (docs/deploy.md)
     grace: float = 15.0  # seconds in-flight Checks get to finish once we stop accepting
     dry_run: bool = False
     watch: float = 1.0  # seconds between checks of the config file for changes (0: off)

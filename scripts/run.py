@@ -305,7 +305,8 @@ def start_stack(
                   "--verbose"], f"http://{HOST}:{ports.upstream}/ready"),
         ("authz", authz_cmd("serve", "--config", str(CONFIG),
                             "--listen", f"{HOST}:{ports.grpc}",
-                            "--http-listen", f"{HOST}:{ports.http}"),
+                            "--http-listen", f"{HOST}:{ports.http}",
+                            "--drain", "0s"),  # Envoy stops first: no one to drain for
          f"http://{HOST}:{ports.http}/readyz"),
         ("envoy", [envoy_binary(), "-c", str(envoy_yaml), "--disable-hot-restart",
                    "--log-level", "warn"], f"http://{HOST}:{ports.admin}/ready"),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -63,3 +65,20 @@ def pg_schema(prefix: str) -> Iterator[tuple[Any, str]]:
             yield admin, name
         finally:
             admin.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+def drain_budget() -> dict[str, str]:
+    """knob -> value: the drain budget table of docs/deploy.md, the one place it is stated
+    (Envoy's health checks on authz, AUTHZ_DRAIN, preStop, grace periods)."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "deploy.md").read_text()
+    section = text[text.index("### Drain budget") :]
+    section = section[: section.index("\n###")]
+    return dict(re.findall(r"^\| `([^`]+)` \| `([^`]+)` \|", section, re.M))
+
+
+def seconds(value: Any) -> float:
+    """A duration as the configs write it (`1s`, `0.5s`) or a bare number (of seconds)."""
+    from authz.durations import parse_duration
+
+    text = str(value)
+    return float(text) if re.fullmatch(r"-?[0-9.]+", text) else parse_duration(text)

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import betterproto2
 import yaml
 
+from authz.mutations import PLAN_REQUIRED_METADATA
 from authz.resolve import _PARAM
 
 # envoy-data-plane's generated models trip pydantic deprecation warnings at import.
@@ -82,6 +83,7 @@ with warnings.catch_warnings():
     )
     from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import (
         ExternalProcessor,
+        ExtProcOverrides,
         ExtProcPerRoute,
         MetadataOptions,
         MetadataOptionsMetadataNamespaces,
@@ -243,6 +245,10 @@ def endpoint_route(
     per_filter = {EXT_AUTHZ: AnyProto.pack(ExtAuthzPerRoute(check_settings=settings))}
     if with_ext_proc and not ep.field_rules:
         per_filter[EXT_PROC] = AnyProto.pack(ExtProcPerRoute(disabled=True))
+    elif with_ext_proc:  # Check always plans here: a stream without a plan fails closed
+        marker = HeaderValue(key=PLAN_REQUIRED_METADATA, value="required")
+        overrides = ExtProcOverrides(grpc_initial_metadata=[marker])
+        per_filter[EXT_PROC] = AnyProto.pack(ExtProcPerRoute(overrides=overrides))
     return Route(
         name=f"{ep.service}.{ep.name}",
         match=route_match(declared.path, declared.method),

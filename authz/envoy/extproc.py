@@ -4,17 +4,26 @@ Check cannot change bodies, so for endpoints with body or `res.*` field rules it
 in the ext_authz dynamic metadata (authz/mutations.py); Envoy forwards that namespace to this
 processor (`metadata_options.forwarding_namespaces`). One stream is one HTTP request:
 
-- request_headers: read the plan (Envoy 1.40 forwards the metadata with every message; the
-  copy on request_headers is kept for the stream) and tell Envoy, through `mode_override`,
-  exactly which later messages are needed (the filter needs `allow_mode_override: true`).
-  No plan -> nothing else is sent, nothing changes: Check emits a plan, possibly empty, for
-  every allowed request to an endpoint whose rules change bodies, so a missing plan means
-  "nothing to change" (ext_proc cannot know the endpoint; Check does).
+- the plan is read from the first message that carries it (Envoy 1.40 forwards the metadata
+  with every message): request_headers normally, response_headers where the route skips the
+  request side (`request_header_mode: SKIP`). The processor then tells Envoy, through
+  `mode_override`, exactly which later messages are needed (the filter needs
+  `allow_mode_override: true`). No plan -> nothing else is sent, nothing changes: Check emits
+  a plan, possibly empty, for every allowed request to an endpoint whose rules change bodies,
+  so a missing plan means "nothing to change" (ext_proc cannot know the endpoint; Check does),
+  except on routes that `authz envoy-config` marks (gRPC metadata `x-authz-plan: required`,
+  set on the routes of endpoints with body or response field rules): there a request that
+  reaches the processor without a plan is refused (500) before the upstream sees it.
+- request_headers: with response actions, `accept-encoding`, `range`, `if-range` and
+  `if-none-match` are removed, so the upstream answers the whole representation, uncompressed.
 - request_body (BUFFERED): the body must be the one Check saw (sha256), else 403; the plan's
   ops are replayed on the parsed JSON and the new body gets a matching content-length.
-- response_headers: a response the actions cannot apply to (not JSON, compressed) -> 502.
-- response_body (BUFFERED): the `res.*` actions, with the current keyring; any failure -> 502,
-  so nothing unmasked leaves.
+- response_headers: a response the actions cannot apply to exactly -> 502: not JSON,
+  compressed, partial (206, `content-range`). Headers describing the unmasked body go: `etag`
+  and digests always, `content-length` where there is no body (HEAD, 204, 304) to measure.
+- response_body (BUFFERED): the `res.*` actions, with the current keyring; a body shaped
+  differently from the rule's paths (a top-level array under `res.secret`, a string where an
+  object is named) or any other failure -> 502, so nothing unmasked leaves.
 
 Every failure is an ImmediateResponse with a JSON error body; no exception escapes a stream.
 """
@@ -47,7 +56,7 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import (
 )
 from envoy.type.v3.http_status_pb2 import HttpStatus
 
-from authz.mutations import PLAN_KEY
+from authz.mutations import PLAN_KEY, PLAN_REQUIRED_METADATA
 from authz.request import parse_json_body
 from authz.rules.fields import ResponseAction, ResponseError, apply_response, replay
 
@@ -57,6 +66,14 @@ EMPTY_HASH = hashlib.sha256(b"").hexdigest()
 BODY_CHANGED = "the request body is not the one authorized"
 NOT_JSON = "the upstream response is not JSON"
 UNDELIVERABLE = "the upstream response cannot be delivered"
+PARTIAL = "the upstream response is partial"
+# Removed upstream when response actions run: the upstream must answer the whole, identity-
+# encoded representation (a range of it is not JSON the paths can be applied to).
+_RESPONSE_REQUEST_HEADERS = ("accept-encoding", "range", "if-range", "if-none-match")
+# Response headers that describe the unmasked body (its digest, or a validator that may be
+# one): they never reach the client, who gets another body. A 304 to a client's guess of an
+# ETag would be an oracle too, hence `if-none-match` above.
+_UNMASKED_BODY_HEADERS = ("etag", "content-md5", "digest", "content-digest", "repr-digest")
 
 log = logging.getLogger("authz.extproc")
 
@@ -173,8 +190,11 @@ class Stream:
     """The state of one ext_proc stream; `handle` answers one message."""
 
     authorizer: Any  # the config version of the stream's first message
+    plan_required: bool = False  # the route's endpoint always gets a plan from Check
     plan: Plan | None = None
+    plan_read: bool = False  # a plan is read once, from the first message that has one
     request_id: str = ""
+    request_seen: bool = False  # request_headers came (else the route skips the request side)
     request_body_expected: bool = False
     request_body_seen: bool = False
     response_body_seen: bool = False
@@ -182,6 +202,14 @@ class Stream:
     def handle(self, req: ProcessingRequest) -> ProcessingResponse:
         kind = req.WhichOneof("request")
         try:
+            if not self.plan_read:
+                self._read_plan(req)
+                # A request that passed Check on such a route always carries a plan. (A stream
+                # that starts at the response may be Envoy's local reply to a denial, which
+                # has no plan and nothing from the upstream: it passes.)
+                if self.plan is None and self.plan_required and kind == "request_headers":
+                    log.error("ext_proc: no plan on a route whose endpoint always has one")
+                    raise _Fail(500, "internal error", "authz_ext_proc_no_plan")
             return self._dispatch(kind, req)
         except _Fail as fail:
             log.warning(
@@ -199,7 +227,7 @@ class Stream:
         if kind == "request_body":
             return ProcessingResponse(request_body=self.request_body(req.request_body))
         if kind == "response_headers":
-            return ProcessingResponse(response_headers=self.response_headers(req.response_headers))
+            return self.response_headers(req.response_headers)
         if kind == "response_body":
             return ProcessingResponse(response_body=self.response_body(req.response_body))
         if kind == "request_trailers":
@@ -210,15 +238,22 @@ class Stream:
 
     # --- request -------------------------------------------------------------------------
 
-    def request_headers(self, req: ProcessingRequest, headers: HttpHeaders) -> ProcessingResponse:
-        self.request_id = _headers(headers).get("x-request-id", "")
+    def _read_plan(self, req: ProcessingRequest) -> None:
+        if req.HasField("request_headers"):
+            self.request_id = _headers(req.request_headers).get("x-request-id", "")
         try:
             text = plan_text(req)
             keyring = getattr(self.authorizer.runtime, "keyring", None)
             self.plan = None if text is None else parse_plan(text, keyring)
         except PlanError as exc:
             log.error("ext_proc: %s (request id %s)", exc, self.request_id or "-")
-            raise _Fail(500, "internal error", "authz_ext_proc_bad_plan") from None
+            kind = req.WhichOneof("request") or ""
+            status = 502 if kind.startswith("response") else 500
+            raise _Fail(status, "internal error", "authz_ext_proc_bad_plan") from None
+        self.plan_read = self.plan is not None
+
+    def request_headers(self, req: ProcessingRequest, headers: HttpHeaders) -> ProcessingResponse:
+        self.request_seen = True
         if self.plan is None:
             return ProcessingResponse(
                 request_headers=HeadersResponse(), mode_override=_NOTHING_MORE
@@ -228,8 +263,8 @@ class Stream:
             raise _Fail(403, BODY_CHANGED, "authz_body_mismatch")
         self.request_body_expected = not headers.end_of_stream
         common = CommonResponse()
-        if plan.response:  # a compressed response could not be parsed: ask for identity
-            common.header_mutation.remove_headers.append("accept-encoding")
+        if plan.response:
+            common.header_mutation.remove_headers.extend(_RESPONSE_REQUEST_HEADERS)
         # The processor, not the route, decides which messages it needs: a route whose
         # processing_mode is narrower than the plan cannot silently skip a change.
         mode = ProcessingMode(
@@ -263,23 +298,39 @@ class Stream:
 
     # --- response ------------------------------------------------------------------------
 
-    def response_headers(self, headers: HttpHeaders) -> HeadersResponse:
+    def response_headers(self, headers: HttpHeaders) -> ProcessingResponse:
         plan = self.plan
         if plan is None:
-            return HeadersResponse()
+            return ProcessingResponse(response_headers=HeadersResponse())
+        if plan.request and not self.request_seen:
+            # The route skips the request side: the upstream got the body unchanged.
+            log.error("ext_proc: the plan changes the request but the route skips it")
+            raise _Fail(502, "internal error", "authz_ext_proc_request_skipped")
         if plan.request and self.request_body_expected and not self.request_body_seen:
             # Envoy ignored mode_override (allow_mode_override off): the upstream already got
             # the body unchanged; at least its answer does not reach the client.
             log.error("ext_proc never received the request body: set allow_mode_override: true")
             raise _Fail(500, "internal error", "authz_ext_proc_request_body_skipped")
-        if not plan.response or headers.end_of_stream:  # no body: nothing to mask
-            return HeadersResponse()
+        if not plan.response:
+            return ProcessingResponse(response_headers=HeadersResponse())
         hdrs = _headers(headers)
+        if hdrs.get(":status") == "206" or "content-range" in hdrs:
+            raise _Fail(502, PARTIAL, "authz_response_partial")
+        common = CommonResponse()
+        removed = common.header_mutation.remove_headers
+        removed.extend(h for h in _UNMASKED_BODY_HEADERS if h in hdrs)
+        if headers.end_of_stream:  # HEAD, 204, 304: no body, but its size would tell
+            removed.append("content-length")
+            return ProcessingResponse(response_headers=HeadersResponse(response=common))
         if not _is_json(hdrs.get("content-type", "")):
             raise _Fail(502, NOT_JSON, "authz_response_not_json")
         if hdrs.get("content-encoding", "identity").strip().lower() != "identity":
             raise _Fail(502, "the upstream response is encoded", "authz_response_encoded")
-        return HeadersResponse()
+        # Where the plan first arrived here, the route's mode may not buffer the body.
+        return ProcessingResponse(
+            response_headers=HeadersResponse(response=common),
+            mode_override=ProcessingMode(response_body_mode=_BUFFERED),
+        )
 
     def response_body(self, body: HttpBody) -> BodyResponse:
         plan = self.plan
@@ -304,6 +355,12 @@ class Stream:
 # --- the service -------------------------------------------------------------------------
 
 
+def _plan_required(context: Any) -> bool:
+    """Whether the route marked its streams `x-authz-plan: required` (gRPC metadata)."""
+    metadata = context.invocation_metadata() if context is not None else None
+    return any(k == PLAN_REQUIRED_METADATA and v == "required" for k, v in metadata or ())
+
+
 class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
     def __init__(self, get_authorizer: Callable[[], Any]):
         self.get_authorizer = get_authorizer
@@ -312,10 +369,11 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
         self, request_iterator: AsyncIterator[ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ProcessingResponse]:
         stream: Stream | None = None
+        required = _plan_required(context)
         try:
             async for req in request_iterator:
-                if stream is None:
-                    stream = Stream(self.get_authorizer())  # one config version per request
+                if stream is None:  # one config version per request
+                    stream = Stream(self.get_authorizer(), plan_required=required)
                 resp = stream.handle(req)
                 yield resp
                 if resp.HasField("immediate_response"):

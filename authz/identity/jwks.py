@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from authz.fetch import fetch
 from authz.identity.keys import ALGORITHMS, Key, audiences, check_public_key, fingerprint
 from authz.identity.parse import strict_json
 from authz.identity.settings import SecretSettings
@@ -184,21 +185,13 @@ class JwksSource:
 
     async def _download(self) -> bytes:
         assert self._http is not None
-        request = self._http.build_request(
-            "GET", self.url, timeout=self._timeout, headers={"accept": "application/json"}
-        )
-        response = await self._http.send(request, stream=True, follow_redirects=False)
-        try:
-            if response.status_code != 200:
-                raise JwksError(f"HTTP {response.status_code}")
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > MAX_BYTES:
-                    raise JwksError("document too large")
-            return bytes(body)
-        finally:
-            await response.aclose()
+        reply = await fetch(
+            self._http, "GET", self.url, limit=MAX_BYTES, timeout=self._timeout,
+            headers={"accept": "application/json"},
+        )  # fmt: skip
+        if reply.status != 200:
+            raise JwksError(f"HTTP {reply.status}")
+        return reply.body
 
     def _install(self, keys: list[Key]) -> None:
         """Swap in the new set; keep unchanged Key objects, report the dropped ones."""

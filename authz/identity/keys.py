@@ -31,6 +31,19 @@ ALGORITHMS: dict[str, Algorithm] = {
 }
 MIN_RSA_BITS = 2048
 _HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+# Every HMAC secret this repository ships or has shipped as a deployment example (manifests,
+# compose defaults). Whoever has read the repository can sign any token with them, so they
+# are refused like a short secret. Add each new example value here.
+PUBLISHED_SECRETS = frozenset(
+    {
+        # the Secret placeholder of deploy/kubernetes/ (and sidecar/) up to 0.1.0
+        "REPLACE-ME-placeholder-hs256-secret-at-least-32-bytes",
+        # docker-compose.yml's default AUTHZ_SECRET up to 0.1.0
+        "demo-only-hs256-secret-change-me-0123456789",
+    }
+)
+# Placeholder markers: an edited copy of an example value is still an example value.
+_PLACEHOLDER_MARKERS = ("replace-me", "change-me", "changeme")
 _EC_CURVES = {"ES256": ec.SECP256R1, "ES384": ec.SECP384R1, "ES512": ec.SECP521R1}
 _ED_TYPES = (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)
 
@@ -128,10 +141,21 @@ def _load_public(pem: bytes) -> Any:
 
 
 def _secret_key(s: SecretSettings, path: str, problems: Problems) -> bytes | None:
-    secret = (s.secret or "").encode()
+    text = s.secret or ""
+    secret = text.encode()
     need = _HMAC_MIN_BYTES[s.alg or "HS256"]
+    make_one = f"generate one with `openssl rand -base64 {max(48, need)}`"
     if len(secret) < need:
-        problems.add(f"{path}.secret", f"{s.alg} needs a secret of at least {need} bytes")
+        problems.add(
+            f"{path}.secret", f"{s.alg} needs a secret of at least {need} bytes; {make_one}"
+        )
+        return None
+    if text in PUBLISHED_SECRETS or any(m in text.lower() for m in _PLACEHOLDER_MARKERS):
+        problems.add(
+            f"{path}.secret",
+            "is an example value published with authz (anyone can sign tokens with it); "
+            + make_one,
+        )
         return None
     try:  # PyJWT refuses PEM/SSH-looking secrets: an asymmetric key is never an HMAC key
         return ALGORITHMS[s.alg or "HS256"].prepare_key(secret)

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from authz.config.base import Duration, StrictModel
+from authz.fetch import url_problem
 
 Algorithm = Literal[
     "HS256", "HS384", "HS512",
@@ -68,6 +69,8 @@ class SecretSettings(StrictModel):
             raise ValueError("give at most one of privateKey, privateKeyFile")
         if (self.privateKey or self.privateKeyFile) and (self.secret or self.jwksUrl):
             raise ValueError("privateKey goes with publicKey/publicKeyFile only")
+        if self.jwksUrl is not None and (problem := url_problem(self.jwksUrl)):
+            raise ValueError(f"jwksUrl: {problem}")
         if self.jwksUrl is not None and (self.primary or self.kid is not None):
             raise ValueError(
                 "a jwksUrl entry cannot be primary or carry a kid (kids come from the JWKS)"

@@ -128,20 +128,43 @@ class _Match:
     path: tuple[Any, ...]
 
 
-def _find(doc: Any, fp: FieldPath) -> list[_Match]:
-    """Every place the path reaches, exactly or through keys differing only in case."""
+def _find(doc: Any, fp: FieldPath, strict: bool = False) -> list[_Match]:
+    """Every place the path reaches, exactly or through keys differing only in case.
+
+    `strict` (response bodies): a node that cannot hold the next key (a string, number or
+    boolean, or an array under a non-numeric key) raises _PathError instead of meaning "not
+    there": a partial or differently shaped response must not pass the rule unchanged."""
     out: list[_Match] = []
-    _walk(doc, fp.keys, fp.folded, 0, True, (), out)
+    _walk(doc, fp.keys, fp.folded, 0, True, (), out, strict)
     return out
 
 
-def _walk(node: Any, keys: tuple, folded: tuple, i: int, exact: bool, trail: tuple, out: list):
+def _walk(
+    node: Any,
+    keys: tuple,
+    folded: tuple,
+    i: int,
+    exact: bool,
+    trail: tuple,
+    out: list,
+    strict: bool = False,
+):
+    if strict and not _can_hold(node, keys[i]):
+        where = ".".join(str(k) for k in trail) or "the top level"
+        raise _PathError(f"the response has a {_json_type(node)} at {where}")
     last = i == len(keys) - 1
     for k, child, is_exact in _children(node, keys[i], folded[i]):
         if last:
             out.append(_Match(node, k, exact and is_exact, (*trail, k)))
         else:
-            _walk(child, keys, folded, i + 1, exact and is_exact, (*trail, k), out)
+            _walk(child, keys, folded, i + 1, exact and is_exact, (*trail, k), out, strict)
+
+
+def _can_hold(node: Any, key: str) -> bool:
+    """Whether `key` can name a child of node (null: an absent parent, nothing to do)."""
+    if isinstance(node, list):
+        return _index(key) is not None
+    return node is None or isinstance(node, dict)
 
 
 def _children(node: Any, key: str, fold: str):
@@ -266,10 +289,12 @@ def response_plan(changes: list[Any]) -> list[ResponseAction]:
     return [c for c in changes if isinstance(c, ResponseAction)]
 
 
-def _remove(doc: Any, fp: FieldPath, exact_too: bool, target: str, out: list[Any]) -> int:
+def _remove(
+    doc: Any, fp: FieldPath, exact_too: bool, target: str, out: list[Any], strict: bool = False
+) -> int:
     """Delete the matches of fp (all, or only the case variants); record into `out`."""
     removed = 0
-    for m in _find(doc, fp):
+    for m in _find(doc, fp, strict):
         if m.exact and not exact_too:
             continue
         old = m.container.pop(m.key)
@@ -347,16 +372,16 @@ def apply_response(plan: list[ResponseAction], body: Any) -> None:
 
 def _apply_force(action: ResponseAction, body: Any) -> None:
     _set(body, action.fp.keys, copy.deepcopy(action.value))
-    _remove(body, action.fp, False, RESPONSE, [])
+    _remove(body, action.fp, False, RESPONSE, [], strict=True)
 
 
 def _apply_remove(action: ResponseAction, body: Any) -> None:
-    _remove(body, action.fp, True, RESPONSE, [])
+    _remove(body, action.fp, True, RESPONSE, [], strict=True)
 
 
 def _apply_transform(action: ResponseAction, body: Any) -> None:
     fn = _transform(action.op, action.fp, action.keyring, action.encoding, keyed=False)
-    m = _single(body, action.fp)
+    m = _single(body, action.fp, strict=True)
     if m is None:
         return
     value = m.container[m.key]
@@ -374,10 +399,10 @@ _APPLY: dict[str, Callable[[ResponseAction, Any], None]] = {
 }
 
 
-def _single(doc: Any, fp: FieldPath) -> _Match | None:
+def _single(doc: Any, fp: FieldPath, strict: bool = False) -> _Match | None:
     """The exact match, or None; a key differing only in case is ambiguous (_PathError)."""
     found = None
-    for m in _find(doc, fp):
+    for m in _find(doc, fp, strict):
         if not m.exact:
             raise _PathError("another key differs only in case")
         found = m

@@ -178,10 +178,11 @@ def start_authz(
     drain: str = "0s",
     raising: bool = False,
     env: dict[str, str] | None = None,
+    grpc_port: int | None = None,
 ) -> AuthzServer:
-    """`authz serve` on free ports, ready (/readyz 200) when it returns. `raising` runs it
-    through RAISING_LAUNCHER."""
-    grpc_port, http_port = free_port(), free_port()
+    """`authz serve` on free ports (gRPC on `grpc_port` when given), ready (/readyz 200) when
+    it returns. `raising` runs it through RAISING_LAUNCHER."""
+    grpc_port, http_port = grpc_port or free_port(), free_port()
     prefix = ["-c", RAISING_LAUNCHER] if raising else ["-m", "authz"]
     cmd = [sys.executable, *prefix, "serve", "--config", str(config),
            "--listen", f"127.0.0.1:{grpc_port}", "--http-listen", f"127.0.0.1:{http_port}",

@@ -27,13 +27,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import drain_budget, seconds, wait_for
 from tests.integration.harness import EXAMPLE_CONFIG, Stack, bearer, start_stack, token
 
 pytestmark = pytest.mark.integration
 
 DRAIN = 1.5  # seconds the server keeps serving, not ready, after SIGTERM
-PAIR_DRAIN = 2.0  # ... with two replicas: Envoy's health checks (every 0.5 s) must see it
+# ... with two replicas: the shipped AUTHZ_DRAIN, so Envoy's shipped health checks see it
+PAIR_DRAIN = seconds(drain_budget()["AUTHZ_DRAIN"])
 MARGIN = 0.5  # requests started this close to the drain's end may meet the stopped server
 WORKERS = 12
 LOAD_LIMIT = 15.0  # hard bound on one loop

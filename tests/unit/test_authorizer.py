@@ -212,6 +212,59 @@ def test_a_config_that_cannot_sign_service_tokens_is_rejected():
     assert d.endpoints[0].name == "x"
 
 
+# --- dry-run never switches field rules off ----------------------------------------------
+
+MASKED = """
+project: demo
+auth:
+  secrets: [{alg: HS256, secret: "${T_SECRET}", primary: true}]
+services:
+  s:
+    endpoints:
+      profile:
+        method: GET
+        path: /profile
+        mode: %(mode)s
+        rule:
+          rule: and
+          clauses:
+            - {rule: match, eval: "==", type: string, f1: args.auth.role, f2: admin}
+            - {rule: remove, fields: [res.secret]}
+      trial: {method: GET, path: /trial, rule: {rule: deny}, mode: %(mode)s}
+"""
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "{rule: remove, fields: [res.secret]}",
+        "{rule: force, field: args.query.user, value: args.auth.id}",
+        "{rule: hash, fields: [args.params.password]}",
+        "{rule: or, clauses: [{rule: deny}, {rule: encrypt, fields: [args.headers.x-card]}]}",
+    ],
+)
+def test_dry_run_on_an_endpoint_with_field_rules_is_a_config_error(rule):
+    text = MASKED.replace("{rule: remove, fields: [res.secret]}", rule) % {"mode": "dry-run"}
+    with pytest.raises(ConfigError) as exc:
+        Authorizer(load_config_text(text, {"T_SECRET": SECRET}))
+    assert any(
+        e.startswith("services.s.endpoints.profile.mode:") and "field rules" in e
+        for e in exc.value.errors
+    ), exc.value.errors
+
+
+def test_the_dry_run_flag_leaves_endpoints_with_field_rules_enforcing(caplog):
+    config = load_config_text(MASKED % {"mode": "enforce"}, {"T_SECRET": SECRET})
+    authorizer = Authorizer(config, dry_run=True)
+    assert "services.s.endpoints.profile: has field rules" in caplog.text
+    denied = check(authorizer, "GET", "/profile", token(id="u1", role="user"))
+    assert not denied.allowed and denied.status == 403 and not denied.dry_run
+    admin = check(authorizer, "GET", "/profile", token(id="a1", role="admin"))
+    assert admin.allowed and admin.plan["response"] == [{"op": "remove", "path": ["secret"]}]
+    trial = check(authorizer, "GET", "/trial", token(id="u1"))  # no field rules: dry-run
+    assert trial.allowed and trial.dry_run
+
+
 # --- one interpretation: what the rules judge is what the upstream reads ------------------
 
 ONE_READING = """

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from authz.config.load import load_config_text
 from authz.errors import ConfigError
-from tests.helpers import free_port
+from tests.helpers import drain_budget, free_port, seconds
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -48,13 +49,33 @@ def docs(path: Path) -> list[Any]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
 
 
-def k8s_objects(base: Path = K8S) -> list[tuple[Path, dict[str, Any]]]:
-    return [
-        (p, d)
-        for p in sorted(base.rglob("*.yaml"))
-        if p.name != "kustomization.yaml"
-        for d in docs(p)
-    ]
+def kustomization(base: Path) -> dict[str, Any]:
+    return docs(base / "kustomization.yaml")[0]
+
+
+def _generated_config_maps(base: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The ConfigMaps of the kustomization's configMapGenerator, as kustomize builds them
+    (without the hash suffix). Its Secrets come from untracked files: not here."""
+    found = []
+    for gen in kustomization(base).get("configMapGenerator", []):
+        data = {}
+        for entry in gen["files"]:
+            key, _, src = entry.rpartition("=")
+            data[key or src] = (base / src).read_text()
+        meta = {"name": gen["name"], "labels": gen.get("options", {}).get("labels", {})}
+        obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
+        found.append((base / "kustomization.yaml", obj))
+    return found
+
+
+def k8s_objects(base: Path | None = None) -> list[tuple[Path, dict[str, Any]]]:
+    """What `kubectl apply -k` creates from `base` (default: both Kubernetes variants)."""
+    found = []
+    for b in [base] if base else [K8S, K8S / "sidecar"]:
+        for name in kustomization(b)["resources"]:
+            found += [(b / name, d) for d in docs(b / name)]
+        found += _generated_config_maps(b)
+    return found
 
 
 def walk(node: Any) -> Iterator[dict[str, Any]]:
@@ -72,14 +93,81 @@ def compose() -> dict[str, Any]:
     return docs(COMPOSE)[0]
 
 
+ENVOY_DIR = ROOT / "envoy"
+RECOMMENDED_HCM = ENVOY_DIR / "recommended-hcm.yaml"
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"  # noqa: E501
+HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+ROUTER = {
+    "name": "envoy.filters.http.router",
+    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+}
+
+
+def _static_cluster(name: str, port: int, http2: bool = False) -> dict[str, Any]:
+    address = {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+    cluster = {
+        "name": name, "type": "STATIC", "connect_timeout": "0.25s",
+        "load_assignment": {"cluster_name": name, "endpoints": [
+            {"lb_endpoints": [{"endpoint": {"address": address}}]}]},
+    }  # fmt: skip
+    if http2:
+        cluster["typed_extension_protocol_options"] = {HTTP_OPTIONS: {
+            "@type": f"type.googleapis.com/{HTTP_OPTIONS}",
+            "explicit_http_config": {"http2_protocol_options": {}}}}  # fmt: skip
+    return cluster
+
+
+def bootstrap(hcm_fragment: dict[str, Any], authz: list[dict[str, Any]] | None = None) -> dict:
+    """A whole Envoy config around shipped fragments: the HCM settings (its filters, then the
+    router) on one listener routing to `app`, and the `authz` cluster(s) given or a plain one."""
+    hcm = {
+        "@type": HCM, "stat_prefix": "ingress",
+        "route_config": {"name": "app", "virtual_hosts": [{"name": "app", "domains": ["*"],
+            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "app"}}]}]},
+        **hcm_fragment,
+        "http_filters": [*hcm_fragment.get("http_filters", []), ROUTER],
+    }  # fmt: skip
+    listener = {
+        "name": "ingress",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 8000}},
+        "filter_chains": [{"filters": [
+            {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+    }  # fmt: skip
+    clusters = authz or [_static_cluster("authz", 9001, http2=True)]
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 9901}}},
+        "static_resources": {"listeners": [listener],
+                             "clusters": [*clusters, _static_cluster("app", 8080)]},
+    }  # fmt: skip
+
+
+def doc_clusters() -> list[list[dict[str, Any]]]:
+    """The Envoy cluster snippets of docs/deploy.md (YAML blocks of clusters)."""
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "deploy.md").read_text(), re.S)
+    parsed = [yaml.safe_load(b) for b in blocks]
+    return [b for b in parsed if isinstance(b, list) and all("load_assignment" in c for c in b)]
+
+
 def envoy_configs() -> dict[str, dict[str, Any]]:
-    """Every Envoy bootstrap of the repo's deployments: files, and ConfigMap entries."""
-    found = {str(ENVOY_COMPOSE.relative_to(ROOT)): docs(ENVOY_COMPOSE)[0]}
+    """Every Envoy config the repository ships, each as a full bootstrap: the files of envoy/
+    (an HTTP connection manager fragment merged into a bootstrap), the Kubernetes ConfigMap
+    entries, and the cluster snippets of docs/deploy.md (with the recommended HCM)."""
+    found = {}
+    for path in sorted(ENVOY_DIR.glob("*.yaml")):
+        config = docs(path)[0]
+        if "static_resources" not in config:
+            assert "http_filters" in config, f"{path.name}: neither a bootstrap nor an HCM"
+            config = bootstrap(config)
+        found[str(path.relative_to(ROOT))] = config
     for path, obj in k8s_objects():
         if obj.get("kind") == "ConfigMap":
             for key, text in obj.get("data", {}).items():
                 if key.startswith("envoy"):
                     found[f"{path.relative_to(ROOT)}:{key}"] = yaml.safe_load(text)
+    clusters = doc_clusters()
+    assert clusters, "docs/deploy.md shows the Envoy cluster for the headless Service"
+    for n, snippet in enumerate(clusters):
+        found[f"docs/deploy.md:clusters[{n}]"] = bootstrap(docs(RECOMMENDED_HCM)[0], snippet)
     return found
 
 
@@ -130,21 +218,28 @@ def test_validation_catches_a_typo():
         kubernetes_validate.validate(bad, K8S_VERSIONS[-1], strict=True)
 
 
+OPTIONAL_MANIFESTS = {"istio-operator.yaml", "servicemonitor.yaml"}  # istioctl; a CRD
+
+
 @pytest.mark.parametrize("base", [K8S, K8S / "sidecar", ISTIO], ids=lambda p: p.name)
 def test_kustomization_lists_every_manifest(base: Path):
-    kust = docs(base / "kustomization.yaml")[0]
+    kust = kustomization(base)
     assert kust["apiVersion"] == "kustomize.config.k8s.io/v1beta1"
     assert kust["kind"] == "Kustomization"
     listed = set(kust["resources"])
-    for name in listed:
+    generated = {
+        entry.rpartition("=")[2]
+        for gen in kust.get("configMapGenerator", [])
+        for entry in gen["files"]
+    }
+    for name in listed | generated:
         assert (base / name).is_file(), f"{base.name}: {name} does not exist"
     present = {p.name for p in base.glob("*.yaml")} - {"kustomization.yaml"}
-    # istio-operator.yaml is for istioctl, not kubectl.
-    assert present - listed <= {"istio-operator.yaml"}, present - listed
+    assert present - listed - generated <= OPTIONAL_MANIFESTS, present - listed - generated
     for image in kust.get("images", []):
         used = [
             c["image"]
-            for _, d in k8s_objects(base)
+            for _, d in k8s_objects(base if base != ISTIO else None)
             for c in _containers(d)
             if c["image"].startswith(image["name"] + ":")
         ]
@@ -239,14 +334,22 @@ def _env_refs(text: str) -> set[str]:
     return set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text))
 
 
+def _documented_secret_keys(base: Path) -> set[str]:
+    """The keys the kustomization's comment tells the user to write into secrets.env."""
+    return set(re.findall(r"printf '([A-Z_]+)=%s", (base / "kustomization.yaml").read_text()))
+
+
 @pytest.mark.parametrize("base", [K8S, K8S / "sidecar"], ids=lambda p: p.name)
 def test_kubernetes_rules_load_and_their_secrets_are_provided(base: Path):
     objs = [d for _, d in k8s_objects(base)]
-    secrets = {k for d in objs if d["kind"] == "Secret" for k in d["stringData"]}
-    for d in objs:
-        if d["kind"] == "Secret":
-            for v in d["stringData"].values():
-                assert "REPLACE-ME" in v, "placeholder secrets must say so"
+    assert not [d for d in objs if d["kind"] == "Secret"], "no secret value ships in a manifest"
+    (gen,) = kustomization(base)["secretGenerator"]
+    (env_file,) = gen["envs"]
+    rel = (base / env_file).relative_to(ROOT).as_posix()
+    ignored = subprocess.run(["git", "check-ignore", "-q", rel], cwd=ROOT, check=False)
+    assert ignored.returncode == 0, f"{rel} must be ignored by git: it holds the secrets"
+    secrets = _documented_secret_keys(base)
+    assert secrets, "the kustomization says how to create its secrets.env"
     configs = [
         d["data"]["config.yaml"]
         for d in objs
@@ -255,9 +358,37 @@ def test_kubernetes_rules_load_and_their_secrets_are_provided(base: Path):
     assert configs
     for text in configs:
         refs = _env_refs(text)
-        assert refs <= secrets, f"not in the Secret: {refs - secrets}"
+        assert refs <= secrets, f"not in the documented secrets.env: {refs - secrets}"
         config = load_config_text(text, env={k: "x" * 40 for k in refs})
         _compile(config)
+
+
+@pytest.mark.parametrize("base", [K8S, K8S / "sidecar"], ids=lambda p: p.name)
+def test_kustomize_builds_with_the_documented_secret(base: Path, tmp_path: Path):
+    # What `kubectl apply -k` sends, built offline from a copy with the documented secrets.env.
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed (the checks above cover the files themselves)")
+    copy = tmp_path / base.name
+    shutil.copytree(base, copy)
+    (copy / "secrets.env").write_text(
+        "".join(f"{k}={'s' * 64}\n" for k in sorted(_documented_secret_keys(base)))
+    )
+    out = subprocess.run(
+        [kubectl, "kustomize", str(copy)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    built = [d for d in yaml.safe_load_all(out.stdout) if d]
+    (secret,) = [d for d in built if d["kind"] == "Secret"]
+    (dep,) = [d for d in built if d["kind"] == "Deployment"]
+    refs = [r["secretRef"]["name"] for c in _containers(dep) for r in c.get("envFrom", [])]
+    assert refs == [secret["metadata"]["name"]], "the Deployment reads the generated Secret"
+    volumes = {v["configMap"]["name"] for v in _pod_spec(dep)["volumes"] if "configMap" in v}
+    made = {d["metadata"]["name"] for d in built if d["kind"] == "ConfigMap"}
+    assert volumes and volumes <= made, (volumes, made)
+    assert all(re.search(r"-[a-z0-9]{10}$", n) for n in made | {secret["metadata"]["name"]})
+    for obj in built:
+        kubernetes_validate.validate(obj, K8S_VERSIONS[0], strict=True)
 
 
 def test_sidecar_wiring():
@@ -366,6 +497,21 @@ def test_envoy_filters_fail_closed_and_send_raw_bodies(name: str):
         assert f["failure_mode_allow"] is False
 
 
+PATH_SETTINGS = ("normalize_path", "merge_slashes", "path_with_escaped_slashes_action")
+
+
+@pytest.mark.parametrize("name", sorted(envoy_configs()))
+def test_every_envoy_normalizes_paths_as_recommended(name: str):
+    # authz must see the path the upstream routes on: every shipped HCM has the settings of
+    # envoy/recommended-hcm.yaml that SECURITY.md requires.
+    recommended = docs(RECOMMENDED_HCM)[0]
+    hcms = by_type(envoy_configs()[name], "HttpConnectionManager")
+    assert hcms
+    for hcm in hcms:
+        for key in PATH_SETTINGS:
+            assert hcm.get(key) == recommended[key], f"{name}: {key} is {hcm.get(key)!r}"
+
+
 @pytest.fixture(scope="module")
 def envoy_bin() -> str:
     found = shutil.which("envoy") or str(Path(sys.executable).with_name("envoy"))
@@ -385,8 +531,8 @@ def run_envoy_validate(envoy_bin: str, path: Path) -> subprocess.CompletedProces
 def test_envoy_accepts_the_config(name: str, envoy_bin: str, tmp_path: Path):
     path = tmp_path / "envoy.yaml"
     path.write_text(yaml.safe_dump(envoy_configs()[name]))
-    if name == str(ENVOY_COMPOSE.relative_to(ROOT)):
-        path = ENVOY_COMPOSE  # the file itself, anchors and all
+    if (ROOT / name).is_file() and "static_resources" in docs(ROOT / name)[0]:
+        path = ROOT / name  # the file itself, anchors and all
     out = run_envoy_validate(envoy_bin, path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "OK" in out.stdout + out.stderr
@@ -402,14 +548,31 @@ def test_envoy_validate_rejects_a_bad_config(envoy_bin: str, tmp_path: Path):
 # --- docker-compose ------------------------------------------------------------------------
 
 
+REQUIRED = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]+\}")  # ${VAR:?message}
+
+
 def _compose_env(service: dict[str, Any]) -> dict[str, str]:
-    """The service's environment with compose's ${VAR:-default} resolved to the defaults."""
+    """The service's environment with compose's ${VAR:-default} resolved to the defaults and
+    a required ${VAR:?message} to a value of the user's (a random secret)."""
     env = service.get("environment", {})
     resolved = {}
     for k, v in env.items():
         m = re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}", str(v))
         resolved[k] = m.group(1) if m else str(v)
+        if REQUIRED.fullmatch(str(v)):
+            resolved[k] = secrets.token_urlsafe(48)
     return resolved
+
+
+def test_compose_ships_no_signing_secret():
+    # A default would be a published secret: authz refuses it, and compose must say why.
+    env = compose()["services"]["authz"]["environment"]
+    assert REQUIRED.fullmatch(env["AUTHZ_SECRET"]), env["AUTHZ_SECRET"]
+    assert (
+        "printf 'AUTHZ_SECRET=%s\\n' \"$(openssl rand -base64 48)\" >> .env" in COMPOSE.read_text()
+    )
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT, check=False)
+    assert ignored.returncode == 0, ".env holds the secrets: git must ignore it"
 
 
 def test_compose_mounts_exist_and_point_at_our_files():
@@ -439,6 +602,22 @@ def test_compose_start_order_waits_for_health():
     assert services["envoy"]["depends_on"]["authz"]["condition"] == "service_healthy"
     for db in ("postgres", "mongo"):
         assert services["authz"]["depends_on"][db]["condition"] == "service_healthy"
+
+
+def test_compose_postgres_is_ready_only_after_init_and_authz_only_reads():
+    services = compose()["services"]
+    pg = services["postgres"]
+    # During the image's init phase the server listens on the Unix socket only: a check
+    # over TCP (-h) stays unready until the init scripts have run.
+    assert "pg_isready -h 127.0.0.1" in pg["healthcheck"]["test"][-1]
+    (db,) = [d for d in docs(CONFIG_COMPOSE)[0]["databases"].values() if d["type"] == "postgres"]
+    user = re.match(r"postgresql://([^:]+):", db["dsn"]).group(1)
+    assert user != _compose_env(pg)["POSTGRES_USER"], "authz must not log in as the superuser"
+    sql = (DEPLOY / "compose" / "postgres-init.sql").read_text()
+    assert re.search(rf"CREATE ROLE {user} LOGIN [^;]*NOSUPERUSER", sql)
+    grants = re.findall(rf"GRANT (\w+)[^;]* TO {user};", sql)
+    assert grants and set(grants) <= {"CONNECT", "USAGE", "SELECT"}, grants
+    assert f"ALTER ROLE {user} SET default_transaction_read_only = on" in sql
 
 
 def test_compose_authz_is_hardened():
@@ -626,7 +805,7 @@ def test_dockerfile_shape():
     froms = [a for i, a in ins if i == "FROM"]
     assert len(froms) == 2, "multi-stage: build, then runtime"
     args = dict(a.split("=", 1) for i, a in ins if i == "ARG" and "=" in a)
-    assert args["PYTHON_IMAGE"] == "python:3.11-slim"
+    assert args["PYTHON_IMAGE"].startswith("python:3.11-slim@")
     final = ins[max(n for n, (i, _) in enumerate(ins) if i == "FROM") :]
     users = [a for i, a in final if i == "USER"]
     assert users, "the runtime stage sets USER"
@@ -730,28 +909,72 @@ def _build_context(dest: Path) -> set[str]:
     return copied
 
 
+def _build_stage() -> list[tuple[str, str]]:
+    ins = dockerfile()
+    froms = [n for n, (i, _) in enumerate(ins) if i == "FROM"]
+    return ins[froms[0] : froms[1]]
+
+
+def _pip_wheel(src: Path, dest: Path) -> str:
+    """What `pip wheel .` does in the build stage, offline, with the venv's setuptools; -v
+    shows the build backend's warnings."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+         "-v", "-w", str(dest), str(src)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout + out.stderr
+
+
 def test_build_context_is_small_and_builds_the_wheel(tmp_path: Path):
     ctx = tmp_path / "ctx"
     copied = _build_context(ctx)
     assert "pyproject.toml" in copied and "authz/observability.py" in copied
+    assert "LICENSE" in copied
     assert not [p for p in copied if p.startswith(("tests/", "bench/", ".run/", "deploy/"))]
     assert not [p for p in copied if "__pycache__" in p or p.endswith(".pyc")]
     readme = re.search(r'readme\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text())
     if readme:
         assert readme.group(1) in copied, f"pyproject's readme {readme.group(1)} is missing"
-    # What `pip wheel .` does in the build stage, offline, with the venv's setuptools.
-    out = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-         "-q", "-w", str(tmp_path / "wheels"), str(ctx)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stdout + out.stderr
+    # The build stage, step by step: the dependency layer sees only its first COPY (plus an
+    # empty package), the second COPY brings the sources.
+    copies = [a.split() for i, a in _build_stage() if i == "COPY"]
+    assert len(copies) == 2 and "authz/" in copies[1], copies
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    for name in copies[0][:-1]:
+        assert name in copied, f"{name} is not in the build context"
+        shutil.copy2(ctx / name, stage / name)
+    (stage / "authz").mkdir()
+    (stage / "authz" / "__init__.py").touch()
+    _pip_wheel(stage, tmp_path / "deps")
+    shutil.rmtree(stage / "authz")
+    shutil.copytree(ctx / "authz", stage / "authz")
+    log = _pip_wheel(stage, tmp_path / "wheels")
+    assert "is deprecated" not in log, log[-3000:]  # setuptools: "BuildBackendWarning: ..."
     (wheel,) = (tmp_path / "wheels").glob("authz-*.whl")
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         assert "authz/observability.py" in names and "authz/cli.py" in names
         entry = next(n for n in names if n.endswith("entry_points.txt"))
         assert "authz = authz.cli:main" in z.read(entry).decode()
+        meta = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+        assert "License-Expression: Apache-2.0" in meta
+        assert any(n.endswith("licenses/LICENSE") for n in names)
+
+
+def test_dockerfile_caches_dependencies_and_pins_the_base_image():
+    build = _build_stage()
+    deps = next(n for n, (i, a) in enumerate(build) if i == "RUN" and "pip wheel" in a)
+    sources = next(n for n, (i, a) in enumerate(build) if i == "COPY" and "authz/" in a)
+    assert deps < sources, "the dependency wheels must not depend on the sources' layer"
+    args = dict(a.split("=", 1) for i, a in dockerfile() if i == "ARG" and "=" in a)
+    assert re.fullmatch(r"python:3\.11-slim@sha256:[0-9a-f]{64}", args["PYTHON_IMAGE"])
+    license_label = re.search(r'licenses="([^"]+)"', DOCKERFILE.read_text()).group(1)
+    assert license_label == "Apache-2.0"
+    assert "Apache License" in (ROOT / "LICENSE").read_text()[:200]
+    assert re.search(r'^license = "Apache-2.0"$', (ROOT / "pyproject.toml").read_text(), re.M)
 
 
 def test_central_authz_grpc_port_is_reachable_only_from_labelled_namespaces():
@@ -762,3 +985,139 @@ def test_central_authz_grpc_port_is_reachable_only_from_labelled_namespaces():
     assert grpc_rules and all(r.get("from") for r in grpc_rules)  # never open to all
     for r in grpc_rules:
         assert all("namespaceSelector" in peer for peer in r["from"])
+
+
+# --- the drain budget ----------------------------------------------------------------------
+
+
+HEALTH_KNOBS = ("interval", "timeout", "unhealthy_threshold", "healthy_threshold")
+
+
+def _authz_clusters() -> dict[str, dict[str, Any]]:
+    """The `authz` cluster of every shipped Envoy config that balances over replicas."""
+    found = {}
+    for name, config in envoy_configs().items():
+        for cluster in config["static_resources"]["clusters"]:
+            if cluster["name"] == "authz" and cluster.get("health_checks"):
+                found[name] = cluster
+    return found
+
+
+def test_the_drain_budget_table_is_complete_and_consistent():
+    b = drain_budget()
+    assert set(b) >= {*HEALTH_KNOBS, "no_traffic_interval", "ignore_health_on_host_removal",
+                      "AUTHZ_DRAIN", "preStop.sleep", "terminationGracePeriodSeconds",
+                      "stop_grace_period"}, b  # fmt: skip
+    from authz.server import ServeOptions
+
+    noticed = int(b["unhealthy_threshold"]) * seconds(b["interval"]) + seconds(b["timeout"])
+    drain = seconds(b["AUTHZ_DRAIN"])
+    assert drain >= 2 * noticed, "Envoy must see the drain with room to spare"
+    assert seconds(b["timeout"]) < seconds(b["interval"])
+    in_flight = ServeOptions.grace
+    assert seconds(b["terminationGracePeriodSeconds"]) > (
+        seconds(b["preStop.sleep"]) + drain + in_flight
+    )
+    assert seconds(b["stop_grace_period"]) > drain + 1
+
+
+def test_every_envoy_health_check_on_authz_follows_the_drain_budget():
+    b = drain_budget()
+    clusters = _authz_clusters()
+    # make run's, compose's and the Kubernetes snippet's (the sidecar has one local authz).
+    assert {"envoy/envoy.yaml", "envoy/envoy-compose.yaml"} <= set(clusters), set(clusters)
+    assert any(n.startswith("docs/deploy.md") for n in clusters)
+    for name, cluster in clusters.items():
+        assert (
+            str(cluster.get("ignore_health_on_host_removal")).lower()
+            == b["ignore_health_on_host_removal"]
+        ), name
+        (hc,) = cluster["health_checks"]
+        for knob in (*HEALTH_KNOBS, "no_traffic_interval"):
+            assert seconds(hc.get(knob, -1)) == seconds(b[knob]), f"{name}: {knob}"
+        assert hc["grpc_health_check"]["service_name"] == CHECK_SERVICE, name
+
+
+def test_authz_deployments_follow_the_drain_budget():
+    b = drain_budget()
+    spec = _central()["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert seconds(env["AUTHZ_DRAIN"]) == seconds(b["AUTHZ_DRAIN"])
+    assert c["lifecycle"]["preStop"]["sleep"]["seconds"] == seconds(b["preStop.sleep"])
+    assert spec["terminationGracePeriodSeconds"] == seconds(b["terminationGracePeriodSeconds"])
+    svc = compose()["services"]["authz"]
+    assert seconds(svc["environment"]["AUTHZ_DRAIN"]) == seconds(b["AUTHZ_DRAIN"])
+    assert seconds(svc["stop_grace_period"]) == seconds(b["stop_grace_period"])
+    from authz.cli import build_parser
+
+    serve = build_parser().parse_args(["serve", "--config", "x.yaml"])
+    assert seconds(serve.drain) == seconds(b["AUTHZ_DRAIN"]), "the --drain default"
+
+
+# --- the smaller production items ----------------------------------------------------------
+
+
+def test_central_pods_spread_over_zones_and_carry_a_priority_class():
+    spec = _central()["spec"]["template"]["spec"]
+    keys = {c["topologyKey"] for c in spec["topologySpreadConstraints"]}
+    assert {"topology.kubernetes.io/zone", "kubernetes.io/hostname"} <= keys
+    objs = {(d["kind"], d["metadata"]["name"]): d for _, d in k8s_objects(K8S)}
+    priority = objs[("PriorityClass", spec["priorityClassName"])]
+    assert priority["value"] > 0 and priority["globalDefault"] is False
+
+
+SERVICE_MONITOR_FIELDS = {"selector", "endpoints", "namespaceSelector", "jobLabel"}
+ENDPOINT_FIELDS = {"port", "path", "interval", "scrapeTimeout", "scheme"}
+
+
+def test_service_monitor_is_minimal_and_matches_the_metrics_port():
+    # kubernetes-validate has no schema for the Prometheus Operator's CRD: keep to fields
+    # that CRD has had since monitoring.coreos.com/v1 and check them against the Service.
+    (sm,) = docs(K8S / "servicemonitor.yaml")
+    assert (sm["apiVersion"], sm["kind"]) == ("monitoring.coreos.com/v1", "ServiceMonitor")
+    assert set(sm["spec"]) <= SERVICE_MONITOR_FIELDS, set(sm["spec"])
+    services = [d for _, d in k8s_objects(K8S) if d["kind"] == "Service"]
+    selected = [
+        s
+        for s in services
+        if sm["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+    ]
+    assert selected
+    for endpoint in sm["spec"]["endpoints"]:
+        assert set(endpoint) <= ENDPOINT_FIELDS, set(endpoint)
+        ports = {p["name"]: p for s in selected for p in s["spec"]["ports"]}
+        assert endpoint["port"] in ports, endpoint["port"]
+        assert ports[endpoint["port"]]["targetPort"] == "http"  # authz's 9002: /metrics
+        assert endpoint["path"] == "/metrics"
+
+
+def test_sidecar_readiness_is_the_check_service_not_the_datastores():
+    dep = next(d for _, d in k8s_objects(K8S / "sidecar") if d["kind"] == "Deployment")
+    authz = next(c for c in _containers(dep) if c["name"] == "authz")
+    for probe in ("startupProbe", "readinessProbe"):
+        # the image's own health check: SERVING for the Check service, run inside the pod
+        assert authz[probe]["exec"]["command"] == _healthcheck_cmd(), probe
+        assert "/readyz" not in json.dumps(authz[probe])
+
+
+def test_istio_normalizes_paths_like_the_envoy_configs():
+    (operator,) = docs(ISTIO / "istio-operator.yaml")
+    normalization = operator["spec"]["meshConfig"]["pathNormalization"]["normalization"]
+    # BASE keeps // and %2F: authz and the application could see different paths.
+    assert normalization in ("MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES")
+
+
+def test_docs_name_the_client_label_and_the_oldest_validated_kubernetes():
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    (policy,) = docs(K8S / "networkpolicy.yaml")
+    for rule in policy["spec"]["ingress"]:
+        for peer in rule["from"]:
+            for key, value in peer["namespaceSelector"]["matchLabels"].items():
+                if key.startswith("kubernetes.io/"):
+                    continue
+                assert f"kubectl label namespace <your-envoy-namespace> {key}={value}" in text
+                assert f'`{key}: "{value}"`' in text
+    oldest = ".".join(K8S_VERSIONS[0].split(".")[:2])
+    assert f"Kubernetes **{oldest} or newer**" in text
+    assert "Istio CNI plugin" in text

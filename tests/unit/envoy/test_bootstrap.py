@@ -99,7 +99,9 @@ def test_body_only_where_read_and_ext_proc_only_with_field_rules() -> None:
         per_route(r["users.register"], "ext_authz")["check_settings"]["with_request_body"] == body
     )
     assert "with_request_body" not in per_route(r["orders.get"], "ext_authz")["check_settings"]
-    assert per_route(r["users.register"], "ext_proc") is None  # enabled: hash on the body
+    # enabled (hash on the body), and its streams must carry a plan
+    marker = per_route(r["users.register"], "ext_proc")["overrides"]["grpc_initial_metadata"]
+    assert marker == [{"key": "x-authz-plan", "value": "required"}]
     for name in ("orders.get", "orders.create", "orders.anything", "no-endpoint"):
         assert per_route(r[name], "ext_proc")["disabled"] is True
 

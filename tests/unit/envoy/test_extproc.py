@@ -266,7 +266,7 @@ def test_response_fields_are_decrypted_and_removed(authorizer, servicer):
     assert mode.response_header_mode == ProcessingMode.SEND
     assert mode.response_body_mode == ProcessingMode.BUFFERED
     removed = out[0].request_headers.response.header_mutation.remove_headers
-    assert list(removed) == ["accept-encoding"]
+    assert list(removed) == ["accept-encoding", "range", "if-range", "if-none-match"]
     new, headers = body_of(out[2], "response_body")
     assert new == {"email": "alice@example.com", "name": "Alice"}
     assert headers["content-length"] == headers["_len"]
@@ -321,15 +321,90 @@ def test_invalid_json_in_a_json_response_is_a_502(authorizer, servicer):
     assert status == 502 and "s3cr3t" not in json.dumps(body)
 
 
-def test_a_response_without_a_body_passes(authorizer, servicer):
+@pytest.mark.parametrize("status", ["204", "200"])  # 200 without a body: a HEAD answer
+def test_a_response_without_a_body_passes_without_its_content_length(authorizer, servicer, status):
     md = metadata_for(authorizer, "GET", "/resp")
     msgs = [
-        headers_msg(md, {":method": "GET"}, eos=True),
-        headers_msg(md, {":status": "204"}, eos=True, response=True),
+        headers_msg(md, {":method": "HEAD"}, eos=True),
+        headers_msg(
+            md,
+            {**JSON_RESPONSE, ":status": status, "content-length": "52"},
+            eos=True,
+            response=True,
+        ),
     ]
     out = process(servicer, msgs)
     assert out[1].WhichOneof("response") == "response_headers"
-    assert not out[1].response_headers.HasField("response")
+    # the unmasked body's size does not leave
+    removed = out[1].response_headers.response.header_mutation.remove_headers
+    assert list(removed) == ["content-length"]
+
+
+def test_headers_describing_the_unmasked_body_are_removed(authorizer, servicer):
+    md = metadata_for(authorizer, "GET", "/resp")
+    digests = {"etag": '"sha256-abc"', "content-digest": "sha-256=:abc=:", "digest": "x"}
+    sent = json.dumps({"secret": "s3cr3t", "name": "Alice"}).encode()
+    out = process(servicer, response_stream(md, sent, {**JSON_RESPONSE, **digests}))
+    removed = out[1].response_headers.response.header_mutation.remove_headers
+    assert sorted(removed) == ["content-digest", "digest", "etag"]
+    assert body_of(out[2], "response_body")[0] == {"name": "Alice"}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {**JSON_RESPONSE, ":status": "206", "content-range": "bytes 33-43/52"},
+        {**JSON_RESPONSE, "content-range": "bytes 0-51/52"},
+        {**JSON_RESPONSE, ":status": "206"},
+    ],
+)
+def test_a_partial_response_is_a_502(authorizer, servicer, headers):
+    md = metadata_for(authorizer, "GET", "/resp")
+    out = process(servicer, response_stream(md, b'"TOPSECRET"', headers))
+    assert len(out) == 2
+    status, body = immediate(out[1])
+    assert status == 502 and body["error"] == "the upstream response is partial"
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        [{"secret": "s3cr3t"}],  # a top-level array: `res.secret` names an object's key
+        "s3cr3t",  # a string: what a byte range of the object can be
+        {"email": ["s3cr3t"]},  # `decrypt res.email` on an array
+    ],
+)
+def test_a_response_shaped_unlike_the_rule_paths_is_a_502(authorizer, servicer, sent):
+    md = metadata_for(authorizer, "GET", "/resp")
+    out = process(servicer, response_stream(md, json.dumps(sent).encode()))
+    status, _ = immediate(out[2])
+    assert status == 502 and "s3cr3t" not in out[2].immediate_response.body.decode()
+
+
+@pytest.mark.parametrize("sent", [{"name": "Alice"}, None, {"secret": None}])
+def test_a_response_without_the_fields_passes(authorizer, servicer, sent):
+    md = metadata_for(authorizer, "GET", "/resp")
+    out = process(servicer, response_stream(md, json.dumps(sent).encode()))
+    new, _ = body_of(out[2], "response_body")
+    assert new == (None if sent is None else {k: v for k, v in sent.items() if k != "secret"})
+
+
+def test_the_plan_is_read_from_the_response_when_the_request_side_is_skipped(authorizer, servicer):
+    # request_header_mode: SKIP on the route: the first message is the response's headers
+    md = metadata_for(authorizer, "GET", "/resp")
+    msgs = response_stream(md, json.dumps({"secret": "s3cr3t", "name": "Alice"}).encode())[1:]
+    out = process(servicer, msgs)
+    assert [r.WhichOneof("response") for r in out] == ["response_headers", "response_body"]
+    assert out[0].mode_override.response_body_mode == ProcessingMode.BUFFERED
+    new, _ = body_of(out[1], "response_body")
+    assert new == {"name": "Alice"}
+
+
+def test_a_request_plan_on_a_route_that_skips_the_request_side_fails_closed(authorizer, servicer):
+    body = b'{"blob": "x"}'
+    md = metadata_for(authorizer, "POST", "/resize", body)
+    out = process(servicer, [headers_msg(md, JSON_RESPONSE, response=True)])
+    assert immediate(out[0])[0] == 502
 
 
 # --- no plan, bad plans, internal errors -------------------------------------------------
@@ -424,6 +499,45 @@ async def test_process_over_a_real_grpc_stream(authorizer):
     assert first.WhichOneof("response") == "request_headers"
     new, headers = body_of(second, "request_body")
     assert new == {"userId": "u1"} and headers["content-length"] == headers["_len"]
+
+
+class _Context:
+    def __init__(self, metadata: tuple[tuple[str, str], ...]):
+        self.metadata = metadata
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.metadata
+
+
+def process_marked(servicer, msgs, metadata=(("x-authz-plan", "required"),)):
+    async def go() -> list[ProcessingResponse]:
+        return [r async for r in servicer.Process(_iterate(msgs), _Context(metadata))]
+
+    return asyncio.run(go())
+
+
+def test_no_plan_on_a_route_marked_plan_required_fails_closed(authorizer, servicer):
+    msgs = response_stream(Metadata(), json.dumps({"secret": "s3cr3t"}).encode())
+    out = process_marked(servicer, msgs)
+    assert len(out) == 1
+    assert immediate(out[0])[0] == 500
+
+
+def test_a_local_reply_on_a_marked_route_passes(authorizer, servicer):
+    # Envoy's answer to a denial starts the stream at the response, with no plan
+    denial = {":status": "403", "content-type": "application/json"}
+    msgs = [headers_msg(Metadata(), denial, response=True), body_msg(Metadata(), b"{}", True)]
+    out = process_marked(servicer, msgs)
+    assert [r.WhichOneof("response") for r in out] == ["response_headers", "response_body"]
+
+
+def test_a_plan_on_a_marked_route_is_applied_and_unmarked_routes_need_none(authorizer, servicer):
+    md = metadata_for(authorizer, "GET", "/resp")
+    sent = json.dumps({"secret": "s3cr3t", "name": "Alice"}).encode()
+    out = process_marked(servicer, response_stream(md, sent))
+    assert body_of(out[2], "response_body")[0] == {"name": "Alice"}
+    out = process_marked(servicer, response_stream(Metadata(), sent), metadata=())
+    assert out[0].mode_override.response_header_mode == ProcessingMode.SKIP
 
 
 # --- JSON edge cases ---------------------------------------------------------------------

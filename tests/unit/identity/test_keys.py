@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pydantic
 import pytest
 from cryptography.hazmat.primitives import serialization
 
 from authz.errors import ConfigError
-from authz.identity.keys import MIN_RSA_BITS
+from authz.identity.keys import MIN_RSA_BITS, PUBLISHED_SECRETS
 from authz.identity.settings import AuthSettings
 from tests.unit.identity.support import (
     HS_SECRET,
@@ -93,7 +96,36 @@ def test_all_problems_reported_at_once(tmp_path):
 @pytest.mark.parametrize(("alg", "need"), [("HS256", 32), ("HS384", 48), ("HS512", 64)])
 def test_hmac_secret_length(alg, need):
     make_identity({"secrets": [{"alg": alg, "secret": "k" * need}]})
-    assert "at least" in config_errors({"secrets": [{"alg": alg, "secret": "k" * (need - 1)}]})[0]
+    (error,) = config_errors({"secrets": [{"alg": alg, "secret": "k" * (need - 1)}]})
+    assert "at least" in error and "openssl rand -base64" in error  # says how to make one
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        *sorted(PUBLISHED_SECRETS),
+        "REPLACE-ME-with-your-own-secret-of-32-bytes-or-more",  # an edited placeholder
+        "my-demo-secret-CHANGE-ME-0123456789abcdef",
+    ],
+)
+def test_published_example_secrets_are_refused(secret):
+    (error,) = config_errors({"secrets": [{"secret": secret}]})
+    assert error.startswith("auth.secrets[0].secret: is an example value published with authz")
+    assert "openssl rand -base64 48" in error
+
+
+def test_published_secrets_cover_every_shipped_manifest_and_compose_default():
+    # The one list must hold what the deployment files ship today, so a new example value
+    # cannot be added to them without being refused.
+    root = Path(__file__).resolve().parents[3]
+    texts = [p.read_text() for p in (root / "deploy").rglob("*") if p.is_file()]
+    texts.append((root / "docker-compose.yml").read_text())
+    found = {
+        m
+        for t in texts
+        for m in re.findall(r"AUTHZ_SECRET(?::\s*\"?|:-|=)([A-Za-z0-9_+/=.-]{8,})", t)
+    }
+    assert found <= PUBLISHED_SECRETS, found - PUBLISHED_SECRETS
 
 
 @pytest.mark.parametrize(

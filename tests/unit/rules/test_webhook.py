@@ -140,6 +140,8 @@ def _ctx(runtime, **args):
         ("http:///path", "no host"),
         ("http://169.254.169.254/latest/meta-data", "link-local"),
         ("http://[fe80::1]/x", "link-local"),
+        ("http://2852039166/latest", "link-local"),  # 169.254.169.254 as one number
+        ("http://[::ffff:169.254.169.254]/x", "link-local"),
         ("http://user:pw@host/x", "credentials"),
         ("http://host:99999/x", "invalid URL"),
         ("args.params.url", "http or https"),

@@ -1,0 +1,1 @@
+"""Importers: turn another system's configuration into an authz config."""
