@@ -172,7 +172,7 @@ class Authorizer:
                     failure = await run(rule, ctx)
             except TokenError as exc:
                 if self.metrics is not None:
-                    self.metrics.token_failure(exc.reason)
+                    self.metrics.token_failure(exc.kind)
                 return self._unauthorized(req, ep, f"token: {exc.reason}", self._www_invalid)
             except (RequestError, DependencyError) as exc:
                 return self._deny(req, ep, exc.status, str(exc), _public_message(exc))

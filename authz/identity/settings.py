@@ -94,11 +94,19 @@ class TokenSource(StrictModel):
 
 
 class ServiceTokenSettings(StrictModel):
-    """The short-lived JWT this service adds upstream on every allowed request."""
+    """The short-lived JWT this service adds upstream on every allowed request.
+
+    Service tokens (and webhook tokens minted from `claims`) carry the JWT header
+    `typ: service+jwt`, so they are never accepted here as end-user tokens. `audience`, when
+    set, is their `aud` claim (off by default: verifiers that do not expect an `aud`, such as
+    PyJWT without an audience, reject tokens carrying one). `key` is the kid of the
+    `auth.secrets` entry that signs them (default: the primary key)."""
 
     enabled: bool = True  # off: no service token (needed when no key can sign)
     header: str = "x-sc-token"
     ttl: Duration = 60.0
+    key: str | None = None
+    audience: str | None = Field(None, min_length=1)
 
 
 class AuthSettings(StrictModel):

@@ -96,7 +96,7 @@ class FakeIdentity:
     def __init__(self):
         self.minted: list[tuple[dict, float]] = []
 
-    def mint(self, claims, ttl):
+    def mint_service(self, claims, ttl):
         self.minted.append((claims, ttl))
         return "minted." + json.dumps(claims, sort_keys=True)
 
