@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 from dataclasses import dataclass
 from time import monotonic, perf_counter
@@ -124,7 +125,7 @@ class AuthzServer:
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
             reflection.aio.ReflectionServicer(services), generic
         )  # what reflection.enable_server_reflection does for a grpc.aio server
-        self._listen_grpc()
+        self._listen_grpc(reuse)
         host, port = _split(self.options.http_listen)
         try:
             self.http = await start_http(host, port, self._http, reuse)
@@ -142,8 +143,9 @@ class AuthzServer:
         )  # fmt: skip
         self.reloader.start_watching()
 
-    def _listen_grpc(self) -> None:
+    def _listen_grpc(self, reuse: bool) -> None:
         address = self.options.listen
+        _probe(address, reuse)  # the OS's reason, before grpc logs its own lines
         try:
             bound = self.grpc.add_insecure_port(address)
         except RuntimeError:  # grpc's "Failed to bind to address ...": in use, or not ours
@@ -267,6 +269,25 @@ def decision_record(d: Decision, seconds: float, version: str) -> dict[str, Any]
 def _split(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _probe(address: str, reuse: bool) -> None:
+    """ListenError with the OS's reason when `host:port` cannot be bound as grpc would."""
+    try:
+        host, port = _split(address)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (ValueError, OSError):
+        return  # not host:port (unix:..., a name grpc resolves itself): grpc decides
+    family, _, _, _, sockaddr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            probe.bind(sockaddr)
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            raise ListenError(f"cannot listen on {address}: {why}") from None
 
 
 def run_server(options: ServeOptions) -> int:
