@@ -178,7 +178,7 @@ class Authorizer:
                 return self._deny(req, ep, exc.status, str(exc), _public_message(exc))
             return self._decide(req, ep, ctx, failure, claims)
         except Exception:
-            log.exception("internal error in Check (request id %s)", req.request_id or "-")
+            log.exception("internal error in Check (request id %a)", req.request_id or "-")
             return self._deny(req, None, 500, "internal error", "internal error")
 
     def _decide(
