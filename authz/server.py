@@ -292,6 +292,8 @@ def _probe(address: str, reuse: bool) -> None:
 
 def run_server(options: ServeOptions) -> int:
     """Run one server process (or several sharing the ports) until SIGTERM/SIGINT."""
+    for address in (options.listen, options.http_listen):  # a taken port: one line, no forks
+        _probe(address, options.workers > 1)
     if options.workers > 1:
         return _run_workers(options)
     return _run_one(options)

@@ -162,8 +162,8 @@ def test_serve_workers_metrics_directory_is_removed_unless_given(
     assert (os.environ.get("PROMETHEUS_MULTIPROC_DIR") == str(given)) is preset
 
 
-@pytest.mark.parametrize("which", ["grpc", "http"])
-def test_serve_on_a_busy_port_is_one_line(config, which):
+@pytest.mark.parametrize(("which", "workers"), [("grpc", 1), ("http", 1), ("grpc", 2)])
+def test_serve_on_a_busy_port_is_one_line(config, which, workers):
     """No traceback: one line naming the address, and a failing exit status."""
     import os
     import socket
@@ -181,7 +181,8 @@ def test_serve_on_a_busy_port_is_one_line(config, which):
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "authz", "serve", "--config", str(config), "--listen",
-             grpc_addr, "--http-listen", http_addr, "--watch", "0", "--drain", "0s"],
+             grpc_addr, "--http-listen", http_addr, "--watch", "0", "--drain", "0s",
+             "--workers", str(workers)],
             capture_output=True, text=True, timeout=60, env={**os.environ, "CLI_SECRET": SECRET},
         )  # fmt: skip
     finally:
