@@ -117,3 +117,16 @@ class AuthSettings(StrictModel):
     serviceToken: ServiceTokenSettings = ServiceTokenSettings()
     cacheSize: int = Field(10_000, ge=0)  # verified-token cache entries
     maxTokenBytes: int = Field(8192, ge=256)
+
+    @model_validator(mode="after")
+    def _service_audience_is_its_own(self) -> AuthSettings:
+        # a token naming the service audience is refused as an end-user token: an audience
+        # end-user tokens must carry would refuse them all
+        aud = self.serviceToken.audience
+        for i, s in enumerate(self.secrets):
+            wanted = [s.audience] if isinstance(s.audience, str) else s.audience or []
+            if aud is not None and aud in wanted:
+                raise ValueError(
+                    f"serviceToken.audience {aud!r} is also an end-user audience of secrets[{i}]"
+                )
+        return self

@@ -249,3 +249,13 @@ def test_key_and_primary_problems_reported_together():
     assert len(e.value.errors) == 2
     assert e.value.errors[0].startswith("auth.secrets[0].secret:")
     assert e.value.errors[1].startswith("auth.secrets: only one key may be primary")
+
+
+def test_service_audience_must_not_be_an_end_user_audience():
+    with pytest.raises(ValueError, match="also an end-user audience of secrets"):
+        make_identity(
+            {
+                "secrets": [{"secret": HS_SECRET, "audience": ["web", "orders"]}],
+                "serviceToken": {"audience": "orders"},
+            }
+        )
