@@ -184,13 +184,13 @@ class Authorizer:
                     failure = await run(rule, ctx)
             except TokenError as exc:
                 if self.metrics is not None:
-                    self.metrics.token_failure(exc.reason)
+                    self.metrics.token_failure(exc.kind)
                 return self._unauthorized(req, ep, f"token: {exc.reason}", self._www_invalid)
             except (RequestError, DependencyError) as exc:
                 return self._deny(req, ep, exc.status, str(exc), _public_message(exc))
             return self._decide(req, ep, ctx, failure, claims)
         except Exception:
-            log.exception("internal error in Check (request id %s)", req.request_id or "-")
+            log.exception("internal error in Check (request id %a)", req.request_id or "-")
             return self._deny(req, None, 500, "internal error", "internal error")
 
     def _decide(

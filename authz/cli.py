@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from authz.durations import parse_duration
-from authz.errors import ConfigError
+from authz.errors import ConfigError, ListenError
 from authz.importers.spacecloud.command import add_parser as add_import_parser
 
 
@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"authz {args.command}: {exc}", file=sys.stderr)
         return 2
+    except ListenError as exc:  # a busy port: one line naming the address, no traceback
+        print(f"authz {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 class UsageError(Exception):

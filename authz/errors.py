@@ -19,13 +19,25 @@ class ConfigError(AuthzError):
         super().__init__("\n".join(self.errors))
 
 
+# The failure kinds of a token: the only values of the token-failure metric label (a label
+# value never comes from a request, so a flood of odd tokens cannot grow /metrics).
+TOKEN_FAILURE_KINDS = frozenset(
+    ("malformed", "too_large", "unknown_key", "signature", "expired", "not_yet_valid",
+     "issuer", "audience", "claims", "service_token", "error")
+)  # fmt: skip
+
+
 class TokenError(AuthzError):
-    """The caller's token is missing, malformed, expired or unverifiable (-> 401)."""
+    """The caller's token is missing, malformed, expired or unverifiable (-> 401).
+
+    `reason` is for the decision log and the operator; `kind` (one of TOKEN_FAILURE_KINDS)
+    is what metrics count."""
 
     status = 401
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, kind: str = "malformed"):
         self.reason = reason
+        self.kind = kind if kind in TOKEN_FAILURE_KINDS else "error"
         super().__init__(reason)
 
 
@@ -39,6 +51,10 @@ class UnsupportedMediaType(RequestError):
     """A body the rules read that is not declared as JSON (-> 415)."""
 
     status = 415
+
+
+class ListenError(AuthzError):
+    """`authz serve` cannot listen on an address (in use, not permitted, not local)."""
 
 
 class DependencyError(AuthzError):

@@ -79,7 +79,7 @@ def describe(rule: Rule) -> str:
     if kind == "query":
         return f"{rule.alias}.{rule.col}"  # type: ignore[attr-defined]
     if kind == "webhook":
-        return f"POST {rule.url}"  # type: ignore[attr-defined]
+        return f"POST {rule.label}"  # type: ignore[attr-defined]
     if kind == "force":
         return f"{rule.fp.text} = {rule.value_text}"  # type: ignore[attr-defined]
     fps = getattr(rule, "fps", None)

@@ -36,6 +36,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from authz.errors import TOKEN_FAILURE_KINDS
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST  # for the /metrics response
 
 # A Check costs ~0.1 ms (the gRPC floor) to tens of ms (datastores, webhooks): fine buckets there.
@@ -50,6 +52,9 @@ UNMATCHED = "-"  # service/endpoint label when no endpoint matched (bounded card
 _COMMON_OUTCOMES = (
     (True, 200), (False, 400), (False, 401), (False, 403), (False, 500), (False, 503),
 )  # fmt: skip
+
+# The only values of the `kind` label of dependency errors.
+DEPENDENCY_ERROR_KINDS = frozenset(("timeout", "error", "connection", "status"))
 
 log = logging.getLogger("authz.observability")
 
@@ -180,7 +185,9 @@ class DependencyMetrics:
         self._lock = threading.Lock()
 
     def error(self, kind: str = "error") -> None:
-        """Count a failure; `kind` is a small fixed word (timeout, connection, status...)."""
+        """Count a failure; `kind` is one of DEPENDENCY_ERROR_KINDS (any other is "error")."""
+        if kind not in DEPENDENCY_ERROR_KINDS:
+            kind = "error"
         child = self._errors.get(kind)
         if child is None:
             child = self._errors[kind] = self._factory(kind)
@@ -331,7 +338,8 @@ class Metrics:
         return dep
 
     def webhook(self, url: str) -> DependencyMetrics:
-        """The children of one webhook URL (a rule's constant), bound on first use."""
+        """The children of one webhook URL, bound on first use. `url` is the rule's label
+        (`rules.webhook.url_label`: no query, where a configured secret would sit)."""
         dep = self._webhooks.get(url)
         if dep is None:
             dep = self._webhooks[url] = DependencyMetrics(
@@ -348,11 +356,14 @@ class Metrics:
 
     # --- events ----------------------------------------------------------------------------
 
-    def token_failure(self, reason: str) -> None:
-        """Count a rejected token; `reason` is a fixed word (expired, signature, malformed...)."""
-        child = self._token_failures.get(reason)
+    def token_failure(self, kind: str) -> None:
+        """Count a rejected token by its kind (`TokenError.kind`): any other word counts as
+        "error", so no label value can come from a request."""
+        if kind not in TOKEN_FAILURE_KINDS:
+            kind = "error"
+        child = self._token_failures.get(kind)
         if child is None:
-            child = self._token_failures[reason] = self.token_failures.labels(reason)
+            child = self._token_failures[kind] = self.token_failures.labels(kind)
         child.inc()
 
     def config_loaded(self, version: str, when: float | None = None) -> None:
@@ -608,4 +619,7 @@ class DecisionLog:
 def _encode(ts: float, record: dict[str, Any]) -> str:
     out = {"time": datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")}
     out.update(mask(record))  # a record's own "time" wins
-    return json.dumps(out, separators=(",", ":"), default=str, ensure_ascii=False) + "\n"
+    # ensure_ascii: request text (an x-request-id, a path) may hold U+2028, U+0085 or other
+    # line separators that would split the record for line readers; escaped, a record is
+    # one line of ASCII whatever the client sent
+    return json.dumps(out, separators=(",", ":"), default=str, ensure_ascii=True) + "\n"

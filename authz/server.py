@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 from dataclasses import dataclass
 from time import monotonic, perf_counter
@@ -29,7 +30,7 @@ from authz.decision import Decision
 from authz.envoy.decode import decode
 from authz.envoy.encode import encode, serialize
 from authz.envoy.extproc import ExtProcServicer
-from authz.errors import RequestError
+from authz.errors import ListenError, RequestError
 from authz.http import start_http
 from authz.observability import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from authz.observability import DecisionLog, Metrics, worker_exited
@@ -124,10 +125,14 @@ class AuthzServer:
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
             reflection.aio.ReflectionServicer(services), generic
         )  # what reflection.enable_server_reflection does for a grpc.aio server
-        if self.grpc.add_insecure_port(self.options.listen) == 0:
-            raise OSError(f"cannot listen on {self.options.listen}")
+        self._listen_grpc(reuse)
         host, port = _split(self.options.http_listen)
-        self.http = await start_http(host, port, self._http, reuse)
+        try:
+            self.http = await start_http(host, port, self._http, reuse)
+        except OSError as exc:
+            await self.grpc.stop(None)
+            why = exc.strerror or str(exc)
+            raise ListenError(f"cannot listen on {self.options.http_listen}: {why}") from None
         await self.grpc.start()
         for name in ("", AUTH_SERVICE):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -137,6 +142,16 @@ class AuthzServer:
             self.authorizer.version, len(self.authorizer.endpoints),
         )  # fmt: skip
         self.reloader.start_watching()
+
+    def _listen_grpc(self, reuse: bool) -> None:
+        address = self.options.listen
+        _probe(address, reuse)  # the OS's reason, before grpc logs its own lines
+        try:
+            bound = self.grpc.add_insecure_port(address)
+        except RuntimeError:  # grpc's "Failed to bind to address ...": in use, or not ours
+            bound = 0
+        if bound == 0:
+            raise ListenError(f"cannot listen on {address}: address in use or not available")
 
     def _swap(self, new: Authorizer) -> Authorizer | None:
         """Install a new config version; Checks already running keep the one they started with."""
@@ -256,8 +271,29 @@ def _split(address: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def _probe(address: str, reuse: bool) -> None:
+    """ListenError with the OS's reason when `host:port` cannot be bound as grpc would."""
+    try:
+        host, port = _split(address)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (ValueError, OSError):
+        return  # not host:port (unix:..., a name grpc resolves itself): grpc decides
+    family, _, _, _, sockaddr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            probe.bind(sockaddr)
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            raise ListenError(f"cannot listen on {address}: {why}") from None
+
+
 def run_server(options: ServeOptions) -> int:
     """Run one server process (or several sharing the ports) until SIGTERM/SIGINT."""
+    for address in (options.listen, options.http_listen):  # a taken port: one line, no forks
+        _probe(address, options.workers > 1)
     if options.workers > 1:
         return _run_workers(options)
     return _run_one(options)
@@ -356,6 +392,9 @@ def _worker(options: ServeOptions, parent: int) -> NoReturn:
             signal.signal(sig, signal.SIG_DFL)
         _stop_with_parent(parent)
         code = _run_one(options)
+    except ListenError as exc:
+        print(f"authz serve: {exc}", file=sys.stderr)
+        code = 3
     except BaseException:
         log.exception("worker failed")
     finally:

@@ -79,7 +79,8 @@ def load_config_text(
     try:
         raw = parse_document(text, name)
         errors: list[str] = []
-        raw = interpolate(raw, os.environ if env is None else env, errors)
+        filled: set[str] = set()
+        raw = interpolate(raw, os.environ if env is None else env, errors, filled=filled)
         if errors:
             raise ConfigError(errors)
         try:
@@ -90,6 +91,7 @@ def load_config_text(
         raise ConfigError([f"{name}: the document is nested too deeply"]) from None
     config._version = hashlib.sha256(text.encode()).hexdigest()[:12]
     config._base_dir = base_dir or Path.cwd()
+    config._interpolated = frozenset(filled)
     return config
 
 

@@ -55,7 +55,8 @@ class MatchRule(RuleBase):
 
 class CacheSettings(StrictModel):
     ttl: Duration
-    size: int = Field(10_000, ge=1)
+    size: int = Field(10_000, ge=1)  # entries
+    maxBytes: int = Field(16 << 20, ge=1024)  # what keys and results hold, estimated
 
 
 class QueryRule(RuleBase):
@@ -208,6 +209,8 @@ class Config(StrictModel):
     limits: Limits = Limits()
     _version: str = PrivateAttr("")  # short hash of the file, for logs and metrics
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)  # relative paths start here
+    # strings filled from the environment (`${VAR}`): treated as secrets, never logged
+    _interpolated: frozenset[str] = PrivateAttr(frozenset())
 
     @property
     def version(self) -> str:

@@ -213,11 +213,11 @@ class Stream:
             return self._dispatch(kind, req)
         except _Fail as fail:
             log.warning(
-                "ext_proc %s: %s (request id %s)", kind, fail.details, self.request_id or "-"
+                "ext_proc %s: %s (request id %a)", kind, fail.details, self.request_id or "-"
             )
             return immediate(fail.status, fail.message, self.request_id, fail.details)
         except Exception:
-            log.exception("ext_proc internal error on %s (request id %s)", kind, self.request_id)
+            log.exception("ext_proc internal error on %s (request id %a)", kind, self.request_id)
             status = 502 if kind and kind.startswith("response") else 500
             return immediate(status, "internal error", self.request_id, "authz_ext_proc_error")
 
@@ -246,7 +246,7 @@ class Stream:
             keyring = getattr(self.authorizer.runtime, "keyring", None)
             self.plan = None if text is None else parse_plan(text, keyring)
         except PlanError as exc:
-            log.error("ext_proc: %s (request id %s)", exc, self.request_id or "-")
+            log.error("ext_proc: %s (request id %a)", exc, self.request_id or "-")
             kind = req.WhichOneof("request") or ""
             status = 502 if kind.startswith("response") else 500
             raise _Fail(status, "internal error", "authz_ext_proc_bad_plan") from None

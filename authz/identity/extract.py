@@ -30,14 +30,14 @@ class TokenExtractor:
         if not token:
             raise TokenError("empty token")
         if len(token) > self.max_bytes:
-            raise TokenError("token too large")
+            raise TokenError("token too large", "too_large")
         return token
 
     def _from_header(self, value: str | None, verified: Container[str]) -> str | None:
         if value is None:
             return None
         if len(value) > self.max_bytes + 64:  # before any splitting of a huge value
-            raise TokenError("token too large")
+            raise TokenError("token too large", "too_large")
         if "," in value:  # Envoy joins repeated headers with ","; a JWT has no comma
             raise TokenError(f"several {self.header} values")
         value = value.strip()
@@ -59,7 +59,7 @@ class TokenExtractor:
         if value is None:
             return None
         if len(value) > 8 * self.max_bytes:  # cookie headers carry other cookies too
-            raise TokenError("cookie header too large")
+            raise TokenError("cookie header too large", "too_large")
         found: list[str] = []
         # "; " separates cookies; "," appears when Envoy joins repeated cookie headers
         for part in value.replace(",", ";").split(";"):

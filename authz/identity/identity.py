@@ -20,7 +20,7 @@ from authz.identity.cache import TokenCache
 from authz.identity.extract import TokenExtractor
 from authz.identity.jwks import JwksSource
 from authz.identity.keys import Key, Problems, load_static_key, pick_primary
-from authz.identity.mint import Minter, ServiceTokens
+from authz.identity.mint import SERVICE_TOKEN_TYP, Minter, ServiceTokens
 from authz.identity.settings import AuthSettings
 from authz.identity.verify import Provider, Verifier
 
@@ -51,12 +51,19 @@ class Identity:
             required=settings.requireClaims,
             max_bytes=settings.maxTokenBytes,
             clock=clock,
+            service_audience=settings.serviceToken.audience,
         )
         self.extractor = TokenExtractor(settings.token, settings.maxTokenBytes)
-        self.minter = Minter(pick_primary(settings.secrets, static, problems), clock)
+        primary = pick_primary(settings.secrets, static, problems)
+        self.minter = Minter(primary, clock)  # end-user tokens (`authz token`, rule tests)
+        service_key = _service_key(settings, static, primary, problems)
+        self.service_minter = Minter(service_key, clock, typ=SERVICE_TOKEN_TYP)
         if problems:
             raise ConfigError(problems)
-        self.service_tokens = ServiceTokens(self.minter, project, settings.serviceToken.ttl)
+        self.service_audience = settings.serviceToken.audience
+        self.service_tokens = ServiceTokens(
+            self.service_minter, project, settings.serviceToken.ttl, self.service_audience
+        )
 
     def _load(
         self, settings: AuthSettings, base_dir: Path, problems: Problems
@@ -106,7 +113,7 @@ class Identity:
     async def verify(self, token: str) -> dict[str, Any]:
         """The verified claims (treat them as read-only), or TokenError(reason)."""
         if not isinstance(token, str) or len(token) > self.max_bytes:
-            raise TokenError("token too large")
+            raise TokenError("token too large", "too_large")
         now = self.clock()
         claims = self.cache.get(token, now)
         if claims is not None:
@@ -117,14 +124,38 @@ class Identity:
             raise
         except Exception as e:  # fail closed: an unforeseen input is a bad token, not a crash
             log.warning("token verification failed unexpectedly: %s", type(e).__name__)
-            raise TokenError("token could not be verified") from None
+            raise TokenError("token could not be verified", "error") from None
         self.cache.put(token, claims, exp, nbf, key)
         return claims
 
     def mint(self, claims: dict[str, Any], ttl: float) -> str:
-        """A JWT signed by the primary key, with iat/exp; ConfigError when no key can sign."""
+        """An end-user JWT signed by the primary key, with iat/exp (`authz token`, rule
+        tests); ConfigError when no key can sign."""
         return self.minter.mint(claims, ttl)
+
+    def mint_service(self, claims: dict[str, Any], ttl: float) -> str:
+        """A service token from `claims` (a webhook's): typed and scoped like the upstream
+        service token, so it is never accepted here as an end-user token."""
+        if self.service_audience is not None and "aud" not in claims:
+            claims = {**claims, "aud": self.service_audience}
+        return self.service_minter.mint(claims, ttl)
 
     def service_token(self, caller_id: str | None) -> str:
         """The upstream service token for this caller (cached); ConfigError when no key can sign."""
         return self.service_tokens.get(caller_id)
+
+
+def _service_key(
+    settings: AuthSettings, static: dict[int, Key], primary: Key | None, problems: Problems
+) -> Key | None:
+    """The key of `serviceToken.key` (a kid of auth.secrets), else the primary key."""
+    kid = settings.serviceToken.key
+    if kid is None:
+        return primary
+    key = next((k for k in static.values() if k.kid == kid), None)
+    if key is None:
+        problems.add("auth.serviceToken.key", f"no static key of auth.secrets has kid {kid!r}")
+    elif not key.can_sign:
+        problems.add("auth.serviceToken.key", f"the key {kid!r} cannot sign (add privateKey)")
+        return None
+    return key

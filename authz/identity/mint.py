@@ -1,4 +1,8 @@
-"""Signing tokens with the primary key: minted tokens and the cached upstream service token."""
+"""Signing tokens: minted tokens and the cached upstream service token.
+
+Service tokens (upstream and webhook tokens) are typed with the JWT header
+`typ: service+jwt` (RFC 8725 §3.11): verification refuses that type as an end-user token,
+so a token that an upstream or a webhook sees cannot be replayed to this service."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from authz.errors import ConfigError
 from authz.identity.keys import Key
 from authz.identity.parse import b64url_encode
 
+SERVICE_TOKEN_TYP = "service+jwt"
 NO_SIGNING_KEY = (
     "auth.secrets: no key can sign service tokens "
     "(add an HS secret, or a privateKey to a public key, and mark it primary)"
@@ -25,10 +30,10 @@ def _segment(obj: dict[str, Any]) -> str:
 class Minter:
     """Signs with `key`; without a key every call raises ConfigError (a 500-class deny)."""
 
-    def __init__(self, key: Key | None, clock: Callable[[], float] = time.time):
+    def __init__(self, key: Key | None, clock: Callable[[], float] = time.time, typ: str = "JWT"):
         self.key = key
         self.clock = clock
-        header = {"alg": key.alg, "typ": "JWT"} if key else {}
+        header = {"alg": key.alg, "typ": typ} if key else {}
         if key is not None and key.kid is not None:
             header["kid"] = key.kid
         self._header = _segment(header)
@@ -49,10 +54,11 @@ class ServiceTokens:
 
     MAX_ENTRIES = 4096
 
-    def __init__(self, minter: Minter, project: str, ttl: float):
+    def __init__(self, minter: Minter, project: str, ttl: float, audience: str | None = None):
         self.minter = minter
         self.project = project
         self.ttl = ttl
+        self.audience = audience
         self._tokens: OrderedDict[str | None, tuple[str, float]] = OrderedDict()
 
     def get(self, caller_id: str | None) -> str:
@@ -61,6 +67,8 @@ class ServiceTokens:
         if hit is not None and now < hit[1]:
             return hit[0]
         claims: dict[str, Any] = {"iss": self.project}
+        if self.audience is not None:
+            claims["aud"] = self.audience
         if caller_id is not None:
             claims["id"] = caller_id
         token = self.minter.mint(claims, self.ttl)

@@ -116,7 +116,7 @@ def _check_header(header: dict[str, Any]) -> tuple[str, str | None]:
 def parse_token(token: str, max_bytes: int) -> ParsedToken:
     """Split and check a compact JWS; the payload stays encoded until the signature holds."""
     if not isinstance(token, str) or len(token) > max_bytes:
-        raise TokenError("token too large")
+        raise TokenError("token too large", "too_large")
     if not token.isascii():
         raise TokenError("malformed token")
     parts = token.split(".")

@@ -97,11 +97,19 @@ class TokenSource(StrictModel):
 
 
 class ServiceTokenSettings(StrictModel):
-    """The short-lived JWT this service adds upstream on every allowed request."""
+    """The short-lived JWT this service adds upstream on every allowed request.
+
+    Service tokens (and webhook tokens minted from `claims`) carry the JWT header
+    `typ: service+jwt`, so they are never accepted here as end-user tokens. `audience`, when
+    set, is their `aud` claim (off by default: verifiers that do not expect an `aud`, such as
+    PyJWT without an audience, reject tokens carrying one). `key` is the kid of the
+    `auth.secrets` entry that signs them (default: the primary key)."""
 
     enabled: bool = True  # off: no service token (needed when no key can sign)
     header: str = "x-sc-token"
     ttl: Duration = 60.0
+    key: str | None = None
+    audience: str | None = Field(None, min_length=1)
 
 
 class AuthSettings(StrictModel):
@@ -112,3 +120,16 @@ class AuthSettings(StrictModel):
     serviceToken: ServiceTokenSettings = ServiceTokenSettings()
     cacheSize: int = Field(10_000, ge=0)  # verified-token cache entries
     maxTokenBytes: int = Field(8192, ge=256)
+
+    @model_validator(mode="after")
+    def _service_audience_is_its_own(self) -> AuthSettings:
+        # a token naming the service audience is refused as an end-user token: an audience
+        # end-user tokens must carry would refuse them all
+        aud = self.serviceToken.audience
+        for i, s in enumerate(self.secrets):
+            wanted = [s.audience] if isinstance(s.audience, str) else s.audience or []
+            if aud is not None and aud in wanted:
+                raise ValueError(
+                    f"serviceToken.audience {aud!r} is also an end-user audience of secrets[{i}]"
+                )
+        return self

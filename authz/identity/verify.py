@@ -14,7 +14,8 @@ from typing import Any
 from authz.errors import TokenError
 from authz.identity.claims import check_claims
 from authz.identity.jwks import JwksSource
-from authz.identity.keys import Key
+from authz.identity.keys import ALGORITHMS, Key
+from authz.identity.mint import SERVICE_TOKEN_TYP
 from authz.identity.parse import ParsedToken, parse_payload, parse_token
 
 Provider = Key | JwksSource
@@ -29,6 +30,7 @@ class Verifier:
         required: Sequence[str],
         max_bytes: int,
         clock: Callable[[], float] = time.time,
+        service_audience: str | None = None,
     ):
         self.providers = tuple(providers)  # config order: the order keys are tried without kid
         self.sources = tuple(p for p in providers if isinstance(p, JwksSource))
@@ -36,6 +38,7 @@ class Verifier:
         self.required = tuple(required)
         self.max_bytes = max_bytes
         self.clock = clock
+        self.service_audience = service_audience
 
     def candidates(self, alg: str, kid: str | None) -> list[Key]:
         """Keys of this alg: with a kid, those carrying it, else the kid-less ones."""
@@ -61,18 +64,40 @@ class Verifier:
             await asyncio.gather(*(s.refresh_on_demand() for s in self.sources))
             keys = self.candidates(token.alg, token.kid)
         if not keys:
-            raise TokenError(
-                "unknown kid" if token.kid is not None else f"no key for alg {token.alg}"
-            )
+            if token.kid is not None:
+                raise TokenError("unknown kid", "unknown_key")
+            # the alg is the token's text: named only when it is one we know
+            alg = token.alg if token.alg in ALGORITHMS else "(unsupported)"
+            raise TokenError(f"no key for alg {alg}", "unknown_key")
         return keys
 
     async def verify(self, token: str) -> tuple[dict[str, Any], Key, float | None, float | None]:
         """(claims, key, exp, nbf) of a valid token; TokenError otherwise."""
         parsed = parse_token(token, self.max_bytes)
+        if _service_typed(parsed.header):
+            raise TokenError("a service token is not an end-user token", "service_token")
         keys = await self._keys_for(parsed)
         key = next((k for k in keys if k.verify(parsed.signing_input, parsed.signature)), None)
         if key is None:
-            raise TokenError("bad signature")
+            raise TokenError("bad signature", "signature")
         claims = parse_payload(parsed.payload_segment)
         exp, nbf = check_claims(claims, key, self.clock(), self.leeway, self.required)
+        if self.service_audience is not None and _has_audience(claims, self.service_audience):
+            raise TokenError(
+                "a token for the upstream service is not an end-user token", "service_token"
+            )
         return claims, key, exp, nbf
+
+
+def _service_typed(header: dict[str, Any]) -> bool:
+    """`typ` names a service token, in any case and with or without `application/`."""
+    typ = header.get("typ")
+    if not isinstance(typ, str):
+        return False
+    typ = typ.lower()
+    return typ.removeprefix("application/") == SERVICE_TOKEN_TYP
+
+
+def _has_audience(claims: dict[str, Any], audience: str) -> bool:
+    aud = claims.get("aud")
+    return aud == audience or (isinstance(aud, list) and audience in aud)

@@ -151,7 +151,8 @@ def compile_match(model: MatchRule, cc: CompileContext, path: str) -> Rule:
     else:
         rule.f2 = _side(model.f2, model.type, cc, f"{path}.f2")
     rule.f2_text = _text(model.f2)
-    rule.masked = _masked(model.f1, model.f2, model.eval)
+    secrets = getattr(cc.config, "_interpolated", frozenset())
+    rule.masked = _masked(model.f1, model.f2, model.eval, secrets)
     rule.f2_value = _PER_REQUEST
     if is_constant(rule.f2):  # coercion is pure: a literal f2 is coerced once, here
         fixed = rule._f2({})
@@ -160,12 +161,14 @@ def compile_match(model: MatchRule, cc: CompileContext, path: str) -> Rule:
     return rule
 
 
-def _masked(f1: Any, f2: Any, op: str) -> str:
-    """When a side reads a secret (a token, an API key header, a password field...), failure
-    reasons and traces show the references, never the values (nor the literal compared with
-    them, often a secret from the environment); else ""."""
-    refs = [x for x in (f1, *(f2 if isinstance(f2, list) else [f2])) if is_reference(x)]
-    if not any(sensitive_reference(r) for r in refs):
+def _masked(f1: Any, f2: Any, op: str, secrets: frozenset[str] = frozenset()) -> str:
+    """When a side reads a secret (a token, an API key header, a password field...) or is a
+    literal filled from the environment (`"${INTERNAL_KEY}"`), failure reasons and traces show
+    the references, never the values (nor the literal compared with them); else ""."""
+    sides = (f1, *(f2 if isinstance(f2, list) else [f2]))
+    refs = [x for x in sides if is_reference(x)]
+    configured = any(isinstance(x, str) and not is_reference(x) and x in secrets for x in sides)
+    if not configured and not any(sensitive_reference(r) for r in refs):
         return ""
 
     def side(raw: Any) -> str:

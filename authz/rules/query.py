@@ -114,7 +114,11 @@ def compile_query(model: QueryRule, cc: CompileContext, path: str) -> Rule:
     rule.filter = compile_filter(model.find, cc, f"{path}.find")
     rule.set_store = compile_store(model.store, cc, f"{path}.store")
     rule.clause = compile_rule(model.clause, cc, f"{path}.clause") if model.clause else None
-    rule.cache = ResultCache(model.cache.ttl, model.cache.size) if model.cache else None
+    rule.cache = (
+        ResultCache(model.cache.ttl, model.cache.size, model.cache.maxBytes)
+        if model.cache
+        else None
+    )
     return rule
 
 

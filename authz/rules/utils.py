@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from authz.durations import parse_duration
@@ -14,13 +14,18 @@ from authz.rules.refs import MISSING, Getter, compile_path, constant, is_constan
 _NAME = re.compile(r"utils\.([A-Za-z]+)\(")
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")
 _UNITS = ("year", "month", "day", "hour", "minute", "second")
+MAX_OFFSET = timedelta(hours=14)  # Kiribati (+14:00) and Baker Island (-12:00) bound real zones
 
 
 # --- dates -------------------------------------------------------------------------------
 
 
 def parse_date(value: Any) -> datetime | None:
-    """RFC 3339 timestamp or YYYY-MM-DD date -> aware UTC datetime; None if neither."""
+    """RFC 3339 timestamp or YYYY-MM-DD date -> aware UTC datetime; None if neither.
+
+    A date is an instant: a timestamp's UTC offset is applied (so `...T01:00:00+01:00` is
+    midnight UTC), its offset must be one a real place uses (within ±14:00), a timestamp
+    without an offset is UTC, and a bare `YYYY-MM-DD` is midnight UTC of that day."""
     if isinstance(value, datetime):
         if not value.tzinfo:
             return value.replace(tzinfo=UTC)
@@ -37,6 +42,9 @@ def parse_date(value: Any) -> datetime | None:
         if value[10] not in "Tt ":
             return None
         dt = datetime.fromisoformat(value)
+        offset = dt.utcoffset()
+        if offset is not None and abs(offset) > MAX_OFFSET:
+            return None  # no place is this far from UTC: +23:59 only shifts a date by a day
         # Normalised to UTC here, once: 0001-01-01T00:00:00+01:00 cannot be, and is no date.
         return dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)
     except (ValueError, OverflowError):
@@ -94,9 +102,7 @@ def _add_duration(date_g: Getter, dur_g: Getter) -> Getter:
     return get
 
 
-def _timedelta(text: str):
-    from datetime import timedelta
-
+def _timedelta(text: str) -> timedelta:
     return timedelta(seconds=parse_duration(text))
 
 

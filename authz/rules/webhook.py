@@ -16,6 +16,7 @@ import json
 import time
 from datetime import date, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from authz.config.schema import WebhookRule
 from authz.datastores.cache import MISS, ResultCache, freeze
@@ -33,7 +34,9 @@ SERVICE_TOKEN_HEADER = "x-sc-token"
 
 class Webhook(Rule):
     kind = "webhook"
-    __slots__ = ("body", "cache", "claims", "forward_token", "set_store", "timeout", "url")
+    __slots__ = (
+        "body", "cache", "claims", "forward_token", "label", "set_store", "timeout", "url",
+    )  # fmt: skip
 
     async def evaluate(self, ctx: Context) -> Failure | None:
         body = self.body(ctx.args)
@@ -46,7 +49,9 @@ class Webhook(Rule):
         if self.forward_token and not isinstance(user_token, str):
             return self.fail("forwardToken: the request has no token", error=True)
         payload = _encode(body)
-        key = freeze([payload, claims]) if self.cache is not None else None
+        # every input that can change the answer: the body, the minted claims, and the
+        # forwarded token (the webhook decides on it: without it one user's allow is another's)
+        key = freeze([payload, claims, user_token]) if self.cache is not None else None
         outcome = self.cache.get(key) if self.cache is not None else MISS
         if self.cache is not None:
             count_cache(ctx, "webhook", outcome is not MISS)
@@ -56,7 +61,7 @@ class Webhook(Rule):
                 self.cache.put(key, outcome)
         status, reply = outcome
         if ctx.trace is not None:
-            ctx.detail = f"POST {self.url} -> {status}"
+            ctx.detail = f"POST {self.label} -> {status}"
         if not 200 <= status < 300:
             return self.fail(f"webhook answered {status}")
         self.set_store(ctx.args, reply)
@@ -68,7 +73,7 @@ class Webhook(Rule):
         metrics = getattr(ctx.runtime, "metrics", None)
         if metrics is None:
             return await self._call(ctx, payload, claims, user_token)
-        dep = metrics.webhook(self.url)
+        dep = metrics.webhook(self.label)
         start = time.perf_counter()
         try:
             outcome = await self._call(ctx, payload, claims, user_token)
@@ -98,11 +103,11 @@ class Webhook(Rule):
             async with asyncio.timeout(self.timeout):
                 return await self._post(runtime.http, payload, headers)
         except TimeoutError:
-            raise DependencyError(f"webhook {self.url}: timed out") from None
+            raise DependencyError(f"webhook {self.label}: timed out") from None
         except DependencyError:
             raise
         except Exception as exc:  # connection refused, reset, protocol errors
-            raise DependencyError(f"webhook {self.url}: {type(exc).__name__}") from exc
+            raise DependencyError(f"webhook {self.label}: {type(exc).__name__}") from exc
 
     async def _post(self, http: Any, payload: bytes, headers: dict[str, str]) -> tuple[int, Any]:
         try:
@@ -111,31 +116,34 @@ class Webhook(Rule):
                 headers=headers, content=payload,
             )  # fmt: skip
         except FetchError as exc:
-            raise DependencyError(f"webhook {self.url}: {exc}") from None
+            raise DependencyError(f"webhook {self.label}: {exc}") from None
         status = reply.status
         if 300 <= status < 400:
-            raise DependencyError(f"webhook {self.url}: redirect {status} not followed")
+            raise DependencyError(f"webhook {self.label}: redirect {status} not followed")
         if not 200 <= status < 300:
             return status, None
-        return status, _decode(reply.body, self.url)
+        return status, _decode(reply.body, self.label)
 
 
 async def _token(identity: Any, claims: dict[str, Any] | None) -> str:
     if identity is None:
         raise DependencyError("webhook: no identity to sign a token")
-    token = identity.service_token(None) if claims is None else identity.mint(claims, TOKEN_TTL)
+    if claims is None:
+        token = identity.service_token(None)
+    else:
+        token = identity.mint_service(claims, TOKEN_TTL)
     if inspect.isawaitable(token):
         token = await token
     return token
 
 
-def _decode(raw: bytes, url: str) -> Any:
+def _decode(raw: bytes, label: str) -> Any:
     if not raw.strip():
         return None
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):
-        raise DependencyError(f"webhook {url}: reply is not JSON") from None
+        raise DependencyError(f"webhook {label}: reply is not JSON") from None
 
 
 def _json_default(value: Any) -> Any:
@@ -155,6 +163,7 @@ def _encode(body: Any) -> bytes:
 def compile_webhook(model: WebhookRule, cc: CompileContext, path: str) -> Rule:
     rule = Webhook(path, model.error)
     rule.url = model.url
+    rule.label = url_label(model.url)
     _check_url(model.url, cc, f"{path}.url")
     rule.timeout = model.timeout
     if model.timeout <= 0:
@@ -163,19 +172,59 @@ def compile_webhook(model: WebhookRule, cc: CompileContext, path: str) -> Rule:
     rule.body = _body(model.requestTemplate, cc, f"{path}.requestTemplate")
     rule.claims = _claims(model.claims, cc, f"{path}.claims")
     rule.set_store = compile_store(model.store, cc, f"{path}.store")
-    rule.cache = ResultCache(model.cache.ttl, model.cache.size) if model.cache else None
+    rule.cache = (
+        ResultCache(model.cache.ttl, model.cache.size, model.cache.maxBytes)
+        if model.cache
+        else None
+    )
     return rule
+
+
+def url_label(url: str) -> str:
+    """The URL as metrics and logs name it: without its query, fragment or user info, where
+    a configured secret (`?api_key=...`) would sit."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+    except ValueError:
+        return "invalid-url"
+    return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+# Request headers that carry credentials: never in the default body (the token's own
+# header and the service-token header are added per config).
+CREDENTIAL_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie"))
 
 
 def _body(template: Any, cc: CompileContext, path: str) -> Getter:
     if template is not None:
         return compile_template(template, cc, path)
     cc.read("*")
+    secret_headers = CREDENTIAL_HEADERS | _configured_token_headers(cc.config)
 
     def whole_args(args: dict[str, Any]) -> Any:
-        return {k: v for k, v in args.items() if k != "token"}
+        body = {k: v for k, v in args.items() if k != "token"}
+        headers = body.get("headers")
+        if isinstance(headers, dict):
+            body["headers"] = {
+                k: v
+                for k, v in headers.items()
+                if not (isinstance(k, str) and k.lower() in secret_headers)
+            }
+        return body
 
     return whole_args
+
+
+def _configured_token_headers(config: Any) -> frozenset[str]:
+    auth = getattr(config, "auth", None)
+    if auth is None:
+        return frozenset((SERVICE_TOKEN_HEADER,))
+    names = {auth.serviceToken.header, auth.token.header}
+    return frozenset(n.lower() for n in names if n)
 
 
 def _claims(claims: dict[str, Any] | None, cc: CompileContext, path: str) -> Getter | None:

@@ -275,6 +275,21 @@ def test_underscore_copies_of_our_headers_are_refused_at_the_edge(
     assert status in (0, 400) and seen == []
 
 
+@pytest.mark.parametrize("who", [None, USER])
+def test_the_service_token_an_upstream_sees_is_not_a_user_token(
+    stack: Stack, who: dict[str, Any] | None
+) -> None:
+    """The demo upstream echoes the x-sc-token it got; replayed as a Bearer it is refused:
+    service tokens are typed (JWT header `typ: service+jwt`), user tokens are not."""
+    target = "/v1/health" if who is None else "/v1/orders"
+    status, _, seen = send(stack, target, caller_headers(who))
+    assert status == 200 and len(seen) == 1
+    service_token = seen[0]["headers"]["x-sc-token"]
+    status, body, seen = send(stack, "/v1/orders", auth(service_token))
+    assert_denied(status, body, seen, 401)
+    assert jwt.get_unverified_header(service_token)["typ"] == "service+jwt"
+
+
 # --- JSON body bombs (row 23) --------------------------------------------------------------
 
 BOMBS = {

@@ -50,6 +50,8 @@ pytestmark = pytest.mark.integration
 
 API_KEY = "probe-api-key-" + uuid.uuid4().hex  # the partner's key, from the environment
 WRONG_KEY = "probe-wrong-key-" + uuid.uuid4().hex  # a client's near miss
+# a secret header whose name says nothing (no "key"/"token"/"secret" word masks it)
+INTERNAL = "probe-internal-" + uuid.uuid4().hex
 KEYRING = Keyring.from_settings(CryptoSettings(keys=[{"id": "k1", "key": AES_KEY}]))
 
 # Endpoints resolved by path (Envoy's fallback route, with ext_proc on).
@@ -61,6 +63,12 @@ PROBE = {
             "rule": {"rule": "match", "type": "string", "eval": "==",
                      "f1": "args.headers.x-api-key", "f2": "${PROBE_API_KEY}",
                      "error": "bad api key"},
+        },
+        "internal": {
+            "method": "GET",
+            "path": "/probe/internal",
+            "rule": {"rule": "match", "type": "string", "eval": "==",
+                     "f1": "args.headers.x-internal-pass", "f2": "${PROBE_INTERNAL}"},
         },
         "signup": {
             "method": "POST",
@@ -140,7 +148,9 @@ def stand(request: pytest.FixtureRequest, log_dir: Path) -> Iterator[Stand]:
            "--drain", "0s", "--log-level", level,
            "--decision-log", str(decision_log or "stdout")]  # fmt: skip
     echo = start_echo()
-    proc = Process("authz", cmd, d, authz_env({"PROBE_API_KEY": API_KEY}))
+    proc = Process(
+        "authz", cmd, d, authz_env({"PROBE_API_KEY": API_KEY, "PROBE_INTERNAL": INTERNAL})
+    )
     envoy = None
     try:
         proc.wait_http_ok(f"http://127.0.0.1:{http_port}/readyz")
@@ -167,6 +177,8 @@ def _sequence(stand: Stand) -> Sent:
     sent.keep("AES key (raw)", base64.b64decode(AES_KEY).decode())
     sent.keep("partner API key", API_KEY)
     sent.keep("a wrong API key", WRONG_KEY)
+    sent.keep("internal pass", INTERNAL)
+    wrong_internal = sent.keep("a wrong internal pass", secret("probe-internal-guess"))
 
     user = sent.keep("user token", token({"id": "u1", "role": "user", "orders": ["o-1"]}))
     admin = sent.keep("admin token", token({"id": "a1", "role": "admin"}))
@@ -212,6 +224,10 @@ def _sequence(stand: Stand) -> Sent:
         ("private profile", "GET", "/v1/profiles/u3", bearer(user), None, 403),
         ("partner, right key", "GET", "/probe/partner", {**key, "x-api-key": API_KEY}, None, 200),
         ("partner, wrong key", "GET", "/probe/partner", {**key, "x-api-key": WRONG_KEY}, None, 403),
+        ("internal, right pass", "GET", "/probe/internal",
+         {**key, "x-internal-pass": INTERNAL}, None, 200),
+        ("internal, wrong pass", "GET", "/probe/internal",
+         {**key, "x-internal-pass": wrong_internal}, None, 403),
         ("signup", "POST", "/probe/signup", bearer(user),
          {"username": "bob", "email": email2, "password": password2}, 200),
         ("signup, password = user name", "POST", "/probe/signup", bearer(user),
@@ -230,6 +246,14 @@ def _sequence(stand: Stand) -> Sent:
             sent.statuses[what] = resp.status_code
             if what == "lookup decrypts":
                 assert resp.json()["query"]["email"] == looked_up  # decrypted for the client
+        # a client-chosen request id with line separators: still one record, one line
+        rid = f'{uuid.uuid4()}\u2028{{"allowed":true}}\u0085x'
+        resp = client.get(
+            stand.envoy.url("/v1/orders/o-9"),
+            headers={**bearer(user), "x-request-id": rid.encode()},
+        )
+        assert resp.status_code == 403
+        sent.request_ids.append(rid)
     for i, seen in enumerate(stand.echo.requests):  # service tokens authz minted
         if "x-sc-token" in seen["headers"]:
             minted = seen["headers"]["x-sc-token"].removeprefix("Bearer ")

@@ -8,7 +8,7 @@ import asyncio
 from datetime import UTC, date, datetime
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
@@ -139,6 +139,8 @@ def value_of(raw: Any, args: dict[str, Any]) -> Any:
         return resolve(raw, args)
     if isinstance(raw, str) and raw.startswith("utils."):
         fn, ref = raw[6:].split("(", 1)
+        if fn == "now":  # RULES §2: the current time, as an RFC 3339 UTC timestamp
+            return datetime.now(UTC).isoformat().replace("+00:00", "Z")
         v = resolve(ref[:-1], args)
         if fn == "exists":
             return v is not MISSING
@@ -257,8 +259,24 @@ def compiled_outcome(rule: dict[str, Any], args: dict[str, Any]) -> str:
     return "error" if failure.error else "fail"
 
 
+_NO_ARGS: dict[str, Any] = {"auth": {}, "params": {}, "query": {}}
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rule=rules, args=request_args)
+# f2 `utils.now()` (a literal the strategies draw): once a disagreement (fail vs error)
+@example(
+    rule={"rule": "match", "type": "date", "eval": ">", "f1": "2024-01-01", "f2": "utils.now()"},
+    args=_NO_ARGS,
+)
+@example(
+    rule={"rule": "match", "type": "date", "eval": "<", "f1": "2024-01-01", "f2": "utils.now()"},
+    args=_NO_ARGS,
+)
+@example(
+    rule={"rule": "match", "type": "string", "eval": "==", "f1": "x", "f2": "utils.now()"},
+    args=_NO_ARGS,
+)
 def test_compiled_rules_agree_with_the_reference(
     rule: dict[str, Any], args: dict[str, Any]
 ) -> None:

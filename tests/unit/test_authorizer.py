@@ -346,3 +346,74 @@ def test_an_underscore_spelling_of_a_forced_header_is_denied(one_reading):  # fi
 def test_a_method_override_is_denied(one_reading, target, headers):
     d = check(one_reading, "GET", target, token(id="u1"), **headers)
     assert (d.allowed, d.status) == (False, 400), d.reason
+
+
+def test_token_failures_never_grow_metric_labels():
+    """Label values come from a fixed set of failure kinds, never from the token's text."""
+    from authz.errors import TOKEN_FAILURE_KINDS
+    from authz.observability import Metrics
+
+    metrics = Metrics()
+    authz = Authorizer(load_config_text(CONFIG, {"T_SECRET": SECRET}), metrics=metrics)
+    for i in range(60):
+        alg = f"XX{i}" + "A" * 2000
+        bad = ".".join(_b64(part) for part in ({"alg": alg}, {"id": "u1"}, "sig"))
+        assert asyncio.run(authz.check(_get(f"Bearer {bad}"))).status == 401
+    assert asyncio.run(authz.check(_get("Bearer a.b.c"))).status == 401
+    text = metrics.render().decode()
+    series = [
+        line
+        for line in text.splitlines()
+        if line.startswith("authz_token_verification_failures_total{")
+    ]
+    kinds = {line.split('reason="', 1)[1].split('"', 1)[0] for line in series}
+    assert kinds and kinds <= TOKEN_FAILURE_KINDS, kinds
+    assert "AAAA" not in text and len(text) < 64_000
+
+
+def _b64(part: dict | str) -> str:
+    import base64
+
+    raw = part.encode() if isinstance(part, str) else json.dumps(part).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _get(authorization: str, target: str = "/v1/orders", **headers: str) -> Request:
+    return Request.from_target(
+        "GET", target, headers={"authorization": authorization, **headers}, context={}
+    )
+
+
+def test_a_configured_secret_literal_never_reaches_the_reason():
+    config = CONFIG.replace(
+        "      health: {method: GET",
+        "      internal:\n"
+        "        method: GET\n"
+        "        path: /internal\n"
+        '        rule: {rule: match, eval: "==", type: string, f1: args.headers.x-internal-key,'
+        ' f2: "${INTERNAL_KEY}"}\n'
+        "      health: {method: GET",
+    )
+    env = {"T_SECRET": SECRET, "INTERNAL_KEY": "sekrit-from-the-environment"}
+    authz = Authorizer(load_config_text(config, env))
+    req = Request.from_target(
+        "GET",
+        "/internal",
+        headers={"x-internal-key": "a-guess", "authorization": f"Bearer {token(id='u1')}"},
+        context={},
+    )
+    d = asyncio.run(authz.check(req, trace=True))
+    assert (d.allowed, d.status) == (False, 403)
+    logged = json.dumps(d.to_json(), default=str)
+    assert "sekrit-from-the-environment" not in logged and "a-guess" not in logged
+    assert "args.headers.x-internal-key == <literal>" in d.reason
+    right = Request.from_target(
+        "GET",
+        "/internal",
+        headers={
+            "x-internal-key": env["INTERNAL_KEY"],
+            "authorization": f"Bearer {token(id='u1')}",
+        },
+        context={},
+    )
+    assert asyncio.run(authz.check(right)).allowed

@@ -160,3 +160,33 @@ def test_serve_workers_metrics_directory_is_removed_unless_given(
     assert main(["serve", "--config", str(config), "--workers", "2", "--watch", "0"]) == 0
     assert Path(seen[0]).exists() is preset
     assert (os.environ.get("PROMETHEUS_MULTIPROC_DIR") == str(given)) is preset
+
+
+@pytest.mark.parametrize(("which", "workers"), [("grpc", 1), ("http", 1), ("grpc", 2)])
+def test_serve_on_a_busy_port_is_one_line(config, which, workers):
+    """No traceback: one line naming the address, and a failing exit status."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from tests.helpers import free_port
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    taken = f"127.0.0.1:{busy.getsockname()[1]}"
+    free = f"127.0.0.1:{free_port()}"
+    grpc_addr, http_addr = (taken, free) if which == "grpc" else (free, taken)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "authz", "serve", "--config", str(config), "--listen",
+             grpc_addr, "--http-listen", http_addr, "--watch", "0", "--drain", "0s",
+             "--workers", str(workers)],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "CLI_SECRET": SECRET},
+        )  # fmt: skip
+    finally:
+        busy.close()
+    assert proc.returncode == 1, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"authz serve: cannot listen on {taken}: "), line

@@ -517,3 +517,16 @@ def test_unencodable_record_is_dropped_not_fatal():
     dl.close()
     assert [json.loads(line)["ok"] for line in sink.getvalue().splitlines()] == [1]
     assert dl.dropped == 1
+
+
+def test_decision_log_records_stay_one_ascii_line():
+    """A client-chosen x-request-id with line separators cannot split a record."""
+    sink = io.StringIO()
+    dl = DecisionLog(sink=sink)
+    rid = 'r-1\u2028{"allowed":true}\u0085\u2029x\re'
+    dl.log({"requestId": rid, "reason": "p\u00e9"})
+    dl.close()
+    text = sink.getvalue()
+    assert text.isascii()
+    (line,) = text.splitlines()  # what Python's and JavaScript's line readers split on
+    assert json.loads(line)["requestId"] == rid

@@ -95,6 +95,11 @@ def test_object_ids():
         ("0001-01-01T00:00:00+01:00", False),  # cannot be expressed in UTC
         ("9999-12-31T23:59:59-01:00", False),
         (20260102, False),
+        # offsets are those of real places, at most 14 hours from UTC
+        ("2026-01-02T03:04:05+14:00", True),
+        ("2026-01-02T03:04:05-12:00", True),
+        ("2026-12-08T00:00:00+23:59", False),
+        ("2026-12-08T00:00:00-14:01", False),
     ],
 )
 def test_parse_date(text, ok):

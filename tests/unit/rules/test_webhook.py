@@ -77,6 +77,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self._send(200, b'"' + b"x" * (MAX_REPLY + 10) + b'"', length=False)
 
+    def route_per_user(self):  # decides on the forwarded token, as a real webhook would
+        if self.headers.get("authorization") == "Bearer token-of-u1":
+            self._send(200, b'{"who": "u1"}')
+        else:
+            self._send(403, b"{}")
+
     def route_text(self):
         self._send(200, b"<html>not json</html>", ctype="text/html")
 
@@ -96,7 +102,7 @@ class FakeIdentity:
     def __init__(self):
         self.minted: list[tuple[dict, float]] = []
 
-    def mint(self, claims, ttl):
+    def mint_service(self, claims, ttl):
         self.minted.append((claims, ttl))
         return "minted." + json.dumps(claims, sort_keys=True)
 
@@ -269,3 +275,56 @@ async def test_cache(server, runtime):
     assert len(_Handler.seen) == 1
     assert await rule.evaluate(_ctx(runtime, params={"a": 2})) is None
     assert len(_Handler.seen) == 2
+
+
+@pytest.mark.parametrize("order", [("token-of-u1", "token-of-u2"), ("token-of-u2", "token-of-u1")])
+async def test_cache_key_covers_the_forwarded_token(server, runtime, order):
+    """The webhook decides on the forwarded token: one user's verdict is never another's."""
+    rule = _rule({"url": server + "/per-user", "forwardToken": True, "cache": {"ttl": "30s"}})
+    for user_token in (*order, *order):
+        failure = await rule.evaluate(_ctx(runtime, token=user_token))
+        assert (failure is None) == (user_token == "token-of-u1"), user_token
+    assert len(_Handler.seen) == 2  # each user's answer is cached, for that user
+
+
+async def test_default_body_carries_no_credentials(server, runtime):
+    headers = {
+        "authorization": "Bearer " + USER_TOKEN,
+        "cookie": "session=abc",
+        "proxy-authorization": "Basic eDp5",
+        "x-sc-token": "Bearer service.token",
+        "accept": "application/json",
+    }
+    assert await _rule({"url": server + "/ok"}).evaluate(_ctx(runtime, headers=headers)) is None
+    (seen,) = _Handler.seen
+    assert json.loads(seen["body"])["headers"] == {"accept": "application/json"}
+
+
+def test_default_body_leaves_out_the_configured_token_header():
+    from authz.config.load import load_config_text
+
+    config = load_config_text(
+        "project: p\n"
+        "auth: {token: {header: x-api-token, scheme: null}, serviceToken: {enabled: false,"
+        " header: x-internal}}\n"
+        "services: {}\n"
+    )
+    cc = CompileContext(config=config)
+    rule = compile_rule(
+        WebhookRule.model_validate({"rule": "webhook", "url": "http://h/"}), cc, "r"
+    )
+    args = {"headers": {"x-api-token": "t", "x-internal": "s", "x-other": "o"}, "token": "t"}
+    assert rule.body(args) == {"headers": {"x-other": "o"}}
+
+
+async def test_a_secret_in_the_url_stays_out_of_labels_and_reasons(runtime):
+    from authz.observability import Metrics
+
+    runtime.metrics = Metrics()
+    url = f"http://127.0.0.1:{free_port()}/hook?api_key=SECRET-IN-URL#frag"
+    with pytest.raises(DependencyError) as e:
+        await _rule({"url": url}).evaluate(_ctx(runtime))
+    assert "SECRET-IN-URL" not in str(e.value) and "/hook" in str(e.value)
+    text = runtime.metrics.render().decode()
+    assert "SECRET-IN-URL" not in text
+    assert 'url="http://127.0.0.1:' in text
