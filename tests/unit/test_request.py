@@ -276,6 +276,28 @@ def test_method_overrides_are_refused_whatever_the_rules_read(target, headers):
         interpret(_req(target, method="GET", **headers), Reading(), LIM)
 
 
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/x-www-form-urlencoded", b"a=1&_method=DELETE"),
+        ("application/x-www-form-urlencoded; charset=utf-8", b"%5F%6D%65%74%68%6F%64=DELETE"),
+        (
+            "multipart/form-data; boundary=b",
+            b'--b\r\ncontent-disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--b--',
+        ),
+    ],
+)
+def test_a_method_override_in_a_form_body_is_refused_where_authz_sees_the_body(content_type, body):
+    req = _req(body=body, **{"content-type": content_type})
+    with pytest.raises(RequestError, match="_method form field"):
+        interpret(req, Reading(), LIM)
+
+
+def test_form_bodies_without_an_override_pass_where_the_rules_do_not_read_them():
+    req = _req(body=b"name=a&methods=x", **{"content-type": "application/x-www-form-urlencoded"})
+    interpret(req, Reading(), LIM)
+
+
 def test_an_override_naming_the_request_method_passes():
     interpret(_req("/e", method="POST", **{"x-http-method-override": "post"}), Reading(), LIM)
 
