@@ -16,7 +16,7 @@ from authz.decision import Decision
 from authz.errors import ConfigError, DependencyError, RequestError, TokenError
 from authz.mutations import apply_changes
 from authz.observability import EndpointMetrics, Metrics
-from authz.request import Request, copy_headers, parse_json_body, parse_query
+from authz.request import Reading, Request, interpret
 from authz.resolve import Route, Router, compile_template
 from authz.rules.base import Context, Failure, Rule, run
 from authz.rules.compiler import CompileContext, compile_rule
@@ -45,6 +45,7 @@ class CompiledEndpoint:
     reads_params: bool
     dry_run: bool  # denials are allowed and marked (never on an endpoint with field rules)
     body_plan: bool  # body or response field rules: ext_proc applies a plan decided here
+    reading: Reading  # how a request to this endpoint is interpreted (authz/request.py)
 
     @property
     def field_rules(self) -> bool:
@@ -131,17 +132,18 @@ class Authorizer:
         elif self.dry_run and cc.field_targets:
             log.warning("%s: has field rules, so it keeps enforcing under --dry-run", path)
         errors.extend(cc.errors)
-        whole = "*" in cc.reads
+        reading = Reading.of(cc.reads, cc.names)
         compiled = CompiledEndpoint(
             service=sname,
             name=ename,
             rule=rule,
             needs_token=rule is not None and rule.kind != "allow",
-            reads_headers=whole or "headers" in cc.reads,
-            reads_query=whole or "query" in cc.reads or "params" in cc.reads,
-            reads_params=whole or "params" in cc.reads,
+            reads_headers=reading.headers,
+            reads_query=reading.query,
+            reads_params=reading.params,
             dry_run=(ep.mode == "dry-run" or self.dry_run) and not cc.field_targets,
             body_plan=bool(cc.field_targets & {"params", "res"}),
+            reading=reading,
         )
         methods = (
             None
@@ -222,35 +224,22 @@ class Authorizer:
         token: str | None,
         path_params: dict[str, str],
     ) -> dict[str, Any]:
-        # Like query and params, args.headers is only there for rules that read it. (Whole
-        # literals: building the dict key by key costs twice as much.)
-        if ep.reads_headers:
-            args: dict[str, Any] = {
-                "auth": claims, "headers": copy_headers(req.headers), "pathParams": path_params,
-                "method": req.method, "path": req.path, "service": ep.service,
-                "endpoint": ep.name,
-            }  # fmt: skip
-        else:
-            args = {
-                "auth": claims, "pathParams": path_params, "method": req.method,
-                "path": req.path, "service": ep.service, "endpoint": ep.name,
-            }  # fmt: skip
+        # args.headers, args.query and args.params are only there for rules that read them.
+        # (Whole literals: building the dict key by key costs twice as much.)
+        headers, query, params = interpret(req, ep.reading, self.config.limits)
+        args: dict[str, Any] = {
+            "auth": claims, "pathParams": path_params, "method": req.method,
+            "path": req.path, "service": ep.service, "endpoint": ep.name,
+        }  # fmt: skip
+        if headers is not None:
+            args["headers"] = headers
         if token is not None:
             args["token"] = token
-        if ep.reads_query:
-            query = args["query"] = parse_query(req.query_string)
-            if ep.reads_params:
-                args["params"] = self._params(req, query)
+        if query is not None:
+            args["query"] = query
+            if ep.reading.params:
+                args["params"] = params
         return args
-
-    def _params(self, req: Request, query: dict[str, Any]) -> Any:
-        """The JSON body when it is an object, otherwise the query parameters (DESIGN §3)."""
-        if req.body_partial:
-            raise RequestError("the request body is larger than the authorization limit")
-        if not req.body:
-            return query
-        body = parse_json_body(req.body, self.config.limits)
-        return body if isinstance(body, dict) else query
 
     # --- decisions ---------------------------------------------------------------------
 

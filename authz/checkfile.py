@@ -41,6 +41,8 @@ def to_request(item: dict[str, Any], n: int) -> Request:
         raw = json.dumps(body).encode()
     context = {k: item[k] for k in ("service", "endpoint") if item.get(k)}
     headers = {str(k).lower(): str(v) for k, v in item.get("headers", {}).items()}
+    if raw:  # like `curl --json`: a body is JSON unless the item says otherwise
+        headers.setdefault("content-type", "application/json")
     return Request.from_target(
         str(item.get("method", "GET")).upper(),
         item.get("path", "/"),

@@ -47,6 +47,12 @@ class RequestError(AuthzError):
     status = 400
 
 
+class UnsupportedMediaType(RequestError):
+    """A body the rules read that is not declared as JSON (-> 415)."""
+
+    status = 415
+
+
 class ListenError(AuthzError):
     """`authz serve` cannot listen on an address (in use, not permitted, not local)."""
 

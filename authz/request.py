@@ -10,10 +10,10 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_plus
 
 from authz.config.schema import Limits
-from authz.errors import RequestError
+from authz.errors import RequestError, UnsupportedMediaType
 
 
 def split_target(target: str) -> tuple[str, str]:
@@ -63,6 +63,206 @@ class Request:
         )
 
 
+# --- one interpretation ------------------------------------------------------------------
+#
+# The request the rules judge must be the request the upstream reads. `interpret` is the one
+# place that turns a Request into what the rules read (args.headers, args.query, args.params),
+# and it refuses, rather than passes on, what an upstream framework could read another way
+# (SECURITY.md, "One interpretation").
+
+# Headers through which Express (method-override), ASP.NET Core, gorilla/handlers, Symfony,
+# Spring and Flask recipes let a client replace the method the rules judged.
+METHOD_OVERRIDE_HEADERS = tuple(
+    spelling
+    for name in ("x-http-method-override", "x-http-method", "x-method-override")
+    for spelling in (name, name.replace("-", "_"))
+)
+# The form/query field Spring, Symfony/Laravel, Rails and gorilla read for the same purpose.
+METHOD_OVERRIDE_PARAM = "_method"
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/")
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What one endpoint's rules read or change, fixed at config load: how much of a request
+    `interpret` parses and whose spellings must be unambiguous.
+
+    Names are the rules' own spellings; None means "any name" (the rules read the whole
+    object, e.g. a webhook forwarding `args`)."""
+
+    headers: bool = False
+    query: bool = False
+    params: bool = False
+    query_names: Mapping[str, str] | None = field(default_factory=dict)  # folded -> rules'
+    header_names: frozenset[str] | None = frozenset()
+
+    @classmethod
+    def of(cls, reads: set[str], names: Mapping[str, set[str] | None]) -> Reading:
+        whole = "*" in reads
+
+        def spelled(*keys: str) -> set[str] | None:
+            found: set[str] = set()
+            for key in keys:
+                some = names.get(key, set())
+                if whole or some is None:
+                    return None
+                found |= some
+            return found
+
+        return cls(
+            headers=whole or "headers" in reads,
+            query=whole or "query" in reads or "params" in reads,
+            params=whole or "params" in reads,
+            # without a body, args.params is the query: its names are query names
+            query_names=_folded(spelled("query", "params")),
+            header_names=_frozen(spelled("headers")),
+        )
+
+
+def _folded(names: set[str] | None) -> dict[str, str] | None:
+    return None if names is None else {_fold_name(n): n for n in sorted(names)}
+
+
+def _frozen(names: set[str] | None) -> frozenset[str] | None:
+    return None if names is None else frozenset(n.lower() for n in names)
+
+
+Interpreted = tuple[dict[str, str] | None, dict[str, Any] | None, Any]
+
+
+def interpret(req: Request, reading: Reading, limits: Limits) -> Interpreted:
+    """(args.headers, args.query, args.params) as the rules read them, None for what they do
+    not read; RequestError (400/415) for a request an upstream could read another way."""
+    _check_method(req)
+    headers = query = params = None
+    if reading.headers:
+        headers = copy_headers(req.headers)
+        _check_header_names(headers, reading.header_names)
+    if reading.query:
+        query = parse_query(req.query_string)
+        if req.query_string:
+            _check_query_names(req.query_string, reading.query_names)
+        if _is_form(req.headers.get("content-type")):
+            # Spring's getParameter, PHP's $_REQUEST, Flask's request.values and ASP.NET model
+            # binding read form fields and query parameters as one: a form field would shadow
+            # the query the rules judged.
+            raise UnsupportedMediaType("a form body is not accepted where the rules read the query")
+        if reading.params:
+            params = request_params(req, query, limits)
+    return headers, query, params
+
+
+def request_params(req: Request, query: dict[str, Any], limits: Limits) -> Any:
+    """args.params: the body when there is one (a JSON object, declared JSON), else the query."""
+    if req.body_partial:
+        raise RequestError("the request body is larger than the authorization limit")
+    if not req.body:
+        length = req.headers.get("content-length")
+        if length is not None and length.strip() not in ("", "0"):
+            # the upstream will read a body authz never saw (Envoy not set to send it)
+            raise RequestError("the request body did not reach authorization")
+        return query
+    _check_json_type(req.headers.get("content-type"))
+    if req.headers.get("content-encoding", "identity").strip().lower() != "identity":
+        # the upstream would decode it; authz would judge the encoded bytes
+        raise UnsupportedMediaType("a request body the rules read must not be content-encoded")
+    body = parse_json_body(req.body, limits)
+    if not isinstance(body, dict):
+        raise RequestError("the request body must be a JSON object")
+    return body
+
+
+def _check_method(req: Request) -> None:
+    headers = req.headers
+    for name in METHOD_OVERRIDE_HEADERS:
+        # `in` first: a protobuf map's get() goes through Python, `in` does not
+        if name in headers and headers[name].strip().upper() != req.method:
+            raise RequestError(f"the {name} header overrides the request method")
+    query = req.query_string
+    if ("method" in query.lower() or "%" in query) and any(
+        _base_name(_fold_name(name)) == METHOD_OVERRIDE_PARAM for name in _raw_names(query)
+    ):
+        raise RequestError(f"the {METHOD_OVERRIDE_PARAM} query parameter overrides the method")
+    if req.body and _form_overrides_method(req.body, headers.get("content-type")):
+        raise RequestError(f"the {METHOD_OVERRIDE_PARAM} form field overrides the method")
+
+
+def _form_overrides_method(body: bytes, content_type: str | None) -> bool:
+    """A `_method` field in a form body (Envoy may send bodies for endpoints whose rules do
+    not read them: the override is refused wherever authz can see it)."""
+    media = (content_type or "").strip().lower()
+    if not media.startswith(_FORM_TYPES):
+        return False
+    if media.startswith("multipart/"):
+        return b'name="_method"' in body or b"name=_method" in body
+    text = body.decode("latin-1")
+    return ("method" in text.lower() or "%" in text) and any(
+        _base_name(_fold_name(name)) == METHOD_OVERRIDE_PARAM for name in _raw_names(text)
+    )
+
+
+def _check_json_type(content_type: str | None) -> None:
+    media, _, parameters = (content_type or "").partition(";")
+    media = media.strip().lower()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        raise UnsupportedMediaType("the request body must be declared application/json")
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
+            "utf-8",
+            "utf8",
+        ):
+            raise UnsupportedMediaType("the request body must be UTF-8 JSON")
+
+
+def _is_form(content_type: str | None) -> bool:
+    return content_type is not None and content_type.strip().lower().startswith(_FORM_TYPES)
+
+
+def _check_header_names(headers: Mapping[str, str], names: frozenset[str] | None) -> None:
+    # CGI/WSGI (Flask, Django), PHP and Rack map `x_user_id` and `x-user-id` to one variable.
+    for name in headers:
+        if "_" in name and (names is None or name.replace("_", "-") in names):
+            raise RequestError(f"the header name {name!r} has an underscore")
+
+
+def _raw_names(query: str) -> Iterable[str]:
+    return (part.partition("=")[0] for part in query.split("&") if part)
+
+
+def _fold_name(raw: str) -> str:
+    """A query name as the most lenient framework reads it: percent-decoded, case-folded
+    (ASP.NET), leading spaces dropped and `.` and space as `_` (PHP)."""
+    name = unquote_plus(raw) if "%" in raw or "+" in raw else raw
+    return name.casefold().lstrip(" ").replace(".", "_").replace(" ", "_")
+
+
+def _base_name(folded: str) -> str:
+    """`owner` for `owner[]`, `owner[0]`, `owner[x]`: PHP and Express's qs read them as
+    (part of) `owner`."""
+    cut = folded.find("[", 1)
+    return folded if cut < 0 else folded[:cut]
+
+
+def _check_query_names(query: str, rules: Mapping[str, str] | None) -> None:
+    """Every spelling of a name the rules read or change must be the rules' own spelling, and
+    one spelling per name: Envoy sets and removes parameters by their raw spelling, and the
+    upstream decodes and may fold names."""
+    seen: dict[str, str] = {}
+    for raw in _raw_names(query):
+        folded = _fold_name(raw)
+        ours = None if rules is None else rules.get(folded) or rules.get(_base_name(folded))
+        if rules is not None and ours is None:
+            continue
+        if seen.setdefault(folded, raw) != raw or (ours is not None and raw != ours):
+            raise RequestError(
+                f"the query parameter name {raw[:64]!r} is another spelling of a name the "
+                "rules read"
+            )
+
+
 def copy_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """`args.headers`: a dict the rules may read and field rules may change."""
     # Key by key: for a protobuf map, dict(headers) goes through the Mapping mixin's keys()
@@ -93,21 +293,30 @@ def _pairs(query_string: str) -> Iterable[tuple[str, str]]:
     return [(k, v) for k, _, v in (p.partition("=") for p in query_string.split("&") if p)]
 
 
-class _KeyCounter:
-    """object_pairs_hook: rejects duplicate members and counts members in the whole body."""
+class _ObjectHook:
+    """object_pairs_hook: rejects duplicate members and members differing only in case, and
+    counts members and objects as the parser goes, so an oversized body stops early (the
+    parser calls this for every object, empty ones too)."""
 
-    __slots__ = ("left",)
+    __slots__ = ("members", "values")
 
-    def __init__(self, limit: int):
-        self.left = limit
+    def __init__(self, limits: Limits):
+        self.members = limits.maxJsonKeys
+        self.values = limits.maxJsonValues
 
     def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        self.left -= len(pairs)
-        if self.left < 0:
+        self.members -= len(pairs)
+        self.values -= len(pairs) + 1
+        if self.members < 0:
             raise RequestError("the JSON body has too many object members")
+        if self.values < 0:
+            raise RequestError("the JSON body has too many values")
         obj = dict(pairs)
         if len(obj) != len(pairs):
             raise RequestError("the JSON body has duplicate object members")
+        if len(pairs) > 1 and len({k.casefold() for k in obj}) != len(obj):
+            # Go's encoding/json, ASP.NET and Jackson (case-insensitive mode) read either
+            raise RequestError("the JSON body has object members that differ only in case")
         return obj
 
 
@@ -133,7 +342,7 @@ def parse_json_body(data: bytes, limits: Limits) -> Any:
         text = data.decode("utf-8")
         value = json.loads(
             text,
-            object_pairs_hook=_KeyCounter(limits.maxJsonKeys),
+            object_pairs_hook=_ObjectHook(limits),
             parse_constant=_reject_constant,
             parse_float=_finite_float,
         )
@@ -145,17 +354,43 @@ def parse_json_body(data: bytes, limits: Limits) -> Any:
         raise RequestError("the request body is not UTF-8") from None
     except ValueError as exc:  # JSONDecodeError, and int() digit limits
         raise RequestError(f"the request body is not valid JSON: {str(exc)[:80]}") from None
-    if _depth_exceeds(value, limits.maxJsonDepth):
-        raise RequestError("the JSON body is nested too deeply")
+    _check_shape(value, limits, b"\\ud" in data or b"\\uD" in data)
     return value
 
 
-def _depth_exceeds(value: Any, limit: int) -> bool:
+def _check_shape(value: Any, limits: Limits, escaped_surrogates: bool) -> None:
+    """Depth, array elements (the hook counted objects and members) and, when the text has
+    surrogate escapes, lone surrogates; stops as soon as a bound is passed, so refusing a body
+    costs no more than the values allowed."""
+    left = limits.maxJsonValues
     stack = [(value, 1)]
     while stack:
         v, d = stack.pop()
-        if isinstance(v, dict | list):
-            if d > limit:
-                return True
-            stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
-    return False
+        if isinstance(v, dict):
+            children = v.values()
+            if escaped_surrogates:
+                _check_text(v)
+        elif isinstance(v, list):
+            children = v
+            left -= len(v)
+            if left < 0:
+                raise RequestError("the JSON body has too many values")
+        else:
+            if escaped_surrogates and isinstance(v, str):
+                _check_text(v)
+            continue
+        if d > limits.maxJsonDepth:
+            raise RequestError("the JSON body is nested too deeply")
+        stack.extend((c, d + 1) for c in children)
+
+
+def _check_text(value: str | dict[str, Any]) -> None:
+    # A lone surrogate (\ud800) is a string Python and JavaScript keep and Go reads as U+FFFD:
+    # two keys that differ only there are one key to Go.
+    for text in value if isinstance(value, dict) else (value,):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RequestError(
+                "the JSON body has an invalid \\u escape (a lone surrogate)"
+            ) from None

@@ -196,6 +196,8 @@ class Limits(StrictModel):
     maxBodyBytes: int = Field(1 << 20, ge=0)
     maxJsonDepth: int = Field(32, ge=1, le=500)
     maxJsonKeys: int = Field(1000, ge=1)  # object members in the whole body
+    # every object, member and array element: a body of empty `{}` or `[]` has no members
+    maxJsonValues: int = Field(10000, ge=1)
 
 
 class Config(StrictModel):

@@ -52,10 +52,12 @@ with warnings.catch_warnings():
         HeaderValue,
         HeaderValueOption,
         Http2ProtocolOptions,
+        HttpProtocolOptionsHeadersWithUnderscoresAction,
         SocketAddress,
         SubstitutionFormatString,
         TransportSocket,
     )
+    from envoy_data_plane.envoy.config.core.v3 import HttpProtocolOptions as CommonHttpOptions
     from envoy_data_plane.envoy.config.endpoint.v3 import (
         ClusterLoadAssignment,
         Endpoint,
@@ -357,6 +359,12 @@ def build_bootstrap(authorizer: Any, options: BootstrapOptions) -> tuple[Bootstr
         merge_slashes=True,  # //v1//orders -> /v1/orders
         path_with_escaped_slashes_action=(
             HttpConnectionManagerPathWithEscapedSlashesAction.REJECT_REQUEST  # %2F, %5C -> 400
+        ),
+        # x_user_id beside x-user-id is one header to CGI/WSGI, PHP and Rack: 400 at the edge
+        common_http_protocol_options=CommonHttpOptions(
+            headers_with_underscores_action=(
+                HttpProtocolOptionsHeadersWithUnderscoresAction.REJECT_REQUEST
+            )
         ),
         access_log=[access_log()],
         route_config=RouteConfiguration(

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
 from typing import Any
+from urllib.parse import quote
 
 from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption, QueryParameter
 from envoy.service.auth.v3.external_auth_pb2 import (
@@ -93,7 +94,8 @@ def _ok(d: Decision) -> CheckResponse:
     )
     if d.query_parameters_to_set:
         ok.query_parameters_to_set.extend(
-            QueryParameter(key=k, value=v) for k, v in d.query_parameters_to_set
+            QueryParameter(key=quote(k, safe="[]"), value=_query_text(v))
+            for k, v in d.query_parameters_to_set
         )
     if d.query_parameters_to_remove:
         ok.query_parameters_to_remove.extend(d.query_parameters_to_remove)
@@ -105,6 +107,15 @@ def _ok(d: Decision) -> CheckResponse:
         metadata[PLAN_KEY] = encode_plan(d.plan)
         response.dynamic_metadata.CopyFrom(metadata)
     return response
+
+
+def _query_text(text: str) -> str:
+    """Percent-encode a query name or value set by a rule: Envoy writes
+    `query_parameters_to_set` into `:path` as given, so `a&role=admin`, `#`, a space or `%26`
+    would otherwise become query syntax. Every byte outside the unreserved set is escaped (a
+    space as %20, not `+`, which some upstreams keep as a plus), so any decoder reads back
+    exactly the rule's value."""
+    return quote(text, safe="")
 
 
 def _denied(d: Decision) -> CheckResponse:

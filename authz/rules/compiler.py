@@ -37,14 +37,22 @@ class CompileContext:
     config: Any = None  # the whole validated Config, for aliases, keys, limits
     errors: list[str] = field(default_factory=list)
     reads: set[str] = field(default_factory=set)  # top-level args keys the rules read
+    # args.<key>.<name> names read or changed under each key; None: the whole key is read
+    names: dict[str, set[str] | None] = field(default_factory=dict)
     field_targets: set[str] = field(default_factory=set)  # params, query, headers, res
 
     def error(self, path: str, message: str) -> None:
         self.errors.append(f"{path}: {message}")
 
-    def read(self, key: str) -> None:
-        """Note that a rule reads args.<key> ("*" for the whole args object)."""
+    def read(self, key: str, name: str | None = None) -> None:
+        """Note that a rule reads args.<key> ("*" for the whole args object), and which name
+        under it (None: all of it)."""
         self.reads.add(key)
+        names = self.names.setdefault(key, set())
+        if name is None:
+            self.names[key] = None
+        elif names is not None:
+            names.add(name)
 
 
 class _Invalid(Rule):

@@ -89,7 +89,7 @@ def compile_field(text: str, cc: CompileContext, path: str) -> FieldPath | None:
     if fp is not None:
         _note_target(cc, fp.root)
         if fp.root != RESPONSE:
-            cc.read(fp.root)
+            cc.read(fp.root, fp.keys[0])
     return fp
 
 

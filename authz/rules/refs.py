@@ -164,7 +164,10 @@ def compile_path(text: str, cc: CompileContext, path: str, root: str = "args") -
             segs.append((part, _index(part), None))
     first = segs[0]
     if root == "args":
-        cc.read(first[0] if first[2] is None else "*")
+        if first[2] is not None:
+            cc.read("*")
+        else:
+            cc.read(first[0], segs[1][0] if len(segs) > 1 and segs[1][2] is None else None)
     return _walker(tuple(segs))
 
 

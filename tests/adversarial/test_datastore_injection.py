@@ -262,9 +262,8 @@ def reference(slot: str, received: Any) -> tuple[bool, bool]:
 
 
 def request(a: Attempt) -> Request:
-    return Request.from_target(
-        "POST", a.target, headers=dict(a.headers), body=a.body, request_id="inj"
-    )
+    headers = {**({"content-type": "application/json"} if a.body else {}), **dict(a.headers)}
+    return Request.from_target("POST", a.target, headers=headers, body=a.body, request_id="inj")
 
 
 # --- the three backends, each recording what reached it ----------------------------------
@@ -416,6 +415,15 @@ async def _attack_all_slots(backend: Backend) -> dict[str, list[int]]:
             n_finds, n_sql, n_mongo = len(backend.finds), len(backend.sql), len(backend.mongo)
             d = await backend.authorizer.check(request(a))
             what = f"{slot} {a.source}/{a.form} {a.attack}: {d.status} {d.reason}"
+            if a.form == "bracket":
+                # `v[$ne]` is `v` to PHP and Express's qs: another spelling of the name the rule
+                # reads, refused before anything runs (SECURITY.md, "One interpretation")
+                assert (d.allowed, d.status) == (False, 400), what
+                assert len(backend.finds) == n_finds and len(backend.mongo) == n_mongo, what
+                tried_denied = counts.setdefault("query/bracket", [0, 0])
+                tried_denied[0] += 1
+                tried_denied[1] += 1
+                continue
             allowed, error = reference(slot, a.received)
             assert d.allowed is allowed, what
             assert d.status in (200, 403), what  # never a 5xx, never a token problem
@@ -492,7 +500,8 @@ async def test_values_match_literally(backend: Backend):
         assert {r["id"] for r in ROWS if matches(r, {"name": value})} == ids, what  # reference
         if source == "body":
             req = Request.from_target(
-                "POST", "/literal", headers={"authorization": f"Bearer {tok}"},
+                "POST", "/literal",
+                headers={"authorization": f"Bearer {tok}", "content-type": "application/json"},
                 body=json.dumps({"v": value}).encode(),
             )  # fmt: skip
         else:

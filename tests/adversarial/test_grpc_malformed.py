@@ -83,6 +83,7 @@ def _with_header(key: bytes, value: bytes) -> bytes:
 
 TOKEN = hs256(good_header(), claims())
 BEARER = {"authorization": f"Bearer {TOKEN}"}
+JSON_BODY = {**BEARER, "content-type": "application/json"}
 CREATE = {"service": "orders", "endpoint": "create"}
 
 CASES: dict[str, bytes] = {
@@ -108,10 +109,10 @@ CASES: dict[str, bytes] = {
     ).SerializeToString(),
     "unknown-service": message(context={"service": "nope", "endpoint": "x"}).SerializeToString(),
     "raw-body-not-utf8": message(
-        "POST", headers=BEARER, context=CREATE, raw_body=b"\xff\xfe{"
+        "POST", headers=JSON_BODY, context=CREATE, raw_body=b"\xff\xfe{"
     ).SerializeToString(),
     "raw-body-deep": message(
-        "POST", headers=BEARER, context=CREATE, raw_body=b"[" * 200_000
+        "POST", headers=JSON_BODY, context=CREATE, raw_body=b"[" * 200_000
     ).SerializeToString(),
     "method-with-crlf": message("GET\r\nx-sc-token: a", "/v1/health").SerializeToString(),
     "path-asterisk": message("OPTIONS", "*").SerializeToString(),

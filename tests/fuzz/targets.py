@@ -140,6 +140,8 @@ def seeds(name: str) -> list[bytes]:
             http = msg.attributes.request.http
             http.method, http.path, http.raw_body = method, path, body
             http.headers["authorization"] = f"Bearer {good}"
+            if body:
+                http.headers["content-type"] = "application/json"
             msg.attributes.context_extensions.update(ctx)
             out.append(msg.SerializeToString())
         return out

@@ -139,3 +139,16 @@ def test_unrouted_requests_are_denied(stack: Stack) -> None:
         assert resp.status_code == 403, (method, path, resp.text)
         assert resp.json()["error"] == "no rule for this endpoint"
         assert stack.seen(rid) == []
+
+
+def test_header_names_with_underscores_are_refused(stack: Stack) -> None:
+    # headers_with_underscores_action: REJECT_REQUEST (on HTTP/1: a 400 or a closed connection)
+    headers = {"x-request-id": "underscore", "x_user_id": "admin"}
+    try:
+        resp = stack.request("GET", "/v1/public", headers=headers)
+        assert resp.status_code == 400, resp.text
+    except httpx.RemoteProtocolError:
+        pass
+    assert stack.seen("underscore") == []
+    ok = stack.request("GET", "/v1/public", headers={"x-request-id": "dash", "x-user-id": "a"})
+    assert ok.status_code == 200 and len(stack.seen("dash")) == 1

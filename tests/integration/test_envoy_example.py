@@ -259,12 +259,19 @@ def test_spoofed_service_token_headers_are_replaced_or_removed(
     stack: Stack, client: httpx.Client
 ) -> None:
     forged = token({"id": "admin-1", "role": "admin"})  # even a well-signed one
-    spoof = {"x-sc-token": forged, "x_sc_token": forged}
-    resp, seen = call(stack, client, "GET", "/v1/orders", who=USER, headers=spoof)
+    resp, seen = call(stack, client, "GET", "/v1/orders", who=USER, headers={"x-sc-token": forged})
     upstream = assert_allowed(resp, seen)
-    assert "x_sc_token" not in upstream["headers"]
     assert upstream["headers"]["x-sc-token"] != forged
     _service_claims(upstream)
+    # the `_` spelling (one header to WSGI/CGI) is refused by Envoy before authz sees it: a
+    # 400, or the connection closed
+    try:
+        resp, seen = call(stack, client, "GET", "/v1/orders", who=USER,
+                          headers={"x_sc_token": forged})  # fmt: skip
+        assert resp.status_code == 400 and seen == [], resp.text
+    except httpx.RemoteProtocolError:
+        pass
+    assert not any("x_sc_token" in r["headers"] for r in stack.echo.requests)
 
 
 def test_authz_cli_token_is_accepted_through_envoy(stack: Stack, client: httpx.Client) -> None:

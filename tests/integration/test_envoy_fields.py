@@ -192,7 +192,10 @@ def call(
     **kwargs: Any,
 ) -> tuple[httpx.Response, list[dict[str, Any]]]:
     rid = str(uuid.uuid4())
-    hdrs = {"x-request-id": rid, **(bearer(token(who)) if who else {}), **(headers or {})}
+    hdrs = {"x-request-id": rid, **(bearer(token(who)) if who else {})}
+    if "content" in kwargs:  # raw bytes: JSON unless the test says otherwise (json= sets it)
+        hdrs["content-type"] = "application/json"
+    hdrs.update(headers or {})
     resp = client.request(method, stack.envoy.url(path, plain), headers=hdrs, **kwargs)
     return resp, stack.seen(rid)
 

@@ -58,6 +58,8 @@ def authorizer():
 
 def check(authorizer, method, target, tok=None, body=b"", context=None, trace=False, **hdrs):
     headers = {"x-request-id": "rid-1", **hdrs}
+    if body:
+        headers.setdefault("content-type", "application/json")
     if tok:
         headers["authorization"] = f"Bearer {tok}"
     req = Request.from_target(
@@ -261,6 +263,89 @@ def test_the_dry_run_flag_leaves_endpoints_with_field_rules_enforcing(caplog):
     assert admin.allowed and admin.plan["response"] == [{"op": "remove", "path": ["secret"]}]
     trial = check(authorizer, "GET", "/trial", token(id="u1"))  # no field rules: dry-run
     assert trial.allowed and trial.dry_run
+
+
+# --- one interpretation: what the rules judge is what the upstream reads ------------------
+
+ONE_READING = """
+project: demo
+auth:
+  secrets: [{alg: HS256, secret: "${T_SECRET}", primary: true}]
+services:
+  s:
+    endpoints:
+      body:
+        method: POST
+        path: /body
+        rule:
+          rule: and
+          clauses:
+            - {rule: match, eval: "<=", type: number, f1: args.params.amount, f2: 100}
+            - {rule: hash, fields: [args.params.password]}
+      forced:
+        method: GET
+        path: /forced
+        rule: {rule: force, field: args.query.owner, value: args.auth.id}
+      header:
+        method: GET
+        path: /header
+        rule: {rule: force, field: args.headers.x-user-id, value: args.auth.id}
+      item: {method: GET, path: /item, rule: {rule: authenticated}}
+"""
+
+
+@pytest.fixture(scope="module")
+def one_reading():
+    return Authorizer(load_config_text(ONE_READING, {"T_SECRET": SECRET}))
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        (b'[{"amount": 5000, "password": "clear"}]', "application/json", 400),  # finding 1
+        (b'"x"', "application/json", 400),
+        (b'{"amount": 5, "password": "p"}', "application/x-www-form-urlencoded", 415),
+        (b'{"amount": 5, "password": "p"}', "text/plain", 415),
+        (b'{"amount": 5, "AMOUNT": 5000}', "application/json", 400),  # finding 2
+        (b'{"amount": 5, "x": {"a": 1, "A": 2}}', "application/json", 400),
+    ],
+)
+def test_a_body_the_upstream_could_read_another_way_is_denied(
+    one_reading, body, content_type, status
+):
+    d = check(one_reading, "POST", "/body?amount=5", token(id="u1"), body=body,
+              **{"content-type": content_type})  # fmt: skip
+    assert (d.allowed, d.status) == (False, status), d.reason
+
+
+def test_a_json_object_body_is_judged_and_planned(one_reading):
+    d = check(one_reading, "POST", "/body", token(id="u1"), body=b'{"amount": 5, "password": "p"}')
+    assert d.allowed and d.plan["request"], d.reason
+
+
+@pytest.mark.parametrize("query", ["own%65r=admin", "Owner=admin", "owner=u1&OWNER=admin"])
+def test_another_spelling_of_a_forced_query_name_is_denied(one_reading, query):  # finding 3
+    d = check(one_reading, "GET", f"/forced?{query}", token(id="u1"))
+    assert (d.allowed, d.status) == (False, 400), d.reason
+
+
+def test_the_forced_query_name_itself_is_overwritten(one_reading):
+    d = check(one_reading, "GET", "/forced?owner=admin", token(id="u1"))
+    assert d.allowed and d.query_parameters_to_set == [("owner", "u1")]
+
+
+def test_an_underscore_spelling_of_a_forced_header_is_denied(one_reading):  # finding 4
+    d = check(one_reading, "GET", "/header", token(id="u1"), x_user_id="admin")
+    assert (d.allowed, d.status) == (False, 400), d.reason
+
+
+@pytest.mark.parametrize(
+    ("target", "headers"),
+    [("/item", {"x-http-method-override": "DELETE"}), ("/item?_method=DELETE", {})],
+)
+def test_a_method_override_is_denied(one_reading, target, headers):
+    d = check(one_reading, "GET", target, token(id="u1"), **headers)
+    assert (d.allowed, d.status) == (False, 400), d.reason
 
 
 def test_token_failures_never_grow_metric_labels():

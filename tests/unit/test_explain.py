@@ -64,7 +64,8 @@ def test_a_sibling_with_a_longer_name_is_not_a_child() -> None:
 async def _decide(body: dict, role: str) -> tuple[Authorizer, object]:
     authorizer = Authorizer(load_config_text(CONFIG))
     token = authorizer.runtime.identity.mint({"id": "u", "role": role}, 60)
-    req = Request("POST", "/e", headers={"authorization": f"Bearer {token}"},
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+    req = Request("POST", "/e", headers=headers,
                   body=json.dumps(body).encode())  # fmt: skip
     return authorizer, await authorizer.check(req, trace=True)
 

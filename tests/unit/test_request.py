@@ -1,11 +1,15 @@
+import json
 import random
 from urllib.parse import parse_qsl
 
 import pytest
 
+from authz import request
 from authz.config.schema import Limits
-from authz.errors import RequestError
-from authz.request import Request, _pairs, parse_json_body, parse_query
+from authz.errors import RequestError, UnsupportedMediaType
+from authz.request import Reading, Request, _pairs, interpret, parse_json_body, parse_query
+
+LIM = Limits()
 
 
 def test_from_target_splits_query_and_fragment():
@@ -50,3 +54,256 @@ def test_body_bombs_are_request_errors(body, why):
     with pytest.raises(RequestError) as exc:
         parse_json_body(body, Limits())
     assert why in str(exc.value)
+
+
+# --- bounded bodies: values, not just keys ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" + b",".join([b"{}"] * 300_000) + b"]",  # no members at all
+        b"[" + b",".join([b"[]"] * 300_000) + b"]",  # no objects either
+        b'{"a": [' + b",".join([b"1"] * 300_000) + b"]}",
+        b'{"a": [' + b",".join([b'"s"'] * 20_000) + b"]}",
+        b'{"a": [' + b",".join([b"{}", b"[]", b"[[]]"] * 4_000) + b"]}",
+    ],
+)
+def test_a_body_of_many_values_is_refused(body):
+    with pytest.raises(RequestError, match="too many values"):
+        parse_json_body(body, Limits())
+
+
+def test_refusing_a_body_of_empty_objects_stops_at_the_bound(monkeypatch):
+    # The parser calls the hook for every object: refusing must not call it 300k times.
+    calls = []
+    real = request._ObjectHook.__call__
+    monkeypatch.setattr(request._ObjectHook, "__call__", lambda s, p: calls.append(1) or real(s, p))
+    with pytest.raises(RequestError):
+        parse_json_body(b"[" + b",".join([b"{}"] * 300_000) + b"]", Limits())
+    assert len(calls) <= Limits().maxJsonValues + 1
+
+
+def test_a_body_within_the_value_bound_parses():
+    body = {"items": [{"sku": str(i), "n": i} for i in range(400)], "ids": list(range(5000))}
+    assert parse_json_body(json.dumps(body).encode(), Limits()) == body
+
+
+# --- one interpretation: the body ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"amount": 5, "AMOUNT": 5000}',
+        b'{"amount": 5, "Amount": 5000}',
+        b'{"order": {"items": [{"sku": "a", "SKU": "b"}]}}',
+        b'{"\\u0061mount": 5, "AMOUNT": 5000}',
+        b'{"password": "a", "pa\\u017f\\u017fword": "b"}',  # long s: Go folds it to s
+        b'{"kind": 1, "\\u212aind": 2}',  # Kelvin sign: Go folds it to k
+    ],
+)
+def test_keys_that_differ_only_in_case_are_refused_at_any_depth(body):
+    with pytest.raises(RequestError, match="differ only in case"):
+        parse_json_body(body, Limits())
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"a\\ud800": 1, "a\\udbff": 2}', b'{"a": "\\uDC00"}', b'["\\ud800x"]']
+)
+def test_lone_surrogates_are_refused(body):
+    with pytest.raises(RequestError, match="lone surrogate"):
+        parse_json_body(body, Limits())
+
+
+def test_paired_surrogates_are_text():
+    assert parse_json_body(b'{"e": "\\ud83d\\ude00"}', Limits()) == {"e": "\U0001f600"}
+
+
+PARAMS = Reading(query=True, params=True, query_names={"amount": "amount"})
+
+
+def _req(target="/e", body=b"", method="POST", **headers):
+    return Request.from_target(method, target, headers=headers, body=body)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "Application/JSON;charset=UTF-8",
+        "application/merge-patch+json",
+        "application/vnd.api+json",
+    ],
+)
+def test_a_json_object_declared_json_is_the_params(content_type):
+    seen = interpret(_req(body=b'{"amount": 5}', **{"content-type": content_type}), PARAMS, LIM)
+    assert seen[2] == {"amount": 5}
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "text/plain",
+        "application/json, application/x-www-form-urlencoded",  # two headers, joined by Envoy
+        "application/json; charset=utf-16",
+        "application/jsonp",
+    ],
+)
+def test_a_body_not_declared_json_is_415(content_type):
+    headers = {} if content_type is None else {"content-type": content_type}
+    with pytest.raises(UnsupportedMediaType):
+        interpret(_req("/e?amount=5", body=b'{"amount": 5}', **headers), PARAMS, LIM)
+
+
+@pytest.mark.parametrize("body", [b"[1]", b'"x"', b"5", b"null", b"true"])
+def test_a_body_that_is_not_an_object_is_400_not_the_query(body):
+    req = _req("/e?amount=5", body=body, **{"content-type": "application/json"})
+    with pytest.raises(RequestError, match="must be a JSON object"):
+        interpret(req, PARAMS, LIM)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate, gzip", "br"])
+def test_a_content_encoded_body_is_415(encoding):
+    headers = {"content-type": "application/json", "content-encoding": encoding}
+    with pytest.raises(UnsupportedMediaType, match="content-encoded"):
+        interpret(_req(body=b'{"amount": 5}', **headers), PARAMS, LIM)
+
+
+def test_a_body_announced_but_not_received_is_refused():
+    # Envoy without with_request_body: the upstream reads a body the rules never saw
+    req = _req("/e?amount=5", **{"content-length": "13", "content-type": "application/json"})
+    with pytest.raises(RequestError, match="did not reach"):
+        interpret(req, PARAMS, LIM)
+
+
+def test_without_a_body_the_params_are_the_query():
+    assert interpret(_req("/e?amount=5", method="GET"), PARAMS, LIM)[2] == {"amount": "5"}
+
+
+def test_a_form_body_where_the_rules_read_the_query_is_415():
+    reading = Reading(query=True, query_names={"owner": "owner"})
+    req = _req("/e?owner=u1", **{"content-type": "application/x-www-form-urlencoded"})
+    with pytest.raises(UnsupportedMediaType):
+        interpret(req, reading, LIM)
+
+
+# --- one interpretation: query names ------------------------------------------------------
+
+OWNER = Reading(query=True, query_names={"owner": "owner", "owner_id": "owner_id"})
+ANY_NAME = Reading(query=True, query_names=None)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "own%65r=admin",
+        "%6Fwner=admin",
+        "Owner=admin",
+        "OWNER=admin",
+        "owner=u1&Owner=admin",
+        "owner=u1&own%65r=admin",
+        "owner.id=admin",  # PHP reads owner_id
+        "owner+id=admin",
+        "owner%20id=admin",
+        "Owner_Id=admin",
+        "owner[]=admin",  # PHP and qs: owner is an array
+        "owner[0]=admin",
+        "%20owner=admin",  # PHP drops leading spaces
+    ],
+)
+def test_another_spelling_of_a_name_the_rules_use_is_refused(query):
+    with pytest.raises(RequestError, match="another spelling"):
+        interpret(_req(f"/e?{query}", method="GET"), OWNER, LIM)
+
+
+@pytest.mark.parametrize(
+    "query", ["owner=u1", "owner=u1&owner=u2", "Other=1&other=2", "filter%5Bname%5D=x", "q=%41"]
+)
+def test_names_the_rules_do_not_use_and_exact_spellings_pass(query):
+    interpret(_req(f"/e?{query}", method="GET"), OWNER, LIM)
+
+
+@pytest.mark.parametrize("query", ["a=1&A=2", "a=1&%61=2", "x.y=1&x_y=2"])
+def test_where_the_rules_read_every_name_two_spellings_of_one_are_refused(query):
+    with pytest.raises(RequestError, match="another spelling"):
+        interpret(_req(f"/e?{query}", method="GET"), ANY_NAME, LIM)
+
+
+def test_where_the_rules_read_every_name_one_encoded_spelling_passes():
+    seen = interpret(_req("/e?filter%5Bname%5D=x&a=1&a=2", method="GET"), ANY_NAME, LIM)
+    assert seen[1] == {"filter[name]": "x", "a": ["1", "2"]}
+
+
+# --- one interpretation: header names and method overrides --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("names", "header"),
+    [(frozenset({"x-user-id"}), "x_user_id"), (None, "x_anything"), (None, "x-a_b")],
+)
+def test_underscore_spellings_of_headers_the_rules_use_are_refused(names, header):
+    reading = Reading(headers=True, header_names=names)
+    with pytest.raises(RequestError, match="underscore"):
+        interpret(_req(method="GET", **{header: "admin"}), reading, LIM)
+
+
+def test_underscore_headers_the_rules_do_not_use_pass():
+    reading = Reading(headers=True, header_names=frozenset({"x-user-id"}))
+    assert interpret(_req(method="GET", x_other="1"), reading, LIM)[0] == {"x_other": "1"}
+
+
+@pytest.mark.parametrize(
+    ("target", "headers"),
+    [
+        ("/e", {"x-http-method-override": "DELETE"}),
+        ("/e", {"x-http-method": "delete"}),
+        ("/e", {"x-method-override": "PUT"}),
+        ("/e", {"x_http_method_override": "DELETE"}),
+        ("/e?_method=DELETE", {}),
+        ("/e?%5Fmethod=DELETE", {}),
+        ("/e?a=1&_METHOD=delete", {}),
+        ("/e?_method", {}),
+        ("/e?_method[]=DELETE", {}),
+    ],
+)
+def test_method_overrides_are_refused_whatever_the_rules_read(target, headers):
+    with pytest.raises(RequestError, match="overrides"):
+        interpret(_req(target, method="GET", **headers), Reading(), LIM)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/x-www-form-urlencoded", b"a=1&_method=DELETE"),
+        ("application/x-www-form-urlencoded; charset=utf-8", b"%5F%6D%65%74%68%6F%64=DELETE"),
+        (
+            "multipart/form-data; boundary=b",
+            b'--b\r\ncontent-disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--b--',
+        ),
+    ],
+)
+def test_a_method_override_in_a_form_body_is_refused_where_authz_sees_the_body(content_type, body):
+    req = _req(body=body, **{"content-type": content_type})
+    with pytest.raises(RequestError, match="_method form field"):
+        interpret(req, Reading(), LIM)
+
+
+def test_form_bodies_without_an_override_pass_where_the_rules_do_not_read_them():
+    req = _req(body=b"name=a&methods=x", **{"content-type": "application/x-www-form-urlencoded"})
+    interpret(req, Reading(), LIM)
+
+
+def test_an_override_naming_the_request_method_passes():
+    interpret(_req("/e", method="POST", **{"x-http-method-override": "post"}), Reading(), LIM)
+
+
+def test_reading_records_the_names_rules_use():
+    reading = Reading.of({"query", "headers"}, {"query": {"owner"}, "headers": {"X-User"}})
+    assert reading.query_names == {"owner": "owner"} and reading.header_names == {"x-user"}
+    assert Reading.of({"params"}, {"params": None}).query_names is None
+    assert Reading.of({"*"}, {}).header_names is None

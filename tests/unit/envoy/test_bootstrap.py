@@ -111,6 +111,8 @@ def test_fail_closed_filters_and_path_normalisation() -> None:
     h = hcm(boot)
     assert (h["normalize_path"], h["merge_slashes"]) == (True, True)
     assert h["path_with_escaped_slashes_action"] == "REJECT_REQUEST"
+    # x_user_id beside x-user-id: one header to CGI/WSGI, PHP, Rack (SECURITY.md)
+    assert h["common_http_protocol_options"]["headers_with_underscores_action"] == "REJECT_REQUEST"
     names = [f["name"] for f in h["http_filters"]]
     assert names == ["envoy.filters.http.ext_authz", "envoy.filters.http.ext_proc",
                      "envoy.filters.http.router"]  # fmt: skip

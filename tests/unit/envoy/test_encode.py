@@ -83,3 +83,16 @@ def test_the_caches_are_bounded():
     for i in range(5):
         cache.put(i, i)
     assert len(cache._entries) <= 2 and cache.get(4) == 4
+
+
+@pytest.mark.parametrize(
+    "value", ["a&role=admin", "x&role=admin#@evil.example", "a b", "%26", "a+b", "é/?=", ""]
+)
+def test_a_forced_query_value_is_encoded_so_the_upstream_decodes_it_exactly(value):
+    from urllib.parse import parse_qs
+
+    ok = encode(_allow(query_parameters_to_set=[("user", value)])).ok_response
+    ((param,),) = [ok.query_parameters_to_set]
+    # Envoy writes key=value into :path as given; what an upstream then decodes:
+    assert parse_qs(f"{param.key}={param.value}", keep_blank_values=True) == {"user": [value]}
+    assert not set(param.value) & set("&#+ %=?") - {"%"}

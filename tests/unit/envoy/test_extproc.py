@@ -96,7 +96,11 @@ def bearer(claims: dict[str, Any]) -> str:
 def metadata_for(authorizer: Authorizer, method: str, path: str, body: bytes = b"") -> Metadata:
     """Run Check and return the metadata Envoy would forward to ext_proc."""
     req = Request.from_target(
-        method, path, headers={"authorization": bearer(USER)}, body=body, request_id="rid-1"
+        method,
+        path,
+        headers={"authorization": bearer(USER), "content-type": "application/json"},
+        body=body,
+        request_id="rid-1",
     )
     decision = asyncio.run(authorizer.check(req))
     assert decision.allowed, decision.reason
