@@ -19,7 +19,8 @@ from authz.observability import EndpointMetrics, Metrics
 from authz.request import Reading, Request, interpret
 from authz.resolve import Route, Router, compile_template
 from authz.rules.base import Context, Failure, Rule, run
-from authz.rules.compiler import CompileContext, compile_rule
+from authz.rules.compiler import compile_rule
+from authz.rules.compiling import CompileContext
 from authz.runtime import Runtime
 
 log = logging.getLogger("authz")

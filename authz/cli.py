@@ -208,7 +208,7 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _encrypt(args: argparse.Namespace) -> int:
-    from authz.rules.compiler import CompileContext
+    from authz.rules.compiling import CompileContext
     from authz.rules.fields import compile_field
 
     authorizer = _load(args)

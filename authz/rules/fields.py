@@ -29,8 +29,9 @@ from authz.config.schema import DecryptRule, EncryptRule, ForceRule, HashRule, R
 from authz.crypto import CryptoError, hash_value
 from authz.errors import AuthzError, RequestError
 from authz.rules.base import Context, Failure, Rule, run
-from authz.rules.compiler import CompileContext, compile_rule, compiles
-from authz.rules.refs import MISSING, Getter, compile_value, is_constant, is_reference, split_path
+from authz.rules.compiling import CompileContext, CompileFn
+from authz.rules.refs import compile_value, is_reference, split_path
+from authz.values import MISSING, Getter, is_constant
 
 REQUEST_TARGETS = ("params", "query", "headers")
 RESPONSE = "res"
@@ -586,10 +587,9 @@ def _scalar_text(value: Any) -> Any:
 
 
 def _clause(model: Any, cc: CompileContext, path: str) -> Rule | None:
-    return compile_rule(model.clause, cc, f"{path}.clause") if model.clause else None
+    return cc.compile(model.clause, f"{path}.clause") if model.clause else None
 
 
-@compiles("force")
 def compile_force(model: ForceRule, cc: CompileContext, path: str) -> Rule:
     rule = Force(path, model.error, _clause(model, cc, path))
     rule.fp = compile_field(model.field, cc, f"{path}.field")  # type: ignore[assignment]
@@ -606,14 +606,12 @@ def _literal(raw: Any, getter: Getter) -> bool:
     return is_constant(getter) and not is_reference(raw)
 
 
-@compiles("remove")
 def compile_remove(model: RemoveRule, cc: CompileContext, path: str) -> Rule:
     rule = Remove(path, model.error, _clause(model, cc, path))
     rule.fps = _fields(model.fields, cc, path)
     return rule
 
 
-@compiles("encrypt", "decrypt", "hash")
 def compile_transform(
     model: EncryptRule | DecryptRule | HashRule, cc: CompileContext, path: str
 ) -> Rule:
@@ -642,3 +640,13 @@ def _check_keys(kind: str, cc: CompileContext, path: str) -> None:
         cc.error(path, f"'{kind}' needs crypto.keys")
     elif kind == "encrypt" and all(k.legacy for k in keys):
         cc.error(path, "'encrypt' needs a current key in crypto.keys (legacy keys only decrypt)")
+
+
+# The kinds this family compiles (the table in rules/compiler.py).
+COMPILERS: dict[str, CompileFn] = {
+    "force": compile_force,
+    "remove": compile_remove,
+    "encrypt": compile_transform,
+    "decrypt": compile_transform,
+    "hash": compile_transform,
+}

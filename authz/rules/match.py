@@ -13,17 +13,10 @@ from typing import Any
 from authz.config.schema import MatchRule
 from authz.observability import sensitive_reference
 from authz.rules.base import Context, Failure, Rule
-from authz.rules.compiler import CompileContext, compiles
-from authz.rules.refs import (
-    MISSING,
-    Getter,
-    compile_template,
-    compile_value,
-    constant,
-    is_constant,
-    is_reference,
-)
-from authz.rules.utils import parse_date
+from authz.rules.compiling import CompileContext, CompileFn
+from authz.rules.functions import parse_date
+from authz.rules.refs import compile_template, compile_value, is_reference
+from authz.values import MISSING, Getter, constant, is_constant
 
 EVALS_BY_TYPE = {
     "string": ("==", "!=", "in", "notIn"),
@@ -132,7 +125,6 @@ class Match(Rule):
         return items
 
 
-@compiles("match")
 def compile_match(model: MatchRule, cc: CompileContext, path: str) -> Rule:
     rule = Match(path, model.error)
     rule.type, rule.op_text, rule.op = model.type, model.eval, _OPS[model.eval]
@@ -205,3 +197,9 @@ def _check_literal(value: Any, type_: str, cc: CompileContext, path: str) -> Non
 
 def _text(raw: Any) -> str:
     return raw if isinstance(raw, str) and is_reference(raw) else repr(raw)
+
+
+# The kinds this family compiles (the table in rules/compiler.py).
+COMPILERS: dict[str, CompileFn] = {
+    "match": compile_match,
+}

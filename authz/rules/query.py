@@ -30,8 +30,9 @@ from authz.datastores.filters import (
 from authz.datastores.template import Hole, Template
 from authz.errors import DependencyError
 from authz.rules.base import Context, Failure, Rule, run
-from authz.rules.compiler import CompileContext, compile_rule, compiles
-from authz.rules.refs import MISSING, compile_value, is_reference
+from authz.rules.compiling import CompileContext, CompileFn
+from authz.rules.refs import compile_value, is_reference
+from authz.values import MISSING
 
 Fill = Callable[[dict[str, Any]], Any]
 # args keys a rule may not overwrite with results: what the request and the token say
@@ -102,7 +103,6 @@ def datastore(ctx: Context, alias: str) -> Any:
     return store
 
 
-@compiles("query")
 def compile_query(model: QueryRule, cc: CompileContext, path: str) -> Rule:
     rule = Query(path, model.error)
     rule.alias, rule.col, rule.limit = model.db, model.col, model.limit
@@ -113,7 +113,7 @@ def compile_query(model: QueryRule, cc: CompileContext, path: str) -> Rule:
         cc.error(exc.path, exc.message)
     rule.filter = compile_filter(model.find, cc, f"{path}.find")
     rule.set_store = compile_store(model.store, cc, f"{path}.store")
-    rule.clause = compile_rule(model.clause, cc, f"{path}.clause") if model.clause else None
+    rule.clause = cc.compile(model.clause, f"{path}.clause") if model.clause else None
     rule.cache = (
         ResultCache(model.cache.ttl, model.cache.size, model.cache.maxBytes)
         if model.cache
@@ -280,3 +280,9 @@ def compile_store(raw: str, cc: CompileContext, path: str) -> Callable[[dict[str
         obj[last] = value
 
     return store
+
+
+# The kinds this family compiles (the table in rules/compiler.py).
+COMPILERS: dict[str, CompileFn] = {
+    "query": compile_query,
+}

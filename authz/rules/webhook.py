@@ -23,9 +23,10 @@ from authz.datastores.cache import MISS, ResultCache, freeze
 from authz.errors import DependencyError
 from authz.fetch import FetchError, fetch, url_problem
 from authz.rules.base import Context, Failure, Rule
-from authz.rules.compiler import CompileContext, compiles
+from authz.rules.compiling import CompileContext, CompileFn
 from authz.rules.query import compile_store, count_cache
-from authz.rules.refs import MISSING, Getter, compile_template
+from authz.rules.refs import compile_template
+from authz.values import MISSING, Getter
 
 MAX_REPLY = 1 << 20  # bytes of a webhook reply body
 TOKEN_TTL = 60.0  # seconds a minted webhook token lives
@@ -159,7 +160,6 @@ def _encode(body: Any) -> bytes:
 # --- compile -----------------------------------------------------------------------------
 
 
-@compiles("webhook")
 def compile_webhook(model: WebhookRule, cc: CompileContext, path: str) -> Rule:
     rule = Webhook(path, model.error)
     rule.url = model.url
@@ -237,3 +237,9 @@ def _claims(claims: dict[str, Any] | None, cc: CompileContext, path: str) -> Get
 def _check_url(url: str, cc: CompileContext, path: str) -> None:
     if problem := url_problem(url):
         cc.error(path, problem)
+
+
+# The kinds this family compiles (the table in rules/compiler.py).
+COMPILERS: dict[str, CompileFn] = {
+    "webhook": compile_webhook,
+}

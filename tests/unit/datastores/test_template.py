@@ -21,7 +21,7 @@ from authz.datastores.filters import evaluate, parse
 from authz.datastores.settings import PostgresSettings, SqliteSettings
 from authz.datastores.sql import PostgresDialect, SqliteDialect, params, statement, where
 from authz.datastores.template import Template
-from authz.rules.compiler import CompileContext
+from authz.rules.compiling import CompileContext
 from authz.rules.query import compile_filter
 from tests.helpers import pg_dsn, pg_schema
 from tests.unit.datastores import cases

@@ -18,7 +18,8 @@ from authz.datastores.memory import MemoryDatastore
 from authz.datastores.settings import SqliteSettings
 from authz.errors import ConfigError, DependencyError
 from authz.rules.base import Context
-from authz.rules.compiler import CompileContext, compile_or_raise, compile_rule
+from authz.rules.compiler import compile_or_raise, compile_rule
+from authz.rules.compiling import CompileContext
 
 CONFIG = load_config_text("project: t\ndatabases:\n  main: {type: sqlite, path: x.db}\n")
 FOLLOWERS = [

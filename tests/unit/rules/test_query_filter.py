@@ -8,7 +8,7 @@ import pytest
 
 from authz.datastores import sql
 from authz.datastores.filters import parse
-from authz.rules.compiler import CompileContext
+from authz.rules.compiling import CompileContext
 from authz.rules.query import SlotError, compile_filter
 
 ARGS = {

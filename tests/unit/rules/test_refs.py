@@ -1,7 +1,8 @@
 import pytest
 
-from authz.rules.compiler import CompileContext
-from authz.rules.refs import MISSING, compile_template, compile_value, split_path
+from authz.rules.compiling import CompileContext
+from authz.rules.refs import compile_template, compile_value, split_path
+from authz.values import MISSING
 
 ARGS = {
     "auth": {"id": "u1", "k": "b"},

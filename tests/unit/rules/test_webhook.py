@@ -16,7 +16,8 @@ import pytest
 from authz.config.schema import WebhookRule
 from authz.errors import DependencyError
 from authz.rules.base import Context
-from authz.rules.compiler import CompileContext, compile_or_raise, compile_rule
+from authz.rules.compiler import compile_or_raise, compile_rule
+from authz.rules.compiling import CompileContext
 from authz.rules.webhook import MAX_REPLY
 from tests.helpers import free_port
 
