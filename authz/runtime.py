@@ -9,7 +9,7 @@ from typing import Any
 
 from authz.config.schema import Config
 from authz.crypto import Keyring
-from authz.datastores.base import close_datastores, open_datastores, ping_datastores
+from authz.datastores.factory import close_datastores, open_datastores, ping_datastores
 
 PING_EVERY = 2.0  # seconds between datastore pings (readiness, and reconnecting in time)
 

@@ -9,9 +9,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator
 
+from authz.config.auth import AuthSettings
 from authz.config.base import Duration, StrictModel
-from authz.datastores.settings import DatabaseSettings
-from authz.identity.settings import AuthSettings
+from authz.config.databases import DatabaseSettings
 
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "*"}

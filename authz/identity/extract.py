@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Container, Mapping
 
+from authz.config.auth import TokenSource
 from authz.errors import TokenError
-from authz.identity.settings import TokenSource
 
 
 class TokenExtractor:

@@ -15,13 +15,13 @@ from typing import Any
 
 import httpx
 
+from authz.config.auth import AuthSettings
 from authz.errors import ConfigError, TokenError
 from authz.identity.cache import TokenCache
 from authz.identity.extract import TokenExtractor
 from authz.identity.jwks import JwksSource
 from authz.identity.keys import Key, Problems, load_static_key, pick_primary
 from authz.identity.mint import SERVICE_TOKEN_TYP, Minter, ServiceTokens
-from authz.identity.settings import AuthSettings
 from authz.identity.verify import Provider, Verifier
 
 log = logging.getLogger(__name__)

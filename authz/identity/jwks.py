@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from authz.config.auth import SecretSettings
 from authz.fetch import fetch
 from authz.identity.keys import ALGORITHMS, Key, audiences, check_public_key, fingerprint
 from authz.identity.parse import strict_json
-from authz.identity.settings import SecretSettings
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from jwt.algorithms import Algorithm, get_default_algorithms
 
-from authz.identity.settings import SecretSettings
+from authz.config.auth import SecretSettings
 
 ALGORITHMS: dict[str, Algorithm] = {
     name: impl

@@ -13,9 +13,9 @@ from bson import ObjectId
 from mockupdb import MockupDB
 
 import authz.config  # noqa: F401  (loads the schema before the settings models)
+from authz.config.databases import MongoSettings
 from authz.config.schema import QueryRule
-from authz.datastores.base import create_datastore
-from authz.datastores.settings import MongoSettings
+from authz.datastores.factory import create_datastore
 from authz.errors import DependencyError
 from authz.rules.base import Context
 from authz.rules.compiler import compile_or_raise

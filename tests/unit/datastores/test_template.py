@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 import authz.config  # noqa: F401  (loads the schema before the settings models)
+from authz.config.databases import PostgresSettings, SqliteSettings
 from authz.datastores import sql
-from authz.datastores.base import create_datastore
+from authz.datastores.factory import create_datastore
 from authz.datastores.filters import evaluate, parse
-from authz.datastores.settings import PostgresSettings, SqliteSettings
 from authz.datastores.sql import PostgresDialect, SqliteDialect, params, statement, where
 from authz.datastores.template import Template
 from authz.rules.compiling import CompileContext

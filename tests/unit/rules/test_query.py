@@ -11,11 +11,11 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from authz.config.databases import SqliteSettings
 from authz.config.load import load_config_text
 from authz.config.schema import QueryRule
-from authz.datastores.base import create_datastore
+from authz.datastores.factory import create_datastore
 from authz.datastores.memory import MemoryDatastore
-from authz.datastores.settings import SqliteSettings
 from authz.errors import ConfigError, DependencyError
 from authz.rules.base import Context
 from authz.rules.compiler import compile_or_raise, compile_rule
