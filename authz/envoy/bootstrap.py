@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import betterproto2
 import yaml
 
-from authz.mutations import PLAN_REQUIRED_METADATA
+from authz.plan import PLAN_REQUIRED_METADATA
 from authz.resolve import _PARAM
 
 # envoy-data-plane's generated models trip pydantic deprecation warnings at import.

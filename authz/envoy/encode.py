@@ -27,8 +27,8 @@ from google.protobuf.struct_pb2 import Struct
 from google.rpc.code_pb2 import OK, PERMISSION_DENIED, UNAUTHENTICATED
 from google.rpc.status_pb2 import Status
 
+from authz import plan
 from authz.decision import Decision
-from authz.mutations import PLAN_KEY, encode_plan
 
 _OK_STATUS = Status(code=OK)
 _DENIED = Status(code=PERMISSION_DENIED)
@@ -104,7 +104,7 @@ def _ok(d: Decision) -> CheckResponse:
     response = CheckResponse(status=_OK_STATUS, ok_response=ok)
     if d.plan is not None:  # for ext_proc, under Envoy's envoy.filters.http.ext_authz namespace
         metadata = Struct()
-        metadata[PLAN_KEY] = encode_plan(d.plan)
+        metadata[plan.PLAN_KEY] = plan.encode(d.plan)
         response.dynamic_metadata.CopyFrom(metadata)
     return response
 

@@ -1,7 +1,7 @@
 """Envoy ext_proc `Process`: applies the body plan decided in Check (DESIGN §4).
 
 Check cannot change bodies, so for endpoints with body or `res.*` field rules it puts a plan
-in the ext_authz dynamic metadata (authz/mutations.py); Envoy forwards that namespace to this
+in the ext_authz dynamic metadata (authz/plan.py); Envoy forwards that namespace to this
 processor (`metadata_options.forwarding_namespaces`). One stream is one HTTP request:
 
 - the plan is read from the first message that carries it (Envoy 1.40 forwards the metadata
@@ -30,7 +30,6 @@ Every failure is an ImmediateResponse with a JSON error body; no exception escap
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -56,13 +55,13 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import (
 )
 from envoy.type.v3.http_status_pb2 import HttpStatus
 
-from authz.mutations import PLAN_KEY, PLAN_REQUIRED_METADATA
+from authz.documents import apply_response, replay
+from authz.errors import ResponseError
+from authz.plan import EMPTY_HASH, PLAN_KEY, PLAN_REQUIRED_METADATA, Plan, PlanError, parse
 from authz.request import parse_json_body
-from authz.rules.fields import ResponseAction, ResponseError, apply_response, replay
 
 SERVICE = external_processor_pb2.DESCRIPTOR.services_by_name["ExternalProcessor"].full_name
 NAMESPACE = "envoy.filters.http.ext_authz"  # where Envoy keeps the Check's dynamic metadata
-EMPTY_HASH = hashlib.sha256(b"").hexdigest()
 BODY_CHANGED = "the request body is not the one authorized"
 NOT_JSON = "the upstream response is not JSON"
 UNDELIVERABLE = "the upstream response cannot be delivered"
@@ -85,10 +84,6 @@ _NOTHING_MORE = ProcessingMode(
 )
 
 
-class PlanError(Exception):
-    """The plan in the metadata is not one this version can apply."""
-
-
 class _Fail(Exception):
     """Stop the stream with an immediate response: status and the client-facing message."""
 
@@ -97,28 +92,6 @@ class _Fail(Exception):
         self.status = status
         self.message = message
         self.details = details  # Envoy's %RESPONSE_CODE_DETAILS%
-
-
-@dataclass(slots=True)
-class Plan:
-    body_hash: str
-    request: list[dict[str, Any]]  # FieldChange.op()s on the JSON body
-    response: list[ResponseAction]
-
-
-def parse_plan(text: str, keyring: Any) -> Plan:
-    """The plan JSON written by mutations.encode_plan; PlanError when malformed."""
-    try:
-        data = json.loads(text)
-        if not isinstance(data, dict) or data.get("v") != 1:
-            raise PlanError("unknown plan version")
-        body_hash, request = data["bodyHash"], data["request"]
-        response = [ResponseAction.from_json(a, keyring) for a in data["response"]]
-    except (ValueError, KeyError, TypeError, ResponseError) as exc:
-        raise PlanError(f"malformed plan: {exc}") from None
-    if not isinstance(body_hash, str) or not isinstance(request, list):
-        raise PlanError("malformed plan")
-    return Plan(body_hash, request, response)
 
 
 def plan_text(req: ProcessingRequest) -> str | None:
@@ -244,7 +217,7 @@ class Stream:
         try:
             text = plan_text(req)
             keyring = getattr(self.authorizer.runtime, "keyring", None)
-            self.plan = None if text is None else parse_plan(text, keyring)
+            self.plan = None if text is None else parse(text, keyring)
         except PlanError as exc:
             log.error("ext_proc: %s (request id %a)", exc, self.request_id or "-")
             kind = req.WhichOneof("request") or ""
@@ -283,7 +256,7 @@ class Stream:
         if self.request_body_seen:  # STREAMED/BUFFERED_PARTIAL: chunks cannot be verified
             raise _Fail(500, "internal error", "authz_ext_proc_body_not_buffered")
         self.request_body_seen = True
-        if hashlib.sha256(body.body).hexdigest() != plan.body_hash:
+        if not plan.authorizes(body.body):
             raise _Fail(403, BODY_CHANGED, "authz_body_mismatch")
         if not plan.request:
             return BodyResponse()

@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from authz.config.schema import CryptoKey, CryptoSettings
-from authz.crypto import CryptoError, Keyring, hash_value, seal, unseal
-from authz.errors import ConfigError, RequestError
+from authz.crypto import Keyring, hash_value, seal, unseal
+from authz.errors import ConfigError, CryptoError, RequestError
 
 K1 = bytes(range(32))
 K2 = bytes(range(100, 132))
