@@ -107,9 +107,9 @@ def layer_of(name: str) -> int | None:
     best: tuple[int, int] | None = None  # (prefix length, layer)
     for rank, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
-            if name == prefix or name.startswith(prefix + "."):
-                if best is None or len(prefix) > best[0]:
-                    best = (len(prefix), rank)
+            matches = name == prefix or name.startswith(prefix + ".")
+            if matches and (best is None or len(prefix) > best[0]):
+                best = (len(prefix), rank)
     return None if best is None else best[1]
 
 
