@@ -15,7 +15,7 @@ from authz.config.schema import Config, Endpoint
 from authz.decision import Decision
 from authz.errors import ConfigError, DependencyError, RequestError, TokenError
 from authz.mutations import apply_changes
-from authz.observability import EndpointMetrics, Metrics
+from authz.observability.metrics import EndpointMetrics, Metrics
 from authz.request import Reading, Request, interpret
 from authz.resolve import Route, Router, compile_template
 from authz.rules.base import Context, Failure, Rule, run

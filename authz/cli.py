@@ -172,7 +172,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _serve_options(args: argparse.Namespace) -> int:
-    from authz.server import ServeOptions, run_server
+    from authz.server import ServeOptions
+    from authz.workers import run_server
 
     _load(args)  # fail before binding anything (and before forking workers)
     try:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from authz.config.schema import MatchRule
-from authz.observability import sensitive_reference
+from authz.observability.masking import sensitive_reference
 from authz.rules.base import Context, Failure, Rule
 from authz.rules.compiling import CompileContext, CompileFn
 from authz.rules.functions import parse_date

@@ -47,7 +47,7 @@ from authz.authorizer import Authorizer
 from authz.config.load import load_config_text
 from authz.datastores.factory import open_datastores
 from authz.identity.jwks import keys_from_jwks
-from authz.observability import DecisionLog
+from authz.observability.decisionlog import DecisionLog
 from authz.reload import Reloader
 from authz.request import Request
 from authz.runtime import Runtime

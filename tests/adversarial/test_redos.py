@@ -12,7 +12,7 @@ type error (same file, every slot and source). The regexes that *do* meet reques
   parameters in one segment took O(n^2)..O(n^k) on a crafted path (`/a/{x}{y}{z}` against a
   4 000-character segment: 100 s). Now matched segment by segment in linear time, with the
   same captures (checked against the regex by a property test);
-- the decision log's secret masking (`observability._SECRET_VALUE`), run on reasons that
+- the decision log's secret masking (`observability.masking._SECRET_VALUE`), run on reasons that
   quote request values: `search` was quadratic (60 KB of `a`: seconds with the GIL held by
   the writer thread). Now linear, with the same verdicts (property test against the old
   expression);
@@ -42,7 +42,8 @@ from hypothesis import strategies as st
 from authz.authorizer import Authorizer
 from authz.config.load import load_config_text
 from authz.errors import ConfigError
-from authz.observability import MASK, DecisionLog, mask
+from authz.observability.decisionlog import DecisionLog
+from authz.observability.masking import MASK, mask
 from authz.request import Request
 from authz.resolve import compile_template
 

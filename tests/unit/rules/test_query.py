@@ -272,7 +272,7 @@ async def test_instagram_rule_refuses_an_undeclared_alias():
 
 
 async def test_cache_and_datastore_metrics():
-    from authz.observability import Metrics
+    from authz.observability.metrics import Metrics
 
     metrics = Metrics()
     store = MemoryDatastore("main", {"followers": FOLLOWERS})

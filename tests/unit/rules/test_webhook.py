@@ -319,7 +319,7 @@ def test_default_body_leaves_out_the_configured_token_header():
 
 
 async def test_a_secret_in_the_url_stays_out_of_labels_and_reasons(runtime):
-    from authz.observability import Metrics
+    from authz.observability.metrics import Metrics
 
     runtime.metrics = Metrics()
     url = f"http://127.0.0.1:{free_port()}/hook?api_key=SECRET-IN-URL#frag"
