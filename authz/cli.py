@@ -245,7 +245,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _test(args: argparse.Namespace) -> int:
-    from authz.ruletest import run_tests
+    from authz.ruletest.report import run_tests
 
     return run_tests(args.paths, coverage=args.coverage, explain=args.explain)
 
