@@ -17,7 +17,7 @@ from authz.errors import ConfigError, DependencyError, RequestError, TokenError
 from authz.mutations import apply_changes
 from authz.observability.metrics import EndpointMetrics, Metrics
 from authz.request import Reading, Request, interpret
-from authz.resolve import Route, Router, compile_template
+from authz.resolve import Route, Router, compile_path_template
 from authz.rules.base import Context, Failure, Rule, run
 from authz.rules.compiler import compile_rule
 from authz.rules.compiling import CompileContext
@@ -125,7 +125,7 @@ class Authorizer:
         template = None
         if ep.path is not None:
             try:
-                template = compile_template(ep.path)
+                template = compile_path_template(ep.path)
             except ValueError as exc:
                 cc.error(f"{path}.path", str(exc))
         if ep.mode == "dry-run" and cc.field_targets:

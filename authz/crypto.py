@@ -86,10 +86,6 @@ class Keyring:
     def can_encrypt(self) -> bool:
         return self._current is not None
 
-    @property
-    def keyed_hash(self) -> bool:
-        return self._hash_key is not None
-
     def encrypt(self, value: str, aad_path: str) -> str:
         """Encrypt with the current key, binding the value to `aad_path`."""
         if self._current is None:

@@ -19,7 +19,7 @@ from authz.debug_descriptor import SERIALIZED
 from authz.decision import Decision
 from authz.envoy.decode import from_message
 from authz.errors import RequestError
-from authz.explain import endpoint_rule, explain, is_child_path, result_of
+from authz.explain import endpoint_rule, explain, is_child_path
 
 FILE = descriptor_pool.Default().AddSerializedFile(SERIALIZED)
 SERVICE = FILE.services_by_name["Debug"].full_name  # authz.v1.Debug
@@ -70,7 +70,7 @@ def to_response(decision: Decision, text: str, version: str) -> Any:
     for entry in trace:
         depth = sum(1 for other in trace if is_child_path(entry.path, other.path))
         out.trace.add(
-            path=entry.path, rule=entry.kind, result=result_of(entry), detail=entry.detail,
+            path=entry.path, rule=entry.kind, result=entry.result, detail=entry.detail,
             depth=depth,
         )  # fmt: skip
     return out

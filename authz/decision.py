@@ -95,7 +95,7 @@ class Decision:
                 {
                     "path": t.path,
                     "rule": t.kind,
-                    "result": "pass" if t.passed else "error" if t.error else "fail",
+                    "result": t.result,
                     "detail": t.detail,
                 }
                 for t in self.trace

@@ -66,6 +66,10 @@ class ResponseError(AuthzError):
     status = 502
 
 
+class PlanError(AuthzError):
+    """The body plan ext_proc received is not one this version can apply (-> 500/502)."""
+
+
 class ListenError(AuthzError):
     """`authz serve` cannot listen on an address (in use, not permitted, not local)."""
 

@@ -28,10 +28,6 @@ class Node:
     children: list[Node] = field(default_factory=list)
 
 
-def result_of(entry: TraceEntry) -> str:
-    return "pass" if entry.passed else "error" if entry.error else "fail"
-
-
 def is_child_path(child: str, parent: str) -> bool:
     """`a.clauses[0]` and `a.clause` are nested in `a`; `a2` is not."""
     return len(child) > len(parent) and child.startswith(parent) and child[len(parent)] in ".["
@@ -41,7 +37,7 @@ def tree_from_trace(trace: Iterable[TraceEntry]) -> list[Node]:
     """Rebuild the evaluation tree from post-order entries; returns the roots in order."""
     pending: list[Node] = []
     for entry in trace:
-        node = Node(entry.path, entry.kind, result_of(entry), entry.detail)
+        node = Node(entry.path, entry.kind, entry.result, entry.detail)
         # Everything pending under this path was evaluated inside it, in order.
         split = len(pending)
         while split > 0 and is_child_path(pending[split - 1].path, node.path):
@@ -63,7 +59,7 @@ def _from_rule(rule: Rule, by_path: dict[str, TraceEntry]) -> Node:
     node = Node(
         rule.path,
         rule.kind,
-        result_of(entry) if entry else "skipped",
+        entry.result if entry else "skipped",
         entry.detail if entry else "",
         describe(rule),
     )

@@ -17,17 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from authz.documents import ResponseAction
-from authz.errors import ResponseError
+from authz.errors import PlanError, ResponseError
 
 VERSION = 1
 PLAN_KEY = "plan"  # key in the ext_authz dynamic metadata (namespace envoy.filters.http.ext_authz)
 # gRPC metadata (`x-authz-plan: required`) that the generated Envoy config sets on the ext_proc
 # streams of routes whose endpoint has body or response field rules: there, no plan is an error.
 PLAN_REQUIRED_METADATA = "x-authz-plan"
-
-
-class PlanError(Exception):
-    """The plan in the metadata is not one this version can apply."""
 
 
 def body_hash(body: bytes) -> str:

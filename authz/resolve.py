@@ -11,7 +11,7 @@ _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass(slots=True)
-class Template:
+class PathTemplate:
     """A compiled path template such as /v1/orders/{orderId}.
 
     Matched segment by segment without a backtracking regex: `{name}` is one or more
@@ -44,6 +44,18 @@ class Template:
                 out[name] = unquote(value)
         return out
 
+    @property
+    def has_parameters(self) -> bool:
+        return self.segments is not None
+
+    def regex(self) -> str:
+        """The template as a regex over the whole path, each `{name}` one or more characters
+        other than '/' (RE2 syntax too: Envoy's route matcher): `/v1/orders/{id}` ->
+        `/v1/orders/[^/]+`."""
+        if self.segments is None:
+            return re.escape(self.text)
+        return "/".join("[^/]+".join(map(re.escape, lits)) for lits, _ in self.segments)
+
 
 def _match_segment(seg: str, literals: tuple[str, ...]) -> list[str] | None:
     """Values of the k = len(literals) - 1 parameters of one segment (no '/' in `seg`).
@@ -71,7 +83,7 @@ def _match_segment(seg: str, literals: tuple[str, ...]) -> list[str] | None:
     return values
 
 
-def compile_template(text: str) -> Template:
+def compile_path_template(text: str) -> PathTemplate:
     """Raise ValueError for a malformed template."""
     names = _PARAM.findall(text)
     if len(set(names)) != len(names):
@@ -80,7 +92,7 @@ def compile_template(text: str) -> Template:
     if "{" in rest or "}" in rest:
         raise ValueError("unbalanced or invalid '{name}' in the path template")
     if not names:
-        return Template(text, None)
+        return PathTemplate(text, None)
     segments = []
     for seg in text.split("/"):
         literals, seg_names, pos = [], [], 0
@@ -90,7 +102,7 @@ def compile_template(text: str) -> Template:
             pos = m.end()
         literals.append(seg[pos:])
         segments.append((tuple(literals), tuple(seg_names)))
-    return Template(text, tuple(segments))
+    return PathTemplate(text, tuple(segments))
 
 
 @dataclass(slots=True)
@@ -98,7 +110,7 @@ class Route:
     service: str
     endpoint: str
     methods: frozenset[str] | None  # None: any method
-    template: Template | None
+    template: PathTemplate | None
     target: Any  # what resolution returns (the compiled endpoint)
 
 

@@ -15,7 +15,7 @@ from collections.abc import Coroutine
 from typing import Any, NoReturn
 
 from authz.datastores.filters import Expr, check_collection, parse
-from authz.datastores.template import Template
+from authz.datastores.template import FilterTemplate
 from authz.errors import DependencyError
 
 log = logging.getLogger("authz.datastores")
@@ -69,7 +69,7 @@ class Datastore:
         return await self._guarded(self._find(col, filter, expr, limit))
 
     async def find_template(
-        self, col: str, template: Template, values: list[Any], limit: int
+        self, col: str, template: FilterTemplate, values: list[Any], limit: int
     ) -> list[dict[str, Any]]:
         """`find` for a query rule: its compiled filter (structure checked at config load)
         and this request's values (each checked as it filled its slot: rules/query.py).

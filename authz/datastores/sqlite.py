@@ -30,7 +30,7 @@ from typing import Any
 from authz.datastores.base import Datastore
 from authz.datastores.filters import Expr
 from authz.datastores.sql import SqliteDialect, params, quote, sqlite_kind, statement, where
-from authz.datastores.template import Template
+from authz.datastores.template import FilterTemplate
 from authz.errors import DependencyError
 
 log = logging.getLogger("authz.datastores")
@@ -159,7 +159,7 @@ class SqliteDatastore(Datastore):
         return self._query(self._select, (col, expr, limit))
 
     def find_template(  # type: ignore[override]
-        self, col: str, template: Template, values: list[Any], limit: int
+        self, col: str, template: FilterTemplate, values: list[Any], limit: int
     ) -> Awaitable[list[dict[str, Any]]]:
         return self._query(self._prepared, (col, template, values, limit))
 
@@ -190,7 +190,12 @@ class SqliteDatastore(Datastore):
         return _fetch(conn, self._dialect.select(col, clause), params, columns)
 
     def _prepared(
-        self, conn: sqlite3.Connection, col: str, template: Template, values: list[Any], limit: int
+        self,
+        conn: sqlite3.Connection,
+        col: str,
+        template: FilterTemplate,
+        values: list[Any],
+        limit: int,
     ) -> list[dict[str, Any]]:
         columns = self._table(conn, col)
         stmt = statement(self._dialect, col, columns, template, values)

@@ -32,7 +32,7 @@ import betterproto2
 import yaml
 
 from authz.plan import PLAN_REQUIRED_METADATA
-from authz.resolve import _PARAM
+from authz.resolve import compile_path_template
 
 # envoy-data-plane's generated models trip pydantic deprecation warnings at import.
 with warnings.catch_warnings():
@@ -204,11 +204,7 @@ def cluster(name: str, host: str, port: int, *, http2: bool = False, sni: str = 
 
 def path_regex(template: str) -> str:
     """`/v1/orders/{id}` -> `/v1/orders/[^/]+` (RE2, matched against the whole path)."""
-    out, pos = "", 0
-    for m in _PARAM.finditer(template):
-        out += re.escape(template[pos : m.start()]) + "[^/]+"
-        pos = m.end()
-    return out + re.escape(template[pos:])
+    return compile_path_template(template).regex()
 
 
 def _methods(method: str | list[str]) -> list[str]:
@@ -228,8 +224,9 @@ def route_match(path: str, method: str | list[str]) -> RouteMatch:
                 name=":method", string_match=StringMatcher(safe_regex=RegexMatcher(regex=regex))
             )
         ]
-    if _PARAM.search(path):
-        return RouteMatch(safe_regex=RegexMatcher(regex=path_regex(path)), headers=headers)
+    template = compile_path_template(path)
+    if template.has_parameters:
+        return RouteMatch(safe_regex=RegexMatcher(regex=template.regex()), headers=headers)
     return RouteMatch(path=path, headers=headers)
 
 
@@ -348,7 +345,7 @@ def build_bootstrap(authorizer: Any, options: BootstrapOptions) -> tuple[Bootstr
             continue
         max_body = config.limits.maxBodyBytes
         route = endpoint_route(ep, declared, ep.service, max_body, with_ext_proc)
-        (templated if _PARAM.search(declared.path) else exact).append(route)
+        (templated if compile_path_template(declared.path).has_parameters else exact).append(route)
     filters = [ext_authz_filter(options.timeout)]
     if with_ext_proc:
         filters.append(ext_proc_filter(options.timeout))

@@ -125,7 +125,7 @@ def _denied(d: Decision) -> CheckResponse:
         template = _DENIALS.put(key, _denial(d.status, d.response_headers_to_add))
     response = CheckResponse()
     response.CopyFrom(template)
-    response.denied_response.body = _error_body(d.message or "access denied", d.request_id)
+    response.denied_response.body = error_body(d.message or "access denied", d.request_id)
     return response
 
 
@@ -137,7 +137,8 @@ def _denial(status: int, response_headers: list[tuple[str, str]]) -> CheckRespon
     return CheckResponse(status=rpc_status, denied_response=denied)
 
 
-def _error_body(message: str, request_id: str) -> str:
+def error_body(message: str, request_id: str) -> str:
+    """The JSON body of every denial and every ext_proc local reply."""
     # Exactly json.dumps({"error": message, "requestId": request_id}), which costs more than
     # the rest of a denial (it builds an encoder per call).
     error, rid = encode_basestring_ascii(message), encode_basestring_ascii(request_id)

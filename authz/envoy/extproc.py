@@ -56,8 +56,9 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import (
 from envoy.type.v3.http_status_pb2 import HttpStatus
 
 from authz.documents import apply_response, replay
-from authz.errors import ResponseError
-from authz.plan import EMPTY_HASH, PLAN_KEY, PLAN_REQUIRED_METADATA, Plan, PlanError, parse
+from authz.envoy.encode import error_body
+from authz.errors import PlanError, ResponseError
+from authz.plan import EMPTY_HASH, PLAN_KEY, PLAN_REQUIRED_METADATA, Plan, parse
 from authz.request import parse_json_body
 
 SERVICE = external_processor_pb2.DESCRIPTOR.services_by_name["ExternalProcessor"].full_name
@@ -137,7 +138,7 @@ def _dump(doc: Any) -> bytes:
 
 def immediate(status: int, message: str, request_id: str, details: str) -> ProcessingResponse:
     """A local reply from Envoy: the same JSON error shape as Check's denials."""
-    body = json.dumps({"error": message, "requestId": request_id}).encode()
+    body = error_body(message, request_id).encode()
     return ProcessingResponse(
         immediate_response=ImmediateResponse(
             status=HttpStatus(code=status),

@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from authz import strictjson
 from authz.config.auth import SecretSettings
 from authz.fetch import fetch
 from authz.identity.keys import ALGORITHMS, Key, audiences, check_public_key, fingerprint
-from authz.identity.parse import strict_json
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class JwksSource:
         try:
             async with asyncio.timeout(self._timeout):  # the whole download, not each read
                 body = await self._download()
-            keys = keys_from_jwks(strict_json(body), self.settings, self.path)
+            keys = keys_from_jwks(strictjson.loads(body), self.settings, self.path)
         except Exception as e:  # outage, garbage, timeout: keep serving the last good set
             log.warning("jwks %s: refresh failed, keeping the last key set: %s", self.path, e)
             return

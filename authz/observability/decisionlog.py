@@ -23,7 +23,7 @@ log = logging.getLogger("authz.observability")
 
 
 def _is_allow(record: dict[str, Any]) -> bool:
-    return record.get("allowed") is True or record.get("outcome") == "allow"
+    return record.get("allowed") is True
 
 
 class DecisionLog:

@@ -38,6 +38,11 @@ class TraceEntry:
     error: bool
     detail: str
 
+    @property
+    def result(self) -> str:
+        """pass | fail | error: the one vocabulary of explain, `authz check` and the debug API."""
+        return "pass" if self.passed else "error" if self.error else "fail"
+
 
 class Context:
     """Everything one evaluation reads and writes. Created per request, never shared."""

@@ -15,7 +15,7 @@ from authz.observability.masking import sensitive_reference
 from authz.rules.base import Context, Failure, Rule
 from authz.rules.compiling import CompileContext, CompileFn
 from authz.rules.functions import parse_date
-from authz.rules.refs import compile_template, compile_value, is_reference
+from authz.rules.refs import compile_structure, compile_value, is_reference
 from authz.values import MISSING, Getter, constant, is_constant
 
 EVALS_BY_TYPE = {
@@ -187,7 +187,7 @@ def _list_side(raw: Any, type_: str, cc: CompileContext, path: str) -> Getter:
     for i, item in enumerate(raw):
         if not is_reference(item):
             _check_literal(item, type_, cc, f"{path}[{i}]")
-    return compile_template(raw, cc, path)
+    return compile_structure(raw, cc, path)
 
 
 def _check_literal(value: Any, type_: str, cc: CompileContext, path: str) -> None:

@@ -27,7 +27,7 @@ from authz.datastores.filters import (
     check_field,
     value_problem,
 )
-from authz.datastores.template import Hole, Template
+from authz.datastores.template import FilterTemplate, Hole
 from authz.errors import DependencyError
 from authz.rules.base import Context, Failure, Rule, run
 from authz.rules.compiling import CompileContext, CompileFn
@@ -134,14 +134,14 @@ def _check_alias(alias: str, cc: CompileContext, path: str) -> None:
 # --- the filter --------------------------------------------------------------------------
 
 
-def compile_filter(raw: Any, cc: CompileContext, path: str) -> Template:
-    """Compile a `find` object into a Template: the structure (fields, operators) is checked
+def compile_filter(raw: Any, cc: CompileContext, path: str) -> FilterTemplate:
+    """Compile a `find` object into a FilterTemplate: the structure (fields, operators) is checked
     here, once, and each value as it fills its slot per request; the datastore never parses
     the filter per request (see datastores/template.py)."""
     slots: list[Fill] = []
     ops: list[str] = []
     filled, expr = _compile_object(raw, cc, path, slots, ops)
-    return Template(filled, expr, slots, ops)
+    return FilterTemplate(filled, expr, slots, ops)
 
 
 def _compile_object(

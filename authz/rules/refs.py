@@ -32,12 +32,12 @@ def compile_value(raw: Any, cc: CompileContext, path: str) -> Getter:
     return constant(raw)
 
 
-def compile_template(raw: Any, cc: CompileContext, path: str) -> Getter:
+def compile_structure(raw: Any, cc: CompileContext, path: str) -> Getter:
     """An object or list whose leaves may be references: built fresh per request.
 
     The getter returns MISSING when any reference in it does not resolve."""
     if isinstance(raw, dict):
-        parts = {k: compile_template(v, cc, f"{path}.{k}") for k, v in raw.items()}
+        parts = {k: compile_structure(v, cc, f"{path}.{k}") for k, v in raw.items()}
         if all(is_constant(g) for g in parts.values()):
             return constant(raw)
         items = tuple(parts.items())
@@ -53,7 +53,7 @@ def compile_template(raw: Any, cc: CompileContext, path: str) -> Getter:
 
         return get_obj
     if isinstance(raw, list):
-        getters = [compile_template(v, cc, f"{path}[{i}]") for i, v in enumerate(raw)]
+        getters = [compile_structure(v, cc, f"{path}[{i}]") for i, v in enumerate(raw)]
         if all(is_constant(g) for g in getters):
             return constant(raw)
         gs = tuple(getters)

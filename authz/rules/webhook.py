@@ -25,7 +25,7 @@ from authz.fetch import FetchError, fetch, url_problem
 from authz.rules.base import Context, Failure, Rule
 from authz.rules.compiling import CompileContext, CompileFn
 from authz.rules.query import compile_store, count_cache
-from authz.rules.refs import compile_template
+from authz.rules.refs import compile_structure
 from authz.values import MISSING, Getter
 
 MAX_REPLY = 1 << 20  # bytes of a webhook reply body
@@ -201,7 +201,7 @@ CREDENTIAL_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie"
 
 def _body(template: Any, cc: CompileContext, path: str) -> Getter:
     if template is not None:
-        return compile_template(template, cc, path)
+        return compile_structure(template, cc, path)
     cc.read("*")
     secret_headers = CREDENTIAL_HEADERS | _configured_token_headers(cc.config)
 
@@ -231,7 +231,7 @@ def _claims(claims: dict[str, Any] | None, cc: CompileContext, path: str) -> Get
     if claims is None:
         return None
     # Names are the config's keys; only values are filled, so a request cannot add a claim.
-    return compile_template(dict(claims), cc, path)
+    return compile_structure(dict(claims), cc, path)
 
 
 def _check_url(url: str, cc: CompileContext, path: str) -> None:

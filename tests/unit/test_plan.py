@@ -7,6 +7,7 @@ import pytest
 
 from authz import plan
 from authz.documents import RESPONSE, FieldPath, ResponseAction
+from authz.errors import PlanError
 
 
 def test_a_plan_round_trips_through_its_encoding():
@@ -37,5 +38,5 @@ def test_the_empty_hash_is_the_hash_of_no_body():
     ],
 )
 def test_malformed_plans_are_plan_errors(text):
-    with pytest.raises(plan.PlanError):
+    with pytest.raises(PlanError):
         plan.parse(text, None)

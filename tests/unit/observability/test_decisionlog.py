@@ -83,7 +83,7 @@ def test_sampling_keeps_every_denial_and_a_fraction_of_allows():
     sink = io.StringIO()
     dl = DecisionLog("x", sample_allows=0.25, sink=sink, rng=random.Random(7).random)
     for i in range(2000):
-        dl.log({"id": i, "outcome": "allow"})
+        dl.log({"id": i, "allowed": True, "outcome": "allow"})
         dl.log({"id": i, "allowed": False, "outcome": "deny"})
     dl.close()
     lines = [json.loads(line) for line in sink.getvalue().splitlines()]

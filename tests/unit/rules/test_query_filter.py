@@ -1,4 +1,4 @@
-"""A query rule's compiled filter (a Template) gives the datastore the expression
+"""A query rule's compiled filter (a FilterTemplate) gives the datastore the expression
 `filters.parse` would make of the filled filter (the datastore no longer parses it per
 request), with its holes numbered in the order the SQL translator binds values."""
 
