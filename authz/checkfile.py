@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from authz.request import Request
+
+if TYPE_CHECKING:
+    from authz.authorizer import Authorizer
 
 _KEYS = {"service", "endpoint", "method", "path", "headers", "body"}
 
@@ -53,7 +56,7 @@ def to_request(item: dict[str, Any], n: int) -> Request:
     )
 
 
-async def run_checks(authorizer: Any, items: list[dict[str, Any]], trace: bool) -> list[Any]:
+async def run_checks(authorizer: Authorizer, items: list[dict[str, Any]], trace: bool) -> list[Any]:
     await authorizer.runtime.start()
     try:
         out = []

@@ -26,7 +26,7 @@ log = logging.getLogger("authz.server")
 
 AUTH_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 # The last resort when even encoding a decision fails: a fixed 500 deny.
-_INTERNAL_ERROR = encode(
+_INTERNAL_ERROR: bytes = encode(
     Decision(False, 500, "internal error", "internal error")
 ).SerializeToString()
 
@@ -41,6 +41,8 @@ class CheckHandler:
 
     async def check(self, data: bytes, context: Any) -> bytes:
         authorizer = self.authorizer  # one config version for the whole Check
+        if authorizer is None:  # never: the server accepts Checks once a config is loaded
+            return _INTERNAL_ERROR
         start = perf_counter()
         try:
             try:
@@ -48,7 +50,7 @@ class CheckHandler:
             except RequestError as exc:
                 decision = Decision(False, 400, str(exc), str(exc))
             else:
-                decision = await authorizer.check(req)  # type: ignore[union-attr]
+                decision = await authorizer.check(req)
             out = serialize(decision)
         except Exception:
             log.exception("internal error serving Check")

@@ -10,11 +10,14 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from authz.durations import parse_duration
 from authz.errors import ConfigError, ListenError
 from authz.importers.spacecloud.command import add_parser as add_import_parser
+
+if TYPE_CHECKING:
+    from authz.authorizer import Authorizer
 
 
 def _env(flag: str, default: Any = None) -> Any:
@@ -136,7 +139,7 @@ class UsageError(Exception):
     pass
 
 
-def _load(args: argparse.Namespace):  # -> Authorizer
+def _load(args: argparse.Namespace) -> Authorizer:
     from authz.authorizer import Authorizer
     from authz.config.load import load_config
 

@@ -9,11 +9,11 @@ No rule logic lives here: field rules (rules/fields.py) decide what to change, t
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from authz.crypto import hash_value
+from authz.crypto import Encoding, Keyring, hash_value
 from authz.errors import AuthzError, CryptoError, ResponseError
 from authz.values import MISSING, array_index
 
@@ -69,14 +69,14 @@ def find(doc: Any, fp: FieldPath, strict: bool = False) -> list[Match]:
 
 def _walk(
     node: Any,
-    keys: tuple,
-    folded: tuple,
+    keys: tuple[str, ...],
+    folded: tuple[str, ...],
     i: int,
     exact: bool,
-    trail: tuple,
-    out: list,
+    trail: tuple[Any, ...],
+    out: list[Match],
     strict: bool = False,
-):
+) -> None:
     if strict and not _can_hold(node, keys[i]):
         where = ".".join(str(k) for k in trail) or "the top level"
         raise PathError(f"the response has a {json_type(node)} at {where}")
@@ -95,7 +95,7 @@ def _can_hold(node: Any, key: str) -> bool:
     return node is None or isinstance(node, dict)
 
 
-def _children(node: Any, key: str, fold: str):
+def _children(node: Any, key: str, fold: str) -> Iterator[tuple[Any, Any, bool]]:
     if isinstance(node, dict):
         if key in node:
             yield key, node[key], True
@@ -108,12 +108,15 @@ def _children(node: Any, key: str, fold: str):
             yield idx, node[idx], True
 
 
-def set_value(doc: Any, keys: tuple[str, ...], value: Any) -> tuple[Any, Any, Any, Any, tuple]:
+def set_value(
+    doc: Any, keys: tuple[str, ...], value: Any
+) -> tuple[Any, Any, Any, Any, tuple[Any, ...]]:
     """Set keys to value, creating missing (or null) parents as objects.
 
     Returns (container, key, old, new, path) of the one slot written: the first created
     parent when parents were created (old is MISSING or None), else the field itself."""
-    node, trail = doc, []
+    node: Any = doc
+    trail: list[Any] = []
     for i, key in enumerate(keys):
         slot = _slot(node, key)
         if i == len(keys) - 1:
@@ -163,7 +166,9 @@ class FieldChange:
 
     __slots__ = ("container", "key", "new", "old", "path", "target")
 
-    def __init__(self, target: str, container: Any, key: Any, old: Any, new: Any, path: tuple):
+    def __init__(
+        self, target: str, container: Any, key: Any, old: Any, new: Any, path: tuple[Any, ...]
+    ):
         self.target = target  # params | query | headers
         self.container = container  # the dict/list that holds `key`
         self.key = key
@@ -239,9 +244,9 @@ class ResponseAction:
         self,
         op: str,
         fp: FieldPath,
-        keyring: Any = None,
+        keyring: Keyring | None = None,
         value: Any = None,
-        encoding: str = "base64",
+        encoding: Encoding = "base64",
     ):
         self.op = op  # force | remove | encrypt | decrypt | hash
         self.fp = fp
@@ -271,7 +276,7 @@ class ResponseAction:
         return out
 
     @classmethod
-    def from_json(cls, data: Any, keyring: Any = None) -> ResponseAction:
+    def from_json(cls, data: Any, keyring: Keyring | None = None) -> ResponseAction:
         try:
             op, keys = data["op"], tuple(data["path"])
             if op not in _APPLY or not keys or not all(isinstance(k, str) for k in keys):
@@ -333,7 +338,9 @@ def single(doc: Any, fp: FieldPath, strict: bool = False) -> Match | None:
     return found
 
 
-def transformer(op: str, fp: FieldPath, keyring: Any, encoding: str, keyed: bool):
+def transformer(
+    op: str, fp: FieldPath, keyring: Keyring | None, encoding: Encoding, keyed: bool
+) -> Callable[[str], str]:
     """The str -> str function of an encrypt/decrypt/hash action."""
     if op == "hash":
         if keyring is not None:

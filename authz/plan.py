@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from authz.crypto import Keyring
 from authz.documents import ResponseAction
 from authz.errors import PlanError, ResponseError
 
@@ -60,7 +61,7 @@ def encode(plan: dict[str, Any]) -> str:
     return json.dumps(plan, separators=(",", ":"))
 
 
-def parse(text: str, keyring: Any) -> Plan:
+def parse(text: str, keyring: Keyring | None) -> Plan:
     """The plan JSON written by `encode`; PlanError when malformed."""
     try:
         data = json.loads(text)

@@ -353,6 +353,7 @@ def _check_shape(value: Any, limits: Limits, escaped_surrogates: bool) -> None:
     stack = [(value, 1)]
     while stack:
         v, d = stack.pop()
+        children: Iterable[Any]
         if isinstance(v, dict):
             children = v.values()
             if escaped_surrogates:

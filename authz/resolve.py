@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -132,7 +133,7 @@ class Router:
                 self._templated.append(r)
 
     def resolve(
-        self, method: str, path: str, context: dict[str, str]
+        self, method: str, path: str, context: Mapping[str, str]
     ) -> tuple[Any, dict[str, str]] | None:
         """(endpoint, path parameters), or None when no endpoint matches."""
         service = context.get("service")
@@ -151,8 +152,8 @@ class Router:
         for route in self._templated:
             if service and route.service != service:
                 continue
-            if _method_ok(route, method):
-                params = route.template.match(path)  # type: ignore[union-attr]
+            if _method_ok(route, method) and route.template is not None:  # always: templated
+                params = route.template.match(path)
                 if params is not None:
                     return route.target, params
         return None

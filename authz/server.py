@@ -109,6 +109,7 @@ class AuthzServer(CheckHandler):
         address = self.options.listen
         probe(address, reuse)  # the OS's reason, before grpc logs its own lines
         try:
+            assert self.grpc is not None  # created by start()
             bound = self.grpc.add_insecure_port(address)
         except RuntimeError:  # grpc's "Failed to bind to address ...": in use, or not ours
             bound = 0

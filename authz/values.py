@@ -39,6 +39,11 @@ def is_constant(getter: Getter) -> bool:
     return getattr(getter, "constant", False)
 
 
+def literal(getter: Getter) -> Any:
+    """The literal a `constant` getter returns, MISSING for any other getter."""
+    return getattr(getter, "value", MISSING) if is_constant(getter) else MISSING
+
+
 def array_index(key: str) -> int | None:
     """The array index a path key names (`0`, `12`), or None: only ASCII digits count."""
     return int(key) if key.isascii() and key.isdigit() else None

@@ -242,7 +242,9 @@ def _in(t: Target, values: list[Any], first: int, d: Dialect, params: list[Any])
     return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
 
 
-def _operand(d: Dialect, sql_op: str, cls: str, values: list[int], t: Target, params: list[Any]):
+def _operand(
+    d: Dialect, sql_op: str, cls: str, values: list[int], t: Target, params: list[Any]
+) -> str:
     """`= ?` or `IN (?, ?)`, a slot per value (bound as class `cls`)."""
     params.extend(Slot(i, cls, t) for i in values)
     if sql_op == "IN":

@@ -179,7 +179,8 @@ class SqliteDatastore(Datastore):
         except Exception as exc:
             self._fail(exc)
         self._succeeded(start)
-        return docs
+        found: list[dict[str, Any]] = docs
+        return found
 
     def _select(
         self, conn: sqlite3.Connection, col: str, expr: Expr, limit: int

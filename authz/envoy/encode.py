@@ -60,11 +60,12 @@ def serialize(decision: Decision) -> bytes:
         # identity.mint.ServiceTokens).
         # One flat tuple (headers are pairs, removals strings: the split is unambiguous).
         key = (*d.headers, *d.headers_to_remove)
-        out = _HEADER_ONLY_ALLOWS.get(key)
+        out: bytes | None = _HEADER_ONLY_ALLOWS.get(key)
         if out is None:
             out = _HEADER_ONLY_ALLOWS.put(key, _ok(d).SerializeToString())
         return out
-    return encode(d).SerializeToString()
+    data: bytes = encode(d).SerializeToString()
+    return data
 
 
 class _Bounded:

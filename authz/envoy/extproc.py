@@ -34,7 +34,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
@@ -61,7 +61,11 @@ from authz.errors import PlanError, ResponseError
 from authz.plan import EMPTY_HASH, PLAN_KEY, PLAN_REQUIRED_METADATA, Plan, parse
 from authz.request import parse_json_body
 
-SERVICE = external_processor_pb2.DESCRIPTOR.services_by_name["ExternalProcessor"].full_name
+if TYPE_CHECKING:
+    from authz.config.schema import Config
+    from authz.runtime import Runtime
+
+SERVICE: str = external_processor_pb2.DESCRIPTOR.services_by_name["ExternalProcessor"].full_name
 NAMESPACE = "envoy.filters.http.ext_authz"  # where Envoy keeps the Check's dynamic metadata
 BODY_CHANGED = "the request body is not the one authorized"
 NOT_JSON = "the upstream response is not JSON"
@@ -103,7 +107,8 @@ def plan_text(req: ProcessingRequest) -> str | None:
     value = ns.fields[PLAN_KEY]
     if value.WhichOneof("kind") != "string_value":
         raise PlanError("the plan is not a string")
-    return value.string_value
+    text: str = value.string_value
+    return text
 
 
 # --- building responses ------------------------------------------------------------------
@@ -159,11 +164,21 @@ def _is_json(content_type: str) -> bool:
 # --- one stream = one HTTP request -------------------------------------------------------
 
 
+class ConfigVersion(Protocol):
+    """What a stream reads of the config version serving (an authz.authorizer.Authorizer)."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def runtime(self) -> Runtime: ...
+
+
 @dataclass
 class Stream:
     """The state of one ext_proc stream; `handle` answers one message."""
 
-    authorizer: Any  # the config version of the stream's first message
+    authorizer: ConfigVersion | None  # the config version of the stream's first message
     plan_required: bool = False  # the route's endpoint always gets a plan from Check
     plan: Plan | None = None
     plan_read: bool = False  # a plan is read once, from the first message that has one
@@ -172,6 +187,11 @@ class Stream:
     request_body_expected: bool = False
     request_body_seen: bool = False
     response_body_seen: bool = False
+
+    def _version(self) -> ConfigVersion:
+        if self.authorizer is None:  # never: the server serves once a config is loaded
+            raise RuntimeError("no config version")
+        return self.authorizer
 
     def handle(self, req: ProcessingRequest) -> ProcessingResponse:
         kind = req.WhichOneof("request")
@@ -217,7 +237,7 @@ class Stream:
             self.request_id = _headers(req.request_headers).get("x-request-id", "")
         try:
             text = plan_text(req)
-            keyring = getattr(self.authorizer.runtime, "keyring", None)
+            keyring = self._version().runtime.keyring
             self.plan = None if text is None else parse(text, keyring)
         except PlanError as exc:
             log.error("ext_proc: %s (request id %a)", exc, self.request_id or "-")
@@ -262,7 +282,7 @@ class Stream:
         if not plan.request:
             return BodyResponse()
         try:
-            doc = parse_json_body(body.body, self.authorizer.config.limits)
+            doc = parse_json_body(body.body, self._version().config.limits)
             replay(doc, plan.request)
             new = _dump(doc)
         except Exception as exc:  # parsed in Check: only a plan that does not fit gets here
@@ -336,7 +356,7 @@ def _plan_required(context: Any) -> bool:
 
 
 class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
-    def __init__(self, get_authorizer: Callable[[], Any]):
+    def __init__(self, get_authorizer: Callable[[], ConfigVersion | None]):
         self.get_authorizer = get_authorizer
 
     async def Process(

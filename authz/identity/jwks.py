@@ -46,7 +46,10 @@ def _jwk_alg(jwk: dict[str, Any], pinned: str | None) -> str:
     """The one algorithm this JWK verifies: its own `alg`, else the config's, else by type."""
     kty, alg = jwk.get("kty"), jwk.get("alg")
     if alg is None:
-        alg = pinned or {"RSA": "RS256", "OKP": "EdDSA"}.get(kty) or _EC_ALG.get(jwk.get("crv"))
+        crv = jwk.get("crv")
+        by_type = {"RSA": "RS256", "OKP": "EdDSA"}.get(kty) if isinstance(kty, str) else None
+        by_curve = _EC_ALG.get(crv) if isinstance(crv, str) else None
+        alg = pinned or by_type or by_curve
     if not isinstance(alg, str) or alg not in ALGORITHMS or alg.startswith("HS"):
         raise ValueError(f"unsupported alg {alg!r}")
     if pinned is not None and alg != pinned:
@@ -103,7 +106,7 @@ class JwksSource:
         settings: SecretSettings,
         path: str,
         *,
-        on_removed: Callable[[list[Key]], None],
+        on_removed: Callable[[list[Key]], object],
         clock: Callable[[], float] = time.monotonic,
         min_interval: float = MIN_INTERVAL,
         timeout: float = FETCH_TIMEOUT,

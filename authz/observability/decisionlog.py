@@ -106,7 +106,7 @@ class DecisionLog:
     def _drain(self) -> None:
         q = self._queue
         while q:
-            batch = []
+            batch: list[tuple[float, dict[str, Any]]] = []
             while q and len(batch) < self._batch_size:
                 batch.append(q.popleft())
             self._write(batch)

@@ -167,7 +167,7 @@ class DependencyMetrics:
         self.observe: Callable[[float], None] = (
             self._latency.child.observe if _multiprocess() else self._latency.observe
         )
-        self._factory = lambda kind: errors.labels(name, kind)
+        self._factory: Callable[[str], Any] = lambda kind: errors.labels(name, kind)
         self._errors: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -306,7 +306,9 @@ class Metrics:
             )
         return found
 
-    def endpoints(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], EndpointMetrics]:
+    def endpoints(
+        self, pairs: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str | None, str | None], EndpointMetrics]:
         """`endpoint()` for every (service, endpoint) of a config."""
         return {pair: self.endpoint(*pair) for pair in pairs}
 
@@ -377,9 +379,10 @@ class Metrics:
 
     def flush(self) -> None:
         """Add the buffered observations (endpoints, datastores, webhooks) to the metrics."""
-        for buffered in (self._endpoints, self._datastores, self._webhooks):
-            for m in list(buffered.values()):
-                m.flush()
+        for endpoint in list(self._endpoints.values()):
+            endpoint.flush()
+        for dependency in [*self._datastores.values(), *self._webhooks.values()]:
+            dependency.flush()
 
     def render(self) -> bytes:
         """The /metrics body (text format 0.0.4; content type `CONTENT_TYPE`).

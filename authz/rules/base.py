@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from authz.runtime import Runtime
 
 
 @dataclass(slots=True, frozen=True)
@@ -49,9 +52,11 @@ class Context:
 
     __slots__ = ("args", "changes", "detail", "runtime", "trace")
 
-    def __init__(self, args: dict[str, Any], runtime: Any = None, trace: bool = False):
+    def __init__(self, args: dict[str, Any], runtime: Runtime | None = None, trace: bool = False):
         self.args = args  # the request variables (DESIGN §3)
-        self.runtime = runtime  # resources: datastores, http client, identity, keyring
+        # resources: datastores, http client, identity, keyring; None: evaluated without
+        # any (rules that need one deny)
+        self.runtime = runtime
         self.changes: list[Any] = []  # field-rule changes, applied in rule order (RULES §5)
         self.trace: list[TraceEntry] | None = [] if trace else None
         self.detail = ""  # set by a rule while tracing: its inputs as resolved

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from authz.config.schema import Config
 from authz.errors import ConfigError
 from authz.rules import fields, logic, match, query, webhook
 from authz.rules.base import Context, Failure, Rule
@@ -44,7 +45,9 @@ def compile_rule(model: Any, cc: CompileContext, path: str) -> Rule:
     return fn(model, cc, path)
 
 
-def compile_or_raise(model: Any, path: str, config: Any = None) -> tuple[Rule, CompileContext]:
+def compile_or_raise(
+    model: Any, path: str, config: Config | None = None
+) -> tuple[Rule, CompileContext]:
     cc = CompileContext(config=config)
     rule = compile_rule(model, cc, path)
     if cc.errors:

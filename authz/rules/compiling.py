@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from authz.rules.base import Rule
+
+if TYPE_CHECKING:
+    from authz.config.schema import Config
 
 # A family's compile function: (rule model, context, config path) -> compiled rule.
 CompileFn = Callable[[Any, "CompileContext", str], Rule]
@@ -21,7 +24,7 @@ CompileFn = Callable[[Any, "CompileContext", str], Rule]
 class CompileContext:
     """What a compile function may consult, and where it reports problems."""
 
-    config: Any = None  # the whole validated Config, for aliases, keys, limits
+    config: Config | None = None  # the whole validated Config, for aliases, keys, limits
     errors: list[str] = field(default_factory=list)
     reads: set[str] = field(default_factory=set)  # top-level args keys the rules read
     # args.<key>.<name> names read or changed under each key; None: the whole key is read

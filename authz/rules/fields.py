@@ -24,6 +24,7 @@ import re
 from typing import Any
 
 from authz.config.schema import DecryptRule, EncryptRule, ForceRule, HashRule, RemoveRule
+from authz.crypto import Encoding
 from authz.documents import (
     RESPONSE,
     FieldChange,
@@ -132,6 +133,9 @@ class _FieldRule(Rule):
 class Force(_FieldRule):
     kind = "force"
     __slots__ = ("fp", "value", "value_text")
+    fp: FieldPath
+    value: Getter
+    value_text: str
 
     def act(self, ctx: Context) -> Failure | None:
         value = self.value(ctx.args)
@@ -140,7 +144,8 @@ class Force(_FieldRule):
         fp = self.fp
         if fp.root == RESPONSE:
             ctx.changes.append(ResponseAction("force", fp, value=copy.deepcopy(value)))
-            return self._traced(ctx, f"{fp.text}: planned for the response")
+            self._traced(ctx, f"{fp.text}: planned for the response")
+            return None
         if fp.root != "params":
             value = _flat_value(value, fp.root)
             if value is MISSING:
@@ -154,7 +159,8 @@ class Force(_FieldRule):
             return self.fail(f"cannot set {fp.text}: {exc}", error=True)
         ctx.changes.append(FieldChange(fp.root, c, k, old, new, path))
         remove_matches(doc, fp, False, fp.root, ctx.changes)
-        return self._traced(ctx, f"set {fp.text}")
+        self._traced(ctx, f"set {fp.text}")
+        return None
 
     def _traced(self, ctx: Context, detail: str) -> None:
         if ctx.trace is not None:
@@ -164,6 +170,7 @@ class Force(_FieldRule):
 class Remove(_FieldRule):
     kind = "remove"
     __slots__ = ("fps",)
+    fps: tuple[FieldPath, ...]
 
     def act(self, ctx: Context) -> Failure | None:
         removed = 0
@@ -183,9 +190,12 @@ class Transform(_FieldRule):
     """encrypt, decrypt and hash: a string value replaced by a function of itself."""
 
     __slots__ = ("encoding", "fps", "keyed")
+    encoding: Encoding
+    fps: tuple[FieldPath, ...]
+    keyed: bool  # crypto.hashKey is configured: never hash without it
 
     def act(self, ctx: Context) -> Failure | None:
-        keyring = getattr(ctx.runtime, "keyring", None)
+        keyring = ctx.runtime.keyring if ctx.runtime is not None else None
         done = 0
         for fp in self.fps:
             if fp.root == RESPONSE:
@@ -264,13 +274,14 @@ def _clause(model: Any, cc: CompileContext, path: str) -> Rule | None:
 
 def compile_force(model: ForceRule, cc: CompileContext, path: str) -> Rule:
     rule = Force(path, model.error, _clause(model, cc, path))
-    rule.fp = compile_field(model.field, cc, f"{path}.field")  # type: ignore[assignment]
+    fp = compile_field(model.field, cc, f"{path}.field")
+    if fp is not None:  # else the config is rejected: the rule never runs
+        rule.fp = fp
     rule.value = compile_value(model.value, cc, f"{path}.value")
     rule.value_text = model.value if is_reference(model.value) else repr(model.value)
-    fp = rule.fp
-    flat = fp is not None and fp.root in ("query", "headers")
-    if flat and _literal(model.value, rule.value) and _flat_value(model.value, fp.root) is MISSING:
-        cc.error(f"{path}.value", f"{model.value!r} is not a valid {fp.root} value")
+    flat = fp.root if fp is not None and fp.root in ("query", "headers") else None
+    if flat and _literal(model.value, rule.value) and _flat_value(model.value, flat) is MISSING:
+        cc.error(f"{path}.value", f"{model.value!r} is not a valid {flat} value")
     return rule
 
 

@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from authz.durations import parse_duration
-from authz.values import MISSING, Getter, is_constant
+from authz.values import MISSING, Getter, is_constant, literal
 
 _UNITS = ("year", "month", "day", "hour", "minute", "second")
 MAX_OFFSET = timedelta(hours=14)  # Kiribati (+14:00) and Baker Island (-12:00) bound real zones
@@ -168,6 +168,6 @@ FUNCTIONS: dict[str, tuple[Callable[..., Getter], int, tuple[int, ...]]] = {
 def check_literals(name: str, args: list[Getter]) -> None:
     """Reject, at load, a literal argument the function can never use; ValueError."""
     if name == "addDuration" and is_constant(args[1]):
-        parse_duration(args[1].value)  # type: ignore[attr-defined]
-    if name == "roundUpDate" and is_constant(args[1]) and args[1].value not in _UNITS:  # type: ignore[attr-defined]
+        parse_duration(literal(args[1]))
+    if name == "roundUpDate" and is_constant(args[1]) and literal(args[1]) not in _UNITS:
         raise ValueError(f"unit must be one of {', '.join(_UNITS)}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from authz.config.schema import AndRule, OrRule
+from authz.config.schema import AllowRule, AndRule, AuthenticatedRule, DenyRule, OrRule
 from authz.rules.base import Context, Failure, Rule, run
 from authz.rules.compiling import CompileContext, CompileFn
 
@@ -123,7 +123,9 @@ class Or(_Composite):
         return Failure(self.path, f"none of the {len(self.clauses)} clauses passed", False, message)
 
 
-def _compile_simple(model, cc: CompileContext, path: str) -> Rule:
+def _compile_simple(
+    model: AllowRule | DenyRule | AuthenticatedRule, cc: CompileContext, path: str
+) -> Rule:
     cls = {"allow": Allow, "deny": Deny, "authenticated": Authenticated}[model.rule]
     return cls(path, model.error)
 

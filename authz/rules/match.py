@@ -78,6 +78,18 @@ class Match(Rule):
         "coerce", "exact", "f1", "f1_text", "f2", "f2_list", "f2_text", "f2_value", "masked",
         "op", "op_text", "type",
     )  # fmt: skip
+    coerce: Callable[[Any], Any]  # to the declared type, or WRONG
+    exact: tuple[type, ...] | None  # the types that need no coercion
+    f1: Getter
+    f1_text: str
+    f2: Getter
+    f2_list: bool  # in / notIn
+    f2_text: str
+    f2_value: Any  # f2 coerced once at load when it is a literal, else _PER_REQUEST
+    masked: str
+    op: Callable[[Any, Any], bool]
+    op_text: str
+    type: str
 
     async def evaluate(self, ctx: Context) -> Failure | None:
         return self.evaluate_now(ctx)
@@ -143,7 +155,7 @@ def compile_match(model: MatchRule, cc: CompileContext, path: str) -> Rule:
     else:
         rule.f2 = _side(model.f2, model.type, cc, f"{path}.f2")
     rule.f2_text = _text(model.f2)
-    secrets = getattr(cc.config, "_interpolated", frozenset())
+    secrets = cc.config._interpolated if cc.config is not None else frozenset[str]()
     rule.masked = _masked(model.f1, model.f2, model.eval, secrets)
     rule.f2_value = _PER_REQUEST
     if is_constant(rule.f2):  # coercion is pure: a literal f2 is coerced once, here

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from authz.config.schema import QueryRule
+from authz.datastores.base import Datastore
 from authz.datastores.cache import MISS, ResultCache, freeze
 from authz.datastores.filters import (
     FIELD,
@@ -54,6 +55,13 @@ class SlotError(Exception):
 class Query(Rule):
     kind = "query"
     __slots__ = ("alias", "cache", "clause", "col", "filter", "limit", "set_store")
+    alias: str
+    cache: ResultCache | None
+    clause: Rule | None
+    col: str
+    filter: FilterTemplate
+    limit: int
+    set_store: Callable[[dict[str, Any], Any], None]
 
     def children(self) -> tuple[Rule, ...]:
         return (self.clause,) if self.clause is not None else ()
@@ -77,27 +85,28 @@ class Query(Rule):
         return None if docs else self.fail("no document matched")
 
     async def _cached(self, ctx: Context, values: list[Any]) -> list[dict[str, Any]]:
+        cache = self.cache
+        assert cache is not None  # only called for a rule with a cache
         key = freeze(values)  # the template is the rule's: its values say which filter
-        docs = self.cache.get(key)
+        docs: list[dict[str, Any]] = cache.get(key)
         count_cache(ctx, "query", docs is not MISS)
         if docs is MISS:
             store = datastore(ctx, self.alias)
             docs = await store.find_template(self.col, self.filter, values, self.limit)
-            self.cache.put(key, docs)
+            cache.put(key, docs)
         return docs
 
 
 def count_cache(ctx: Context, name: str, hit: bool) -> None:
     """Cache hit/miss metrics, when the runtime has metrics (the server; not the CLI)."""
-    metrics = getattr(ctx.runtime, "metrics", None)
+    metrics = ctx.runtime.metrics if ctx.runtime is not None else None
     if metrics is not None:
         cache = metrics.cache(name)
         cache.hit() if hit else cache.miss()
 
 
-def datastore(ctx: Context, alias: str) -> Any:
-    stores = getattr(ctx.runtime, "datastores", None) or {}
-    store = stores.get(alias)
+def datastore(ctx: Context, alias: str) -> Datastore:
+    store = ctx.runtime.datastores.get(alias) if ctx.runtime is not None else None
     if store is None:
         raise DependencyError(f"datastore {alias} is not open")
     return store

@@ -14,8 +14,9 @@ import asyncio
 import inspect
 import json
 import time
+from collections.abc import Callable
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from authz.config.schema import WebhookRule
@@ -29,6 +30,9 @@ from authz.rules.refs import compile_structure
 from authz.values import MISSING, Getter
 
 MAX_REPLY = 1 << 20  # bytes of a webhook reply body
+if TYPE_CHECKING:
+    import httpx
+
 TOKEN_TTL = 60.0  # seconds a minted webhook token lives
 SERVICE_TOKEN_HEADER = "x-sc-token"
 
@@ -38,6 +42,14 @@ class Webhook(Rule):
     __slots__ = (
         "body", "cache", "claims", "forward_token", "label", "set_store", "timeout", "url",
     )  # fmt: skip
+    body: Getter
+    cache: ResultCache | None
+    claims: Getter | None
+    forward_token: bool
+    label: str  # the URL without what may hold a secret (metrics, logs)
+    set_store: Callable[[dict[str, Any], Any], None]
+    timeout: float
+    url: str
 
     async def evaluate(self, ctx: Context) -> Failure | None:
         body = self.body(ctx.args)
@@ -71,7 +83,7 @@ class Webhook(Rule):
     async def _measured(
         self, ctx: Context, payload: bytes, claims: Any, user_token: str | None
     ) -> tuple[int, Any]:
-        metrics = getattr(ctx.runtime, "metrics", None)
+        metrics = ctx.runtime.metrics if ctx.runtime is not None else None
         if metrics is None:
             return await self._call(ctx, payload, claims, user_token)
         dep = metrics.webhook(self.label)
@@ -110,7 +122,9 @@ class Webhook(Rule):
         except Exception as exc:  # connection refused, reset, protocol errors
             raise DependencyError(f"webhook {self.label}: {type(exc).__name__}") from exc
 
-    async def _post(self, http: Any, payload: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+    async def _post(
+        self, http: httpx.AsyncClient, payload: bytes, headers: dict[str, str]
+    ) -> tuple[int, Any]:
         try:
             reply = await fetch(
                 http, "POST", self.url, limit=MAX_REPLY, timeout=self.timeout,
@@ -135,7 +149,8 @@ async def _token(identity: Any, claims: dict[str, Any] | None) -> str:
         token = identity.mint_service(claims, TOKEN_TTL)
     if inspect.isawaitable(token):
         token = await token
-    return token
+    text: str = token
+    return text
 
 
 def _decode(raw: bytes, label: str) -> Any:

@@ -9,6 +9,8 @@ from typing import Any, Protocol
 import httpx
 
 from authz.config.schema import Config
+from authz.datastores.filters import Expr
+from authz.datastores.memory import MemoryDatastore
 from authz.ruletest.spec import Fixtures, WebhookReply
 
 
@@ -21,22 +23,24 @@ class FixtureStores(Protocol):
 
 class MemoryStores:
     def __init__(self) -> None:
-        from authz.datastores.memory import MemoryDatastore  # absent: fixture cases skip
-
         self._cls = MemoryDatastore
 
     def filled(self, alias: str, collections: dict[str, list[dict[str, Any]]]) -> Any:
         return self._cls(alias, collections)
 
     def unavailable(self, alias: str) -> Any:
-        store = self._cls(alias, {})
-
-        async def down(*_args: Any) -> Any:
-            raise ConnectionError("unavailable (rule test fixture)")
-
-        store._find = down  # Datastore.find turns this into DependencyError -> 503
+        store = _Unavailable(alias, {})
         store.healthy = False
         return store
+
+
+class _Unavailable(MemoryDatastore):
+    """Every find fails: Datastore.find turns it into DependencyError -> 503."""
+
+    async def _find(
+        self, col: str, filter: dict[str, Any], expr: Expr, limit: int
+    ) -> list[dict[str, Any]]:
+        raise ConnectionError("unavailable (rule test fixture)")
 
 
 def default_stores() -> FixtureStores | None:
@@ -70,16 +74,16 @@ def webhook_transport(replies: dict[str, WebhookReply | str]) -> httpx.MockTrans
 
     def handle(request: httpx.Request) -> httpx.Response:
         reply = replies.get(str(request.url))
-        if reply is None or reply == "unavailable" or reply.unavailable:  # type: ignore[union-attr]
+        if reply is None or isinstance(reply, str) or reply.unavailable:  # "unavailable"
             raise httpx.ConnectError("no canned reply (rule test)", request=request)
-        body = reply.body  # type: ignore[union-attr]
+        body = reply.body
         if isinstance(body, str):
             content, kind = body.encode(), "text/plain"
         else:
             content, kind = (b"" if body is None else json.dumps(body).encode()), "application/json"
         # A stream, not `content=`: the webhook rule reads the raw stream, bounded.
         return httpx.Response(
-            reply.status,  # type: ignore[union-attr]
+            reply.status,
             headers={"content-type": kind},
             stream=httpx.ByteStream(content),
         )

@@ -8,8 +8,10 @@ from typing import Any, Literal
 
 import httpx
 
+from authz.authorizer import Authorizer
 from authz.config.schema import Config
 from authz.decision import Decision
+from authz.request import Request
 from authz.rules.base import Rule
 from authz.ruletest.compare import compare
 from authz.ruletest.fixtures import FixtureStores, fixture_stores, merged, webhook_transport
@@ -27,7 +29,7 @@ class CaseResult:
     rule: Rule | None = None  # the endpoint's compiled rule (for --explain)
 
 
-def build_request(case: Case, authorizer: Any, n: int) -> Any:
+def build_request(case: Case, authorizer: Authorizer, n: int) -> Request:
     from authz.checkfile import to_request
 
     r = case.request
@@ -54,7 +56,7 @@ def _declared(config: Config, service: str | None, endpoint: str | None) -> Any:
     return svc.endpoints.get(endpoint or "") if svc else None
 
 
-def _put_token(headers: dict[str, str], authorizer: Any, claims: dict[str, Any]) -> None:
+def _put_token(headers: dict[str, str], authorizer: Authorizer, claims: dict[str, Any]) -> None:
     token = authorizer.runtime.identity.mint(claims, TOKEN_TTL)
     source = authorizer.config.auth.token
     if source.header:

@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "authz.debug_descriptor",
         ),
     ),
-    ("decode", ("authz.request", "authz.envoy.decode", "authz.checkfile")),
+    ("decode", ("authz.request", "authz.envoy.decode")),
     ("resolve", ("authz.resolve",)),
     ("identify", ("authz.identity",)),
     (
@@ -48,7 +48,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("encode", ("authz.mutations", "authz.plan", "authz.envoy")),
-    ("pipeline", ("authz.authorizer", "authz.reload", "authz.explain")),
+    ("pipeline", ("authz.authorizer", "authz.reload")),
     (
         "front ends",
         (
@@ -56,6 +56,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "authz.checks",
             "authz.workers",
             "authz.cli",
+            "authz.checkfile",
+            "authz.explain",
             "authz.__main__",
             "authz.ruletest",
             "authz.debug",

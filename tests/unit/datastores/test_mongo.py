@@ -129,7 +129,7 @@ def _rule(raw):
 
 
 def _ctx(store, params, auth=None):
-    runtime = SimpleNamespace(datastores={"mongo": store}, http=None, identity=None)
+    runtime = SimpleNamespace(datastores={"mongo": store}, http=None, identity=None, metrics=None)
     return Context({"params": params, "auth": auth or {"id": "u2"}}, runtime)
 
 

@@ -43,7 +43,7 @@ def _errors(raw, config=CONFIG) -> list[str]:
 
 def _ctx(store=None, params=None, auth=None, **extra):
     store = store if store is not None else MemoryDatastore("main", {"followers": FOLLOWERS})
-    runtime = SimpleNamespace(datastores={"main": store}, http=None, identity=None)
+    runtime = SimpleNamespace(datastores={"main": store}, http=None, identity=None, metrics=None)
     args = {"params": params or {}, "auth": auth or {"id": "alice"}, **extra}
     return Context(args, runtime)
 
@@ -206,7 +206,10 @@ async def test_cache_keys_are_type_exact():
 
 
 async def test_missing_datastore_is_a_dependency_error():
-    ctx = Context({"params": {"userId": "bob"}, "auth": {"id": "a"}}, SimpleNamespace())
+    ctx = Context(
+        {"params": {"userId": "bob"}, "auth": {"id": "a"}},
+        SimpleNamespace(datastores={}, metrics=None),
+    )
     with pytest.raises(DependencyError):
         await _rule(FOLLOWS).evaluate(ctx)
 
@@ -238,7 +241,7 @@ async def instagram(tmp_path):
     rule, _ = compile_or_raise(endpoint.rule, "services.social.endpoints.profile.rule", config)
     store = create_datastore("main", config.databases["main"], config.base_dir)
     await store.open()
-    yield rule, SimpleNamespace(datastores={"main": store}, http=None, identity=None)
+    yield rule, SimpleNamespace(datastores={"main": store}, http=None, identity=None, metrics=None)
     await store.close()
 
 

@@ -114,7 +114,7 @@ class FakeIdentity:
 @pytest.fixture
 async def runtime():
     http = httpx.AsyncClient(follow_redirects=False, trust_env=False)
-    yield SimpleNamespace(http=http, identity=FakeIdentity(), datastores={})
+    yield SimpleNamespace(http=http, identity=FakeIdentity(), datastores={}, metrics=None)
     await http.aclose()
 
 
