@@ -226,7 +226,7 @@ class Authorizer:
         path_params: dict[str, str],
     ) -> dict[str, Any]:
         # args.headers, args.query and args.params are only there for rules that read them.
-        # (Whole literals: building the dict key by key costs twice as much.)
+        # (Whole literals: building the dict key by key costs more.)
         headers, query, params = interpret(req, ep.reading, self.config.limits)
         args: dict[str, Any] = {
             "auth": claims, "pathParams": path_params, "method": req.method,

@@ -47,7 +47,7 @@ class Decision:
         plan: Any = None,
     ):
         # The generated __init__, but `[]` for a missing list: the dataclass's default_factory
-        # calls list() (~900 instructions each, up to five per Decision; one Decision a Check).
+        # calls list(), up to five times per Decision, and every Check makes one.
         self.allowed = allowed
         self.status = status
         self.reason = reason

@@ -265,7 +265,7 @@ def _check_query_names(query: str, rules: Mapping[str, str] | None) -> None:
 def copy_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """`args.headers`: a dict the rules may read and field rules may change."""
     # Key by key: for a protobuf map, dict(headers) goes through the Mapping mixin's keys()
-    # view in Python and costs twice as much.
+    # view in Python, which costs more.
     return {k: headers[k] for k in headers}
 
 

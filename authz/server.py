@@ -198,9 +198,9 @@ class _GenericHandlersOnly:
 
     Generated code also registers each method as a "registered method", and grpc.aio keeps
     a call request pending per registered method and waits on all of them for every RPC it
-    accepts: ~6k instructions per Check for each registered method. With health (three
-    methods), reflection and ext_proc that was ~30k, 6% of a Check's CPU (callgrind). Every
-    service here is served through its generic handler instead."""
+    accepts, a cost per Check for each registered method (figures: docs/performance.md,
+    "Figures behind the code's choices"). Every service here is served through its generic
+    handler instead."""
 
     def __init__(self, server: grpc.aio.Server):
         self._server = server

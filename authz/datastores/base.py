@@ -73,8 +73,8 @@ class Datastore:
     ) -> list[dict[str, Any]]:
         """`find` for a query rule: its compiled filter (structure checked at config load)
         and this request's values (each checked as it filled its slot: rules/query.py).
-        Parsing every filter again cost ~10% of a Check; SQL stores also reuse the statement
-        compiled for the template (they override this)."""
+        Parsing every filter per request was a large share of a Check; SQL stores also reuse
+        the statement compiled for the template (they override this)."""
         filled, expr = template.build(values)
         return await self.find_parsed(col, filled, expr, limit)
 

@@ -2,7 +2,7 @@
 
 A query first runs inline, on the event-loop thread (its own connection), within a small
 budget (`_INLINE_BUDGET`): an indexed lookup on the embedded database takes microseconds,
-while a hop to a worker thread (future, thread wake-up, loop wake-up) costs ~100 µs of CPU.
+while a hop to a worker thread (future, thread wake-up, loop wake-up) costs far more CPU.
 A statement that outlives the budget is interrupted by the progress handler and runs again,
 from the start, in a small thread pool with what is left of the datastore's deadline; so a
 slow statement blocks the loop for at most the budget. The loop's connection never waits for
@@ -166,7 +166,7 @@ class SqliteDatastore(Datastore):
     async def _query(self, fn: Any, args: tuple[Any, ...]) -> list[dict[str, Any]]:
         """`fn(conn, *args)` inline, or in the pool when it must; metered, failures as
         DependencyError (Datastore._guarded, unrolled: one coroutine per query instead of
-        three; with the rule's own, 4k instructions fewer per Check of two queries)."""
+        three)."""
         start, now = time.perf_counter(), time.monotonic()
         try:
             docs = self._inline(now, fn, args)
