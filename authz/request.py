@@ -297,7 +297,7 @@ def _check_body_names_not_in_query(
         folded = _fold_name(raw)
         if folded in names or _base_name(folded) in names:
             raise RequestError(
-                f"the query parameter {raw[:64]!r} is also a body field the rules read "
+                f"the query parameter {raw[:64]!r} names a body field the rules read "
                 "(args.params is the body): send it in one place"
             )
 

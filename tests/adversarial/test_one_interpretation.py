@@ -379,7 +379,7 @@ def test_a_query_name_beside_a_body_the_rules_use_is_refused(
 ) -> None:
     status, data, seen = go(stack, target, [JSON], method="POST", body=body)
     assert_denied(status, data, seen, 400)
-    assert b"also a body field" in data
+    assert b"names a body field" in data
 
 
 def test_a_form_body_is_still_not_the_params(stack: Stack) -> None:
