@@ -18,6 +18,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from authz.datastores.filters import LIST_OPERATORS, Cond, Expr, Logic
+from authz.numeric import is_canonical
+
+NUMTEXT = "numtext"  # the signature's type of a canonical decimal string (see sql.py)
+
+
+def _type(v: Any) -> Any:
+    """A value's type for the signature: a canonical decimal string is its own type."""
+    t = type(v)
+    return NUMTEXT if t is str and is_canonical(v) else t
 
 
 class Hole:
@@ -60,7 +69,7 @@ class Template:
     def signature(self, values: list[Any]) -> tuple[Any, ...]:
         """Everything of `values` that the SQL text depends on (hashable)."""
         if self.plain:
-            return tuple(map(type, values))
+            return tuple(map(_type, values))
         return tuple(_signature(op, v) for op, v in zip(self.ops, values, strict=True))
 
     def flat(self, values: list[Any]) -> list[Any]:
@@ -81,8 +90,8 @@ def _signature(op: str, v: Any) -> Any:
     if op == "$exists":
         return v
     if type(v) is list:
-        return (len(v), *map(type, v))
-    return type(v)
+        return (len(v), *map(_type, v))
+    return _type(v)
 
 
 def _fill(raw: Any, values: list[Any]) -> Any:
