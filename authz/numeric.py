@@ -5,7 +5,8 @@ a canonical decimal string compares with a numeric column as the number it spell
 SQLite's own column affinity would compare it), and `utils.number` converts one explicitly.
 Canonical means exactly one spelling per number: an optional `-`, no leading zeros, no `+`,
 no trailing zeros after the point, no exponent, no spaces (`"12"`, `"-3"`, `"0.5"`; not
-`"012"`, `"+1"`, `"1.0"`, `"1e3"`, `" 1"`, `"-0"`), and an integer within 64 bits: `/posts/01` is not post 1.
+`"012"`, `"+1"`, `"1.0"`, `"1e3"`, `" 1"`, `"-0"`), and an integer within 64 bits:
+`/posts/01` is not post 1.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ with columns of its class, so `true` never matches 1 and a type mismatch is "no 
 a database error. One exception, class `numtext`: a canonical decimal string (numeric.py)
 compared with a plain numeric column is the number it spells (`/posts/{id}` fills `"1"`,
 which matches `id INTEGER` 1, as SQLite's column affinity would compare them; PostgreSQL
-needs the bound value typed as a number, so `bind` converts it). Every generated predicate is two-valued (never SQL NULL), so `NOT` is the
+needs the bound value typed as a number, so `bind` converts it).
+Every generated predicate is two-valued (never SQL NULL), so `NOT` is the
 exact negation MongoDB's `$ne`/`$nin` need. A NULL column is a missing field; inside a JSON
 column, a missing key is missing and a JSON null is null (see filters.py for the semantics).
 

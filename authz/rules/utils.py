@@ -1,4 +1,4 @@
-"""The `utils.*` functions of the rule language (docs/rules.md, "utils functions"), parsed and bound at load."""
+"""The `utils.*` functions of the rule language (docs/rules.md), parsed and bound at load."""
 
 from __future__ import annotations
 

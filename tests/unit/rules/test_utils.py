@@ -130,7 +130,8 @@ def test_number_reads_numbers_and_canonical_decimal_strings_only(value, expected
 def test_number_makes_a_path_parameter_match_a_number():
     from tests.unit.rules.ruletools import outcome
 
-    rule = {"rule": "match", "type": "number", "eval": "==", "f1": "utils.number(args.pathParams.id)", "f2": 1}  # fmt: skip
+    f1 = "utils.number(args.pathParams.id)"
+    rule = {"rule": "match", "type": "number", "eval": "==", "f1": f1, "f2": 1}
     assert outcome(rule, {"pathParams": {"id": "1"}}) == "pass"
     assert outcome(rule, {"pathParams": {"id": "2"}}) == "fail"
     assert outcome(rule, {"pathParams": {"id": "01"}}) == "error"
