@@ -117,6 +117,17 @@ class Datastore:
     ) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    # What `validate --connect` and /readyz check (datastores/schema.py): None = schemaless.
+    dialect: Any = None
+
+    async def describe(self, col: str) -> dict[str, str] | None:
+        """`col`'s columns and their kinds, read now (DependencyError: no such table)."""
+        return None
+
+    def known_columns(self, col: str) -> dict[str, str] | None:
+        """The columns a query already read for `col` (for --explain), or None."""
+        return None
+
     async def _ping(self) -> None:
         raise NotImplementedError
 

@@ -30,12 +30,14 @@ def _type(v: Any) -> Any:
 
 
 class Hole:
-    """Where value number `index` of the template goes."""
+    """Where value number `index` of the template goes. `hint`: the classes (sql.sql_class)
+    its values can have when the config says (a literal, a path parameter), else None; for
+    `validate --connect` and /readyz (datastores/schema.py), never per request."""
 
-    __slots__ = ("index",)
+    __slots__ = ("hint", "index")
 
-    def __init__(self, index: int):
-        self.index = index
+    def __init__(self, index: int, hint: frozenset[str] | None = None):
+        self.index, self.hint = index, hint
 
     def __repr__(self) -> str:
         return f"Hole({self.index})"
