@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authz.config.schema import Config, Endpoint
+from authz.datastores.schema import query_uses
 from authz.decision import Decision
 from authz.errors import ConfigError, DependencyError, RequestError, TokenError
 from authz.mutations import apply_changes
@@ -68,6 +69,8 @@ class Authorizer:
         self.metrics = metrics
         self.endpoints: list[CompiledEndpoint] = []
         self.router = Router(self._compile_all())
+        # The tables the query rules name, which the runtime checks for /readyz.
+        self.runtime.queries = query_uses(e.rule for e in self.endpoints)
         # Per-endpoint metric children bound once here, looked up per Check by a tuple key.
         self.endpoint_metrics: dict[tuple[str | None, str | None], EndpointMetrics] = (
             metrics.endpoints((e.service, e.name) for e in self.endpoints) if metrics else {}

@@ -41,10 +41,15 @@ class Report:
 
     def add(self, lines: list[str]) -> None:
         for line in lines:
-            path = line.split(":", 1)[0]
-            if not any(path == q or path.startswith((q + ".", q + "[")) for q in self._quiet):
-                if not any(f"unknown database alias {a!r}" in line for a in self._dropped):
-                    self.problems.append(line)
+            if not self._follows(line):
+                self.problems.append(line)
+
+    def _follows(self, line: str) -> bool:
+        """Does `line` only follow from a problem already reported?"""
+        path = line.split(":", 1)[0]
+        if any(path == q or path.startswith((q + ".", q + "[")) for q in self._quiet):
+            return True
+        return any(f"unknown database alias {a!r}" in line for a in self._dropped)
 
 
 def validate_file(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Report:
@@ -111,7 +116,7 @@ def _set_aside(raw: dict[str, Any], loc: tuple[Any, ...], report: Report) -> tup
     trail: list[tuple[Any, Any]] = []  # (container, key) from the root down
     obj: Any = raw
     for part in loc:  # parts that are not keys are tags pydantic inserts: skipped
-        if isinstance(obj, dict) and part in obj or (
+        if (isinstance(obj, dict) and part in obj) or (
             isinstance(obj, list) and isinstance(part, int) and 0 <= part < len(obj)
         ):
             trail.append((obj, part))
@@ -176,8 +181,8 @@ async def _connect(config: Config) -> tuple[list[str], int]:
             if not ok
         ]
         found = await check_uses(uses, {a: s for a, s in stores.items() if reachable[a]})
-        for alias in found:
-            problems.extend(found[alias])
+        for alias_problems in found.values():
+            problems.extend(alias_problems)
     finally:
         await close_datastores(stores)
     return problems, len({(u.alias, u.col) for u in uses})

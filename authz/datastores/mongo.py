@@ -53,13 +53,11 @@ class MongoDatastore(Datastore):
     async def describe(self, col: str) -> dict[str, str] | None:
         """A collection that does not exist is an error; documents have no fixed columns."""
 
-        async def read() -> list[dict[str, Any]]:
+        async def read() -> None:
             if col not in await self._database().list_collection_names():
                 raise DependencyError(f"datastore {self.alias}: no collection {col!r}")
-            return []
 
-        await self._guarded(read())
-        return None
+        return await self._unmetered(read())
 
     async def _find(
         self, col: str, filter: dict[str, Any], expr: Expr, limit: int

@@ -133,7 +133,7 @@ class PostgresDatastore(Datastore):
                 self._columns.pop(col, None)  # read it again: the table may have changed
                 return await self._table(conn, col)
 
-        return await self._guarded(read())
+        return await self._unmetered(read())
 
     def known_columns(self, col: str) -> dict[str, str] | None:
         return self._columns.get(col)

@@ -43,10 +43,11 @@ def query_uses(rules: Iterable[Any]) -> list[Use]:
 
 
 async def check_uses(uses: list[Use], stores: dict[str, Any]) -> dict[str, list[str]]:
-    """Problems per datastore alias. A datastore that cannot be reached is left out (its
-    ping reports it); each table is read once."""
+    """Problems per datastore alias checked (an empty list: all good). A datastore that
+    cannot be reached is left out (its ping reports it); each table is read once."""
     problems: dict[str, list[str]] = {}
-    tables: dict[tuple[str, str], dict[str, str] | None | str] = {}
+    tables: dict[tuple[str, str], dict[str, str] | str | None] = {}
+    unreachable: set[str] = set()
     for use in uses:
         store = stores.get(use.alias)
         if store is None:
@@ -56,16 +57,17 @@ async def check_uses(uses: list[Use], stores: dict[str, Any]) -> dict[str, list[
             tables[key] = await _describe(store, use.col)
         columns = tables[key]
         if columns == "unreachable":
+            unreachable.add(use.alias)
             continue
         found = problems.setdefault(use.alias, [])
         if isinstance(columns, str):
             found.append(f"{use.path}.col: {columns}")
         elif columns is not None:
             found.extend(_filter_problems(use, columns, store.dialect))
-    return {alias: p for alias, p in problems.items() if p}
+    return {alias: p for alias, p in problems.items() if alias not in unreachable}
 
 
-async def _describe(store: Any, col: str) -> dict[str, str] | None | str:
+async def _describe(store: Any, col: str) -> dict[str, str] | str | None:
     """The columns; None when schemaless; a problem text; or "unreachable"."""
     try:
         return await store.describe(col)
@@ -126,7 +128,9 @@ def mismatch(store: Any, col: str, template: Template, values: list[Any]) -> str
             return None
         if not dialect.accepts(t, target_class(sql_class(value), t)):
             shown = _NAMES.get(sql_class(value), sql_class(value))
-            return f"find.{cond.field}: a {shown} value never matches column {t.column} ({_kind(t)})"
+            return (
+                f"find.{cond.field}: a {shown} value never matches column {t.column} ({_kind(t)})"
+            )
     return None
 
 

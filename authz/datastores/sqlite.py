@@ -215,7 +215,9 @@ class SqliteDatastore(Datastore):
         return self._dialect
 
     async def describe(self, col: str) -> dict[str, str] | None:
-        return await self._query(self._read_table, (col,))
+        return await self._unmetered(
+            self._pooled(time.monotonic() + self.timeout, self._read_table, (col,))
+        )
 
     def known_columns(self, col: str) -> dict[str, str] | None:
         return self._columns.get(col)
