@@ -9,10 +9,9 @@ import pytest
 from authz.cli import main
 
 SECRET = "0123456789abcdef0123456789abcdef-val"
-GOOD = (
-    """
+GOOD = """
 project: blog
-auth: {secrets: [{alg: HS256, secret: "%s", primary: true}]}
+auth: {secrets: [{alg: HS256, secret: "SECRET", primary: true}]}
 databases:
   main: {type: sqlite, path: blog.db}
 services:
@@ -21,10 +20,12 @@ services:
       get:
         method: GET
         path: /posts/{id}
-        rule: {rule: query, db: main, col: posts, find: {id: args.pathParams.id, owner: args.auth.id}}
-"""
-    % SECRET
-)
+        rule:
+          rule: query
+          db: main
+          col: posts
+          find: {id: args.pathParams.id, owner: args.auth.id}
+""".replace("SECRET", SECRET)
 
 FIVE = """
 project: blog
@@ -49,7 +50,11 @@ services:
       update:
         method: PATCH
         path: /posts/{id}
-        rule: {rule: query, db: main, col: posts, find: {id: args.pathParams.id, ownr: args.auth.id, title: 5}}
+        rule:
+          rule: query
+          db: main
+          col: posts
+          find: {id: args.pathParams.id, ownr: args.auth.id, title: 5}
       delete:
         method: DELETE
         path: /posts/{id}
