@@ -96,10 +96,8 @@ def test_connect_adds_tables_columns_and_types(blog, capsys):
     (blog / "five.yaml").write_text(FIVE)
     code, _, err = _run(blog / "five.yaml", "--connect", capsys=capsys)
     assert code == 2
-    assert (
-        "services.posts.endpoints.get.rule.clauses[1].col: no table 'postz' in the sqlite datastore main"
-        in err
-    )
+    get = "services.posts.endpoints.get.rule.clauses[1]"
+    assert f"{get}.col: no table 'postz' in the sqlite datastore main" in err
     assert "services.posts.endpoints.update.rule.find.ownr: table posts has no column 'ownr'" in err
     assert "find.title: number value never matches column posts.title (string)" in err
     assert "unknown operator '=>'" in err  # the file's own problems are still there
