@@ -169,6 +169,7 @@ class Authorizer:
             rule = ep.rule
             if rule is None:
                 return self._deny(req, ep, 403, "the endpoint has no rule", NO_RULE)
+            ctx: Context | None = None
             try:
                 claims: dict[str, Any] = {}
                 token = None
@@ -190,7 +191,10 @@ class Authorizer:
                     self.metrics.token_failure(exc.kind)
                 return self._unauthorized(req, ep, f"token: {exc.reason}", self._www_invalid)
             except (RequestError, DependencyError) as exc:
-                return self._deny(req, ep, exc.status, str(exc), _public_message(exc))
+                denied = self._deny(req, ep, exc.status, str(exc), _public_message(exc))
+                if ctx is not None:  # --explain: what ran before the failure, and where
+                    denied.trace = ctx.trace
+                return denied
             return self._decide(req, ep, ctx, failure, claims)
         except Exception:
             log.exception("internal error in Check (request id %a)", req.request_id or "-")

@@ -13,6 +13,8 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from authz.errors import AuthzError, DependencyError, RequestError
+
 
 @dataclass(slots=True, frozen=True)
 class Failure:
@@ -94,6 +96,20 @@ class Rule:
         return failure
 
 
+def _stopped(rule: Rule, ctx: Context, trace: list[TraceEntry], exc: AuthzError) -> None:
+    """Record a rule that stopped the evaluation (a 503 or 400), so --explain shows what ran
+    before it and where the failure came from: the rule that raised, then each rule it was
+    inside of, pointing at it."""
+    ctx.detail = ""
+    origin = getattr(exc, "rule_path", None)
+    if origin is None:
+        exc.rule_path = rule.path  # type: ignore[attr-defined]
+        detail = f"{exc.status}: {exc}"
+    else:
+        detail = f"stopped by {origin[len(rule.path) :].lstrip('.')} ({exc.status})"
+    trace.append(TraceEntry(rule.path, rule.kind, False, True, detail))
+
+
 def run(rule: Rule, ctx: Context) -> Awaitable[Failure | None]:
     """Evaluate a nested rule, recording it when tracing. Composite rules await this.
 
@@ -104,7 +120,11 @@ def run(rule: Rule, ctx: Context) -> Awaitable[Failure | None]:
 
 
 async def _traced(rule: Rule, ctx: Context, trace: list[TraceEntry]) -> Failure | None:
-    result = await rule.evaluate(ctx)
+    try:
+        result = await rule.evaluate(ctx)
+    except (DependencyError, RequestError) as exc:
+        _stopped(rule, ctx, trace, exc)
+        raise
     detail, ctx.detail = ctx.detail, ""
     if result is not None:
         detail = result.reason

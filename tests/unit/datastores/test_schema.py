@@ -103,3 +103,29 @@ async def test_explain_says_when_a_value_cannot_match_its_column(tmp_path):
         assert "never matches" not in "\n".join(explain_lines(other))  # "2" could have matched
     finally:
         await authorizer.runtime.close()
+
+
+async def test_explain_on_a_503_shows_what_ran_and_where_it_failed(tmp_path):
+    config = CONFIG.replace(
+        "rule: {rule: query, db: main, col: posts, find: {id: args.pathParams.id}}",
+        "rule: {rule: and, clauses: [{rule: match, type: string, eval: '==', f1: args.auth.role,"
+        " f2: admin}, {rule: query, db: main, col: posts, find: {id: args.pathParams.id}}]}",
+    )
+    authorizer = Authorizer(load_config_text(config, base_dir=tmp_path / "none"))
+    await authorizer.runtime.start()
+    token = jwt.encode({"id": "a", "role": "admin"}, SECRET, algorithm="HS256")
+    item = {"method": "GET", "path": "/posts/1", "headers": {"authorization": f"Bearer {token}"}}
+    try:
+        decision = await authorizer.check(to_request(item, 0), trace=True)
+    finally:
+        await authorizer.runtime.close()
+    assert decision.status == 503
+    endpoint = authorizer.endpoints[0].rule
+    text = "\n".join(explain_lines(decision, endpoint))
+    assert "none evaluated" not in text
+    lines = text.splitlines()
+    assert any(line.strip().startswith("PASS  clauses[0]: match") for line in lines), text
+    failed = next(line for line in lines if "clauses[1]: query" in line)
+    assert failed.strip().startswith("ERROR") and "503: datastore main" in failed, text
+    root = next(line for line in lines if "services.posts.endpoints.get.rule: and" in line)
+    assert root.strip().startswith("ERROR") and "stopped by clauses[1] (503)" in root, text
