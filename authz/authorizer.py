@@ -40,7 +40,9 @@ class CompiledEndpoint:
     service: str
     name: str
     rule: Rule | None
-    needs_token: bool  # every top-level rule but `allow` needs a verified token (RULES §1)
+    needs_token: (
+        bool  # every top-level rule but `allow` needs a verified token (docs/rules.md, tokens)
+    )
     reads_headers: bool
     reads_query: bool
     reads_params: bool

@@ -102,6 +102,7 @@ def _schema(raw: dict[str, Any], report: Report) -> Config | None:
                 where = _set_aside(raw, err["loc"], report)
                 if where is not None:
                     pruned.append(where)
+                    report._quiet.append(_path(where))  # what it leads to is not news
                     progress = True
             if not progress:
                 return None
@@ -141,6 +142,14 @@ def _set_aside(raw: dict[str, Any], loc: tuple[Any, ...], report: Report) -> tup
         del raw[keys[0]]
         return keys[:1]
     return None
+
+
+def _path(keys: tuple[Any, ...]) -> str:
+    """`("a", 0, "b")` as the config paths of messages: `a[0].b`."""
+    out = ""
+    for k in keys:
+        out += f"[{k}]" if isinstance(k, int) else (f".{k}" if out else str(k))
+    return out
 
 
 def _compile(config: Config, report: Report) -> None:

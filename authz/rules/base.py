@@ -22,7 +22,9 @@ class Failure:
 
     path: str  # config path of the rule that failed, e.g. "services.a.endpoints.b.rule.clauses[1]"
     reason: str  # for the decision log and explain; never sent to the client
-    error: bool = False  # True: could not be evaluated (RULES.md §4 "error"); False: was false
+    error: bool = (
+        False  # True: could not be evaluated (docs/rules.md, match: "error"); False: was false
+    )
     message: str | None = None  # the `error` text of the rule, sent to the client in the 403
     fatal: bool = False  # denies the request even inside `or` (a field rule that cannot act)
 
@@ -47,9 +49,11 @@ class Context:
     __slots__ = ("args", "changes", "detail", "runtime", "trace")
 
     def __init__(self, args: dict[str, Any], runtime: Any = None, trace: bool = False):
-        self.args = args  # the request variables (DESIGN §3)
+        self.args = args  # the request variables (docs/rules.md, the args model)
         self.runtime = runtime  # resources: datastores, http client, identity, keyring
-        self.changes: list[Any] = []  # field-rule changes, applied in rule order (RULES §5)
+        self.changes: list[
+            Any
+        ] = []  # field-rule changes, applied in rule order (docs/rules.md, field rules)
         self.trace: list[TraceEntry] | None = [] if trace else None
         self.detail = ""  # set by a rule while tracing: its inputs as resolved
 

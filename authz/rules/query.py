@@ -1,9 +1,9 @@
-"""`query`: run a Mongo-style `find` on a declared datastore (RULES.md §5).
+"""`query`: run a Mongo-style `find` on a declared datastore (docs/rules.md, query).
 
 The filter's structure (fields, operators, `$and`/`$or`) is fixed at load; references fill
 *value slots* only, and a value taken from a reference must be a scalar (or, for `$in`/`$nin`,
 a list of scalars). So a request value such as `{"$ne": null}` fails the rule and never
-reaches the datastore (NoSQL injection, RULES.md §6).
+reaches the datastore (NoSQL injection: docs/rules.md, differences from Space Cloud).
 """
 
 from __future__ import annotations
