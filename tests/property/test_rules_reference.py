@@ -1,5 +1,5 @@
 """Random rule trees and random request variables: the compiled evaluator agrees with a
-reference interpreter written here straight from docs/rules.md (values, logic, match) (pass / fail / error,
+reference interpreter written here straight from docs/rules.md (pass / fail / error,
 error-inside-or, config errors for literals of the wrong type)."""
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def is_ref(raw: Any) -> bool:
 
 
 def static_check(rule: dict[str, Any]) -> None:
-    """Config errors (docs/rules.md, match): eval not allowed for the type, literal of the wrong type,
+    """Config errors (docs/rules.md): eval not allowed for the type, literal of the wrong type,
     a scalar literal f2 for in/notIn."""
     if rule["rule"] in ("and", "or"):
         for c in rule["clauses"]:
