@@ -310,7 +310,7 @@ def copy_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def parse_query(query_string: str) -> dict[str, Any]:
-    """Query parameters; a repeated key gives a list (DESIGN §3)."""
+    """Query parameters; a repeated key gives a list (docs/rules.md, the args model)."""
     out: dict[str, Any] = {}
     for key, value in _pairs(query_string):
         if key in out:
