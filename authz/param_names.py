@@ -9,6 +9,7 @@ every name check in `authz/request.py` compares each member.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from urllib.parse import unquote, unquote_plus
 
 # Names of letters, digits, `-` and `_` are read the same by every framework (up to case).
@@ -22,6 +23,8 @@ _RACK2 = re.compile(r"[\[\]]*([^\[\]]+)\]*")
 _QS_LEADING_GROUP = re.compile(r"\[([^\[\]]*)\]")
 # Where a nested name (`a[b]`, Rack 3 and PHP; `a.b`, Spring and ASP.NET binders) starts.
 _NESTING = re.compile(r"[\[.]")
+# A multipart part's name; `name*=utf-8''%5Fmethod` is RFC 2231's encoded form (Go reads it).
+_MULTIPART_NAME = re.compile(rb'\bname\*?=\s*(?:"([^"]*)"|([^;\s]*))', re.IGNORECASE)
 
 Readings = tuple[frozenset[str], frozenset[str]]
 
@@ -61,6 +64,19 @@ def has_control_character(raw: str) -> bool:
     """A control character (NUL, CR, DEL, ...) in the name, raw or percent-encoded. PHP cuts
     a name at NUL (`owner%00x` is `owner`); no client has a reason to send one."""
     return _CONTROL(raw) is not None or ("%" in raw and _CONTROL(unquote(raw)) is not None)
+
+
+def fold(name: str) -> str:
+    """A rule's name as `readings` spells names: case-folded, `.` and space as `_` (PHP)."""
+    return name.casefold().lstrip(" ").replace(".", "_").replace(" ", "_")
+
+
+def multipart_names(body: bytes) -> Iterator[str]:
+    """The names of a multipart body's parts, raw and RFC 2231-decoded (a superset)."""
+    for quoted, bare in _MULTIPART_NAME.findall(body):
+        value = (quoted or bare).decode("latin-1")
+        yield value
+        yield value.rpartition("'")[2]  # utf-8''%5Fmethod
 
 
 def _decodings(raw: str) -> set[str]:

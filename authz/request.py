@@ -15,7 +15,13 @@ from urllib.parse import parse_qsl
 
 from authz.config.schema import Limits
 from authz.errors import RequestError, UnsupportedMediaType
-from authz.param_names import every_name, has_control_character, readings
+from authz.param_names import (
+    every_name,
+    fold,
+    has_control_character,
+    multipart_names,
+    readings,
+)
 
 
 def split_target(target: str) -> tuple[str, str]:
@@ -125,11 +131,11 @@ class Reading:
 
 
 def _folded(names: set[str] | None) -> dict[str, str] | None:
-    return None if names is None else {_fold(n): n for n in sorted(names)}
+    return None if names is None else {fold(n): n for n in sorted(names)}
 
 
 def _folded_set(names: set[str] | None) -> frozenset[str] | None:
-    return None if names is None else frozenset(_fold(n) for n in names)
+    return None if names is None else frozenset(fold(n) for n in names)
 
 
 def _frozen(names: set[str] | None) -> frozenset[str] | None:
@@ -208,8 +214,6 @@ def _check_method(req: Request) -> None:
         raise RequestError(f"the {METHOD_OVERRIDE_PARAM} form field overrides the method")
 
 
-# A multipart part's name; `name*=utf-8''%5Fmethod` is RFC 2231's encoded form (Go reads it).
-_MULTIPART_NAME = re.compile(rb'\bname\*?=\s*(?:"([^"]*)"|([^;\s]*))', re.IGNORECASE)
 _METHODISH = re.compile(rb"method|%", re.IGNORECASE)
 
 
@@ -220,15 +224,8 @@ def _form_overrides_method(body: bytes, content_type: str | None) -> bool:
     if not media.startswith(_FORM_TYPES) or _METHODISH.search(body) is None:
         return False
     multipart = media.startswith("multipart/")
-    names = _multipart_names(body) if multipart else _raw_names(body.decode("latin-1"))
+    names = multipart_names(body) if multipart else _raw_names(body.decode("latin-1"))
     return any(METHOD_OVERRIDE_PARAM in every_name(name) for name in names)
-
-
-def _multipart_names(body: bytes) -> Iterable[str]:
-    for quoted, bare in _MULTIPART_NAME.findall(body):
-        value = (quoted or bare).decode("latin-1")
-        yield value
-        yield value.rpartition("'")[2]  # utf-8''%5Fmethod
 
 
 def _check_json_type(content_type: str | None) -> None:
@@ -261,11 +258,6 @@ def _check_header_names(headers: Mapping[str, str], names: frozenset[str] | None
 def _raw_names(query: str) -> Iterable[str]:
     # `;` separates too for Rack 2 and old Python (refused where the rules read the query)
     return (part.partition("=")[0] for part in query.replace(";", "&").split("&") if part)
-
-
-def _fold(name: str) -> str:
-    """A rule's name as `readings` spells names: case-folded, `.` and space as `_` (PHP)."""
-    return name.casefold().lstrip(" ").replace(".", "_").replace(" ", "_")
 
 
 def _check_query_names(query: str, rules: Mapping[str, str] | None) -> None:
@@ -313,7 +305,7 @@ def _check_body_names_not_in_query(
     read through args.params (any top-level body key, where they read args.params whole) is
     refused in any spelling."""
     if names is None:
-        names = frozenset(_fold(key) for key in body)
+        names = frozenset(fold(key) for key in body)
     if not names:
         return
     for raw in _raw_names(query):
