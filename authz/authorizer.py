@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authz.config.schema import Config, Endpoint
+from authz.datastores.schema import query_uses
 from authz.decision import Decision
 from authz.errors import ConfigError, DependencyError, RequestError, TokenError
 from authz.mutations import apply_changes
@@ -40,7 +41,9 @@ class CompiledEndpoint:
     service: str
     name: str
     rule: Rule | None
-    needs_token: bool  # every top-level rule but `allow` needs a verified token (RULES §1)
+    needs_token: (
+        bool  # every top-level rule but `allow` needs a verified token (docs/rules.md, tokens)
+    )
     reads_headers: bool
     reads_query: bool
     reads_params: bool
@@ -69,6 +72,8 @@ class Authorizer:
         self.metrics = metrics
         self.endpoints: list[CompiledEndpoint] = []
         self.router = Router(self._compile_all())
+        # The tables the query rules name, which the runtime checks for /readyz.
+        self.runtime.queries = query_uses(e.rule for e in self.endpoints)
         # Per-endpoint metric children bound once here, looked up per Check by a tuple key.
         self.endpoint_metrics: dict[tuple[str | None, str | None], EndpointMetrics] = (
             metrics.endpoints((e.service, e.name) for e in self.endpoints) if metrics else {}
@@ -167,6 +172,7 @@ class Authorizer:
             rule = ep.rule
             if rule is None:
                 return self._deny(req, ep, 403, "the endpoint has no rule", NO_RULE)
+            ctx: Context | None = None
             try:
                 claims: dict[str, Any] = {}
                 token = None
@@ -188,7 +194,10 @@ class Authorizer:
                     self.metrics.token_failure(exc.kind)
                 return self._unauthorized(req, ep, f"token: {exc.reason}", self._www_invalid)
             except (RequestError, DependencyError) as exc:
-                return self._deny(req, ep, exc.status, str(exc), _public_message(exc))
+                denied = self._deny(req, ep, exc.status, str(exc), _public_message(exc))
+                if ctx is not None:  # --explain: what ran before the failure, and where
+                    denied.trace = ctx.trace
+                return denied
             return self._decide(req, ep, ctx, failure, claims)
         except Exception:
             log.exception("internal error in Check (request id %a)", req.request_id or "-")

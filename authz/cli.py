@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="validate a config; print every error")
     _add_config(p)
+    p.add_argument(
+        "--connect", action="store_true",
+        help="also open each datastore read-only: the tables and columns the rules name exist",
+    )  # fmt: skip
 
     p = sub.add_parser("test", help="run rule test files (requests, fixtures, expectations)")
     p.add_argument("paths", nargs="+", help="test files, or directories of *.tests.yaml")
@@ -113,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # httpx and httpcore log each request's URL at INFO (and more at DEBUG): webhook and JWKS
+    # URLs may carry a key (`?api_key=`), so they speak only of problems, at any --log-level.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     handler = {
         "serve": _serve, "check": _check, "validate": _validate, "token": _token,
         "test": _test, "envoy-config": _envoy_config, "encrypt": _encrypt, "import": _import,
@@ -147,11 +155,22 @@ def _load(args: argparse.Namespace) -> Authorizer:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    authorizer = _load(args)
+    from authz.validate import connect_problems, validate_file
+
+    report = validate_file(args.config)
+    tables = 0
+    if args.connect and report.config is not None:
+        found, tables = connect_problems(report.config)
+        report.problems.extend(found)
+    if report.problems:
+        raise ConfigError(report.problems)
+    authorizer = report.authorizer
     n = len(authorizer.endpoints)
     services = len(authorizer.config.services)
+    checked = f", {tables} tables checked" if args.connect else ""
     print(
-        f"{args.config}: valid ({services} services, {n} endpoints, version {authorizer.version})"
+        f"{args.config}: valid ({services} services, {n} endpoints{checked}, "
+        f"version {authorizer.version})"
     )
     return 0
 

@@ -5,14 +5,22 @@ No Envoy types past decode: the CLI, the debug API and the tests build `Request`
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote_plus
+from urllib.parse import parse_qsl
 
 from authz import strictjson
 from authz.config.schema import Limits
 from authz.errors import RequestError, UnsupportedMediaType
+from authz.param_names import (
+    every_name,
+    fold,
+    has_control_character,
+    multipart_names,
+    readings,
+)
 
 
 def split_target(target: str) -> tuple[str, str]:
@@ -94,6 +102,8 @@ class Reading:
     params: bool = False
     query_names: Mapping[str, str] | None = field(default_factory=dict)  # folded -> rules'
     header_names: frozenset[str] | None = frozenset()
+    # folded top-level args.params names: with a body they must not come in the query too
+    params_names: frozenset[str] | None = frozenset()
 
     @classmethod
     def of(cls, reads: set[str], names: Mapping[str, set[str] | None]) -> Reading:
@@ -115,11 +125,16 @@ class Reading:
             # without a body, args.params is the query: its names are query names
             query_names=_folded(spelled("query", "params")),
             header_names=_frozen(spelled("headers")),
+            params_names=_folded_set(spelled("params")),
         )
 
 
 def _folded(names: set[str] | None) -> dict[str, str] | None:
-    return None if names is None else {_fold_name(n): n for n in sorted(names)}
+    return None if names is None else {fold(n): n for n in sorted(names)}
+
+
+def _folded_set(names: set[str] | None) -> frozenset[str] | None:
+    return None if names is None else frozenset(fold(n) for n in names)
 
 
 def _frozen(names: set[str] | None) -> frozenset[str] | None:
@@ -138,9 +153,11 @@ def interpret(req: Request, reading: Reading, limits: Limits) -> Interpreted:
         headers = copy_headers(req.headers)
         _check_header_names(headers, reading.header_names)
     if reading.query:
+        if ";" in req.query_string:
+            # Rack 2 and Python before 3.9.2 (Django, Flask on it) split the query on `;` too:
+            # `?owner=u1&x=;owner=bob` would carry a second owner the rules never saw.
+            raise RequestError("the query string has a ';' (send it encoded, as %3B)")
         query = parse_query(req.query_string)
-        if req.query_string:
-            _check_query_names(req.query_string, reading.query_names)
         if _is_form(req.headers.get("content-type")):
             # Spring's getParameter, PHP's $_REQUEST, Flask's request.values and ASP.NET model
             # binding read form fields and query parameters as one: a form field would shadow
@@ -148,6 +165,11 @@ def interpret(req: Request, reading: Reading, limits: Limits) -> Interpreted:
             raise UnsupportedMediaType("a form body is not accepted where the rules read the query")
         if reading.params:
             params = request_params(req, query, limits)
+            if params is not query and req.query_string:
+                # before the spelling check: `Owner=bob` beside a body is this, not a spelling
+                _check_body_names_not_in_query(req.query_string, params, reading.params_names)
+        if req.query_string:
+            _check_query_names(req.query_string, reading.query_names)
     return headers, query, params
 
 
@@ -178,26 +200,31 @@ def _check_method(req: Request) -> None:
         if name in headers and headers[name].strip().upper() != req.method:
             raise RequestError(f"the {name} header overrides the request method")
     query = req.query_string
-    if ("method" in query.lower() or "%" in query) and any(
-        _base_name(_fold_name(name)) == METHOD_OVERRIDE_PARAM for name in _raw_names(query)
-    ):
-        raise RequestError(f"the {METHOD_OVERRIDE_PARAM} query parameter overrides the method")
+    if query and ("method" in query.lower() or "%" in query or not query.isprintable()):
+        # Checked whatever the rules read: overrides and names that no framework reads alike.
+        for name in _raw_names(query):
+            if has_control_character(name):
+                raise RequestError("a query parameter name has a control character")
+            if METHOD_OVERRIDE_PARAM in every_name(name):
+                raise RequestError(
+                    f"the {METHOD_OVERRIDE_PARAM} query parameter overrides the method"
+                )
     if req.body and _form_overrides_method(req.body, headers.get("content-type")):
         raise RequestError(f"the {METHOD_OVERRIDE_PARAM} form field overrides the method")
 
 
+_METHODISH = re.compile(rb"method|%", re.IGNORECASE)
+
+
 def _form_overrides_method(body: bytes, content_type: str | None) -> bool:
-    """A `_method` field in a form body (Envoy may send bodies for endpoints whose rules do
-    not read them: the override is refused wherever authz can see it)."""
+    """A `_method` field in a form body, in any spelling (Envoy may send bodies for endpoints
+    whose rules do not read them: the override is refused wherever authz can see it)."""
     media = (content_type or "").strip().lower()
-    if not media.startswith(_FORM_TYPES):
+    if not media.startswith(_FORM_TYPES) or _METHODISH.search(body) is None:
         return False
-    if media.startswith("multipart/"):
-        return b'name="_method"' in body or b"name=_method" in body
-    text = body.decode("latin-1")
-    return ("method" in text.lower() or "%" in text) and any(
-        _base_name(_fold_name(name)) == METHOD_OVERRIDE_PARAM for name in _raw_names(text)
-    )
+    multipart = media.startswith("multipart/")
+    names = multipart_names(body) if multipart else _raw_names(body.decode("latin-1"))
+    return any(METHOD_OVERRIDE_PARAM in every_name(name) for name in names)
 
 
 def _check_json_type(content_type: str | None) -> None:
@@ -228,37 +255,63 @@ def _check_header_names(headers: Mapping[str, str], names: frozenset[str] | None
 
 
 def _raw_names(query: str) -> Iterable[str]:
-    return (part.partition("=")[0] for part in query.split("&") if part)
-
-
-def _fold_name(raw: str) -> str:
-    """A query name as the most lenient framework reads it: percent-decoded, case-folded
-    (ASP.NET), leading spaces dropped and `.` and space as `_` (PHP)."""
-    name = unquote_plus(raw) if "%" in raw or "+" in raw else raw
-    return name.casefold().lstrip(" ").replace(".", "_").replace(" ", "_")
-
-
-def _base_name(folded: str) -> str:
-    """`owner` for `owner[]`, `owner[0]`, `owner[x]`: PHP and Express's qs read them as
-    (part of) `owner`."""
-    cut = folded.find("[", 1)
-    return folded if cut < 0 else folded[:cut]
+    # `;` separates too for Rack 2 and old Python (refused where the rules read the query)
+    return (part.partition("=")[0] for part in query.replace(";", "&").split("&") if part)
 
 
 def _check_query_names(query: str, rules: Mapping[str, str] | None) -> None:
-    """Every spelling of a name the rules read or change must be the rules' own spelling, and
-    one spelling per name: Envoy sets and removes parameters by their raw spelling, and the
-    upstream decodes and may fold names."""
-    seen: dict[str, str] = {}
+    """A name the rules read or change must come only in the rules' own spelling: Envoy sets
+    and removes parameters by their raw spelling, and the upstream decodes and may fold
+    names (`param_names.readings`)."""
+    if rules is None:
+        _check_one_spelling_per_name(query)
+        return
     for raw in _raw_names(query):
-        folded = _fold_name(raw)
-        ours = None if rules is None else rules.get(folded) or rules.get(_base_name(folded))
-        if rules is not None and ours is None:
-            continue
-        if seen.setdefault(folded, raw) != raw or (ours is not None and raw != ours):
+        for name in every_name(raw):
+            ours = rules.get(name)
+            if ours is not None and raw != ours:
+                raise _another_spelling(raw)
+
+
+def _check_one_spelling_per_name(query: str) -> None:
+    """Where the rules read every name: no two raw names that a framework could read as one
+    name, or as a name and a part of it (`a=1&a[x]=2`); `a[x]` beside `a[y]` is fine."""
+    names_of: dict[str, str] = {}  # a name -> the raw name read as it
+    tops_of: dict[str, str] = {}  # a top-level name -> a raw name nested under it
+    for raw in dict.fromkeys(_raw_names(query)):
+        names, tops = readings(raw)
+        for name in names:
+            if names_of.setdefault(name, raw) != raw or tops_of.get(name, raw) != raw:
+                raise _another_spelling(raw)
+        for top in tops:
+            if names_of.get(top, raw) != raw:
+                raise _another_spelling(raw)
+            tops_of.setdefault(top, raw)
+
+
+def _another_spelling(raw: str) -> RequestError:
+    return RequestError(
+        f"the query parameter name {raw[:64]!r} is another spelling of a name the rules read"
+    )
+
+
+def _check_body_names_not_in_query(
+    query: str, body: dict[str, Any], names: frozenset[str] | None
+) -> None:
+    """With a body, args.params is the body; Laravel's input(), PHP's $_REQUEST, Go's
+    FormValue and Spring's @RequestParam read a query parameter of the same name (beside the
+    body's, or instead of it when the body lacks it or is JSON). So a query name the rules
+    read through args.params (any top-level body key, where they read args.params whole) is
+    refused in any spelling."""
+    if names is None:
+        names = frozenset(fold(key) for key in body)
+    if not names:
+        return
+    for raw in _raw_names(query):
+        if not names.isdisjoint(every_name(raw)):
             raise RequestError(
-                f"the query parameter name {raw[:64]!r} is another spelling of a name the "
-                "rules read"
+                f"the query parameter {raw[:64]!r} names a body field the rules read "
+                "(args.params is the body): send it in one place"
             )
 
 
@@ -270,7 +323,7 @@ def copy_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def parse_query(query_string: str) -> dict[str, Any]:
-    """Query parameters; a repeated key gives a list (DESIGN §3)."""
+    """Query parameters; a repeated key gives a list (docs/rules.md, the args model)."""
     out: dict[str, Any] = {}
     for key, value in _pairs(query_string):
         if key in out:

@@ -12,13 +12,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from authz.datastores.filters import Expr, check_collection, parse
 from authz.datastores.template import FilterTemplate
 from authz.errors import DependencyError
 
 log = logging.getLogger("authz.datastores")
+T = TypeVar("T")
 
 
 class Datastore:
@@ -115,6 +116,30 @@ class Datastore:
         self, col: str, filter: dict[str, Any], expr: Any, limit: int
     ) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+    # What `validate --connect` and /readyz check (datastores/schema.py): None = schemaless.
+    dialect: Any = None
+
+    async def describe(self, col: str) -> dict[str, str] | None:
+        """`col`'s columns and their kinds, read now (DependencyError: no such table)."""
+        return None
+
+    def known_columns(self, col: str) -> dict[str, str] | None:
+        """The columns a query already read for `col` (for --explain), or None."""
+        return None
+
+    async def _unmetered(self, read: Coroutine[Any, Any, T]) -> T:
+        """Await a schema read: bounded, failures as DependencyError; unlike a query it
+        neither counts in the metrics nor changes `healthy` (a missing table is no outage)."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await read
+        except DependencyError:
+            raise
+        except TimeoutError:
+            raise DependencyError(f"datastore {self.alias}: timed out") from None
+        except Exception as exc:
+            raise DependencyError(f"datastore {self.alias}: {_describe(exc)}") from exc
 
     async def _ping(self) -> None:
         raise NotImplementedError

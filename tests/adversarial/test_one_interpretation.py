@@ -69,6 +69,18 @@ services:
         method: DELETE
         path: /oi/item
         rule: {rule: match, eval: "==", type: string, f1: args.auth.role, f2: admin}
+      docs:
+        method: [GET, HEAD, POST]
+        path: /oi/docs
+        rule: {rule: match, eval: "==", type: string, f1: args.params.owner, f2: args.auth.id}
+      nested:
+        method: POST
+        path: /oi/nested
+        rule: {rule: match, eval: "==", type: string, f1: args.params.owner.id, f2: args.auth.id}
+      whole:
+        method: POST
+        path: /oi/whole
+        rule: {rule: match, eval: "<=", type: number, f1: "utils.length(args.params)", f2: 5}
       forcedvalue:
         method: GET
         path: /oi/forced
@@ -233,6 +245,58 @@ def test_the_forced_names_themselves_are_overwritten(stack: Stack) -> None:
     assert one["query"] == {"owner": "u1", "owner_id": "u1", "other[]": "1"}
 
 
+# --- names PHP, Rack 2 and Express's qs read as the plain name (the third attack) ---------
+# PHP cuts a name at NUL and turns a `[` without `]` into `_`; Rack 2 skips brackets around a
+# name; qs reads `[name]` as `name`. Each reached the upstream as the name the rules judged.
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/oi/forced?user%00=evil",  # a second, unforced user (PHP)
+        "/oi/forced?user]=evil",  # Rack 2
+        "/oi/forced?[user]=evil",  # Rack 2, qs
+        "/oi/forced?%5Duser=evil",
+        "/oi/forced?%5buser%5d=evil",
+        "/oi/query?owner[id=admin",  # PHP: owner_id
+        "/oi/query?owner%00anything=admin",
+        "/oi/query?[owner][x]=admin",
+        "/oi/query?order.owner=admin",  # ASP.NET: property owner of a parameter order
+        "/oi/readquery?owner=u1&owner%00=bob",  # the rules read owner=u1, PHP reads bob
+        "/oi/readquery?owner=u1&[owner]=bob",
+        "/oi/readquery?owner=u1&owner]=bob",
+        "/oi/readquery?owner=u1&%5Downer=bob",
+        "/oi/readquery?owner=u1&!owner=bob",  # Spring's WebDataBinder default
+    ],
+)
+def test_a_name_a_framework_reads_as_a_used_query_name_is_refused(
+    stack: Stack, target: str
+) -> None:
+    status, data, seen = go(stack, target, [("x-in", "me")])
+    assert_denied(status, data, seen, 400)
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["amount%00=5000", "amount]=5000", "[amount]=5000", "userId%00=victim", "%5DuserId=victim"],
+)
+def test_a_name_a_framework_reads_as_a_body_field_is_refused(stack: Stack, query: str) -> None:
+    body = b'{"amount": 1, "userId": "evil"}'
+    status, data, seen = go(stack, f"/oi/body?{query}", [JSON], method="POST", body=body)
+    assert_denied(status, data, seen, 400)
+
+
+@pytest.mark.parametrize(
+    "target", ["/oi/item?a%00=1", "/oi/item?x=1&b%0A=2", "/oi/item?%7F=1", "/oi/header?c%0D=1"]
+)
+def test_a_query_name_with_a_control_character_is_refused_anywhere(
+    stack: Stack, target: str
+) -> None:
+    status, data, seen = go(stack, target)
+    assert_denied(status, data, seen, 400)
+    assert b"control character" in data
+
+
 # --- header names that servers fold together ----------------------------------------------
 
 
@@ -271,6 +335,12 @@ def test_an_underscore_header_name_is_refused_at_the_edge(
         ("/oi/item?%5Fmethod=DELETE", []),
         ("/oi/item?a=1&_METHOD=delete", []),
         ("/oi/item?_method[]=DELETE", []),
+        ("/oi/item?_method%00=DELETE", []),  # the third attack: PHP, Rack 2, qs
+        ("/oi/item?[_method]=DELETE", []),
+        ("/oi/item?_method]=DELETE", []),
+        ("/oi/item?%5D_method=DELETE", []),
+        ("/oi/item?%5b_method%5d=DELETE", []),
+        ("/oi/item?_method%00x=DELETE", []),
     ],
 )
 @pytest.mark.parametrize("method", ["GET", "POST"])
@@ -283,13 +353,32 @@ def test_a_method_override_is_refused(
 
 
 @pytest.mark.parametrize(
-    "body", [b"_method=DELETE", b"note=x&%5Fmethod=DELETE", b"_METHOD=delete&x=1"]
+    "body",
+    [
+        b"_method=DELETE",
+        b"note=x&%5Fmethod=DELETE",
+        b"_METHOD=delete&x=1",
+        b"[_method]=DELETE",
+        b"_method]=DELETE",
+        b"_method%00=DELETE",
+    ],
 )
 def test_a_method_override_in_a_form_body_is_refused(stack: Stack, body: bytes) -> None:
     # the rules of /oi/item read no body, but Envoy sends it (envoy/envoy.yaml), so authz
     # sees the field Spring, Symfony/Laravel and gorilla would turn into a DELETE
     form = [("content-type", "application/x-www-form-urlencoded")]
     status, data, seen = go(stack, "/oi/item", form, method="POST", body=body)
+    assert_denied(status, data, seen, 400)
+
+
+@pytest.mark.parametrize(
+    "name", [b'="_method"', b'="[_method]"', b"=_method]", b"*=utf-8''%5Fmethod"]
+)
+def test_a_method_override_in_a_multipart_body_is_refused(stack: Stack, name: bytes) -> None:
+    # Rack 2 reads multipart names as it reads query names; Go reads RFC 2231's `name*=`
+    part = b"--b\r\ncontent-disposition: form-data; name" + name + b"\r\n\r\nDELETE\r\n--b--\r\n"
+    multipart = [("content-type", "multipart/form-data; boundary=b")]
+    status, data, seen = go(stack, "/oi/item", multipart, method="POST", body=part)
     assert_denied(status, data, seen, 400)
 
 
@@ -322,3 +411,104 @@ def test_a_forced_query_value_reaches_the_upstream_as_the_rule_set_it(
     assert status == 200, data[:300]
     (one,) = seen
     assert one["query"] == {"user": value}
+
+
+# --- a body and a query of the same names (args.params is the body) -----------------------
+# Laravel's input() and PHP's $_REQUEST merge the two; Go's FormValue and Spring's
+# @RequestParam read the query beside a JSON body.
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "owner=bob",  # the finding: the rules judged the body's owner=u1, the upstream read bob
+        "owner=bob&owner=u1",
+        "Owner=bob",
+        "own%65r=bob",
+        "owner[]=bob",
+    ],
+)
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST"])
+def test_a_query_name_the_rules_read_from_the_body_is_refused(
+    stack: Stack, query: str, method: str
+) -> None:
+    body = b'{"owner": "u1"}'
+    status, data, seen = go(stack, f"/oi/docs?{query}", [JSON], method=method, body=body)
+    assert_denied(status, data, seen, 400)
+
+
+@pytest.mark.parametrize(
+    ("target", "body"),
+    [
+        ("/oi/nested?owner=bob", b'{"owner": {"id": "u1"}}'),
+        ("/oi/nested?owner[id]=bob", b'{"owner": {"id": "u1"}}'),
+        ("/oi/nested?OWNER%5Bid%5D=bob", b'{"owner": {"id": "u1"}}'),
+        # body field rules (match, force, hash) left a same-named query parameter in place
+        ("/oi/body?amount=5000&userId=victim", b'{"amount": 1, "userId": "evil"}'),
+        ("/oi/body?password=hunter2", b'{"amount": 1}'),  # reached the upstream in clear
+        ("/oi/body?x=1&Password=hunter2", b'{"amount": 1, "password": "p"}'),
+        ("/oi/whole?note=admin", b'{"note": "hi"}'),  # the rules read args.params whole
+        ("/oi/whole?NOTE=admin", b'{"note": "hi"}'),
+    ],
+)
+def test_a_query_name_beside_a_body_the_rules_use_is_refused(
+    stack: Stack, target: str, body: bytes
+) -> None:
+    status, data, seen = go(stack, target, [JSON], method="POST", body=body)
+    assert_denied(status, data, seen, 400)
+    assert b"names a body field" in data
+
+
+def test_a_form_body_is_still_not_the_params(stack: Stack) -> None:
+    form = [("content-type", "application/x-www-form-urlencoded")]
+    status, data, seen = go(stack, "/oi/docs?owner=u1", form, method="POST", body=b"owner=bob")
+    assert_denied(status, data, seen, 415)
+
+
+def test_other_query_names_beside_a_body_pass(stack: Stack) -> None:
+    target = "/oi/body?page=2&amounts=9"
+    status, data, seen = go(stack, target, [JSON], method="POST", body=b'{"amount": 1}')
+    assert status == 200, data[:300]
+    (one,) = seen
+    assert one["query"] == {"page": "2", "amounts": "9"}
+    status, _, seen = go(stack, "/oi/whole?page=2", [JSON], method="POST", body=b'{"n": 1}')
+    assert status == 200 and len(seen) == 1
+
+
+def test_without_a_body_the_query_is_the_params(stack: Stack) -> None:
+    assert go(stack, "/oi/docs?owner=u1")[0] == 200
+    assert_denied(*go(stack, "/oi/docs?owner=bob"), 403)
+
+
+# --- `;` as a query separator (Rack 2, Python before 3.9.2 and Django on it) --------------
+
+
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [
+        ("GET", "/oi/query?owner=u1&x=1;owner=evil"),  # the finding: a second, unforced owner
+        ("GET", "/oi/query?x=1;owner_id=evil"),
+        ("GET", "/oi/readquery?owner=u1&x=;owner=bob"),
+        ("GET", "/oi/readquery?owner=u1;owner=bob"),
+        ("GET", "/oi/docs?owner=u1&x=;owner=bob"),
+        ("POST", "/oi/body?amount=5&x=1;password=hunter2"),  # hashed only where authz saw it
+        ("GET", "/oi/item?x=1;_method=DELETE"),  # an override, whatever the rules read
+    ],
+)
+def test_a_raw_semicolon_in_a_query_the_rules_use_is_refused(
+    stack: Stack, method: str, target: str
+) -> None:
+    status, data, seen = go(stack, target, method=method)
+    assert_denied(status, data, seen, 400)
+
+
+def test_an_encoded_semicolon_is_a_value(stack: Stack) -> None:
+    status, data, seen = go(stack, "/oi/readquery?owner=u1&x=a%3Bowner%3Dbob")
+    assert status == 200, data[:300]
+    (one,) = seen
+    assert one["query"] == {"owner": "u1", "x": "a;owner=bob"}
+
+
+def test_a_semicolon_where_the_rules_read_no_query_passes(stack: Stack) -> None:
+    status, _, seen = go(stack, "/oi/item?a=1;b=2")
+    assert status == 200 and len(seen) == 1
