@@ -8,6 +8,12 @@ from pydantic import Field, model_validator
 
 from authz.config.base import Duration, StrictModel
 from authz.fetch import url_problem
+from authz.identity.source_settings import (
+    ApiKeySettings,
+    IntrospectionSettings,
+    MtlsSettings,
+    OidcSettings,
+)
 
 Algorithm = Literal[
     "HS256", "HS384", "HS512",
@@ -120,16 +126,23 @@ class AuthSettings(StrictModel):
     serviceToken: ServiceTokenSettings = ServiceTokenSettings()
     cacheSize: int = Field(10_000, ge=0)  # verified-token cache entries
     maxTokenBytes: int = Field(8192, ge=256)
+    # identity sources beside `secrets` (docs/identity.md); endpoints choose with `identity:`
+    oidc: list[OidcSettings] = Field(default_factory=list)
+    apiKeys: ApiKeySettings | None = None
+    mtls: MtlsSettings | None = None
+    introspection: list[IntrospectionSettings] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _service_audience_is_its_own(self) -> AuthSettings:
         # a token naming the service audience is refused as an end-user token: an audience
         # end-user tokens must carry would refuse them all
         aud = self.serviceToken.audience
-        for i, s in enumerate(self.secrets):
-            wanted = [s.audience] if isinstance(s.audience, str) else s.audience or []
+        sources = [(f"secrets[{i}]", s.audience) for i, s in enumerate(self.secrets)]
+        sources += [(f"oidc[{i}]", o.audience) for i, o in enumerate(self.oidc)]
+        for where, audience in sources:
+            wanted = [audience] if isinstance(audience, str) else audience or []
             if aud is not None and aud in wanted:
                 raise ValueError(
-                    f"serviceToken.audience {aud!r} is also an end-user audience of secrets[{i}]"
+                    f"serviceToken.audience {aud!r} is also an end-user audience of {where}"
                 )
         return self
