@@ -14,6 +14,7 @@ from typing import Any
 from authz.config.schema import Config, Endpoint
 from authz.decision import Decision
 from authz.errors import ConfigError, DependencyError, RequestError, TokenError
+from authz.identity.sources import Accepted
 from authz.mutations import apply_changes
 from authz.observability import EndpointMetrics, Metrics
 from authz.request import Reading, Request, interpret
@@ -46,6 +47,8 @@ class CompiledEndpoint:
     dry_run: bool  # denials are allowed and marked (never on an endpoint with field rules)
     body_plan: bool  # body or response field rules: ext_proc applies a plan decided here
     reading: Reading  # how a request to this endpoint is interpreted (authz/request.py)
+    # the endpoint's `identity:` sources; None for the default [jwt] (today's Check path)
+    accepted: Accepted | None = None
 
     @property
     def field_rules(self) -> bool:
@@ -133,6 +136,7 @@ class Authorizer:
             log.warning("%s: has field rules, so it keeps enforcing under --dry-run", path)
         errors.extend(cc.errors)
         reading = Reading.of(cc.reads, cc.names)
+        accepted = self._accepted(ep, path, errors)
         compiled = CompiledEndpoint(
             service=sname,
             name=ename,
@@ -144,6 +148,7 @@ class Authorizer:
             dry_run=(ep.mode == "dry-run" or self.dry_run) and not cc.field_targets,
             body_plan=bool(cc.field_targets & {"params", "res"}),
             reading=reading,
+            accepted=None if accepted.jwt_only else accepted,
         )
         methods = (
             None
@@ -151,6 +156,19 @@ class Authorizer:
             else frozenset([ep.method] if isinstance(ep.method, str) else ep.method)
         )
         return compiled, Route(sname, ename, methods, template, compiled)
+
+    def _accepted(self, ep: Endpoint, path: str, errors: list[str]) -> Accepted:
+        """The endpoint's identity sources; each must be configured under `auth`."""
+        auth = self.config.auth
+        configured = {
+            "jwt": True, "apiKey": auth.apiKeys is not None, "mtls": auth.mtls is not None,
+            "introspection": bool(auth.introspection),
+        }  # fmt: skip
+        for name in ep.identity:
+            if not configured[name]:
+                section = {"apiKey": "apiKeys"}.get(name, name)
+                errors.append(f"{path}.identity: {name} needs auth.{section} in the config")
+        return Accepted.of(ep.identity)
 
     # --- per request -------------------------------------------------------------------
 
@@ -168,15 +186,24 @@ class Authorizer:
                 return self._deny(req, ep, 403, "the endpoint has no rule", NO_RULE)
             try:
                 claims: dict[str, Any] = {}
-                token = None
-                if ep.needs_token:
+                token = source = None
+                if ep.needs_token and ep.accepted is not None:  # an `identity:` list
+                    found = await self.runtime.identity.authenticate(
+                        ep.accepted, req.headers, req.peer
+                    )
+                    if found is None:
+                        return self._unauthorized(req, ep, "no token", self._www)
+                    source, token, claims = found
+                elif ep.needs_token:
                     token, known = self.runtime.identity.identify(req.headers)
                     if token is None:
                         return self._unauthorized(req, ep, "no token", self._www)
                     if known is None:
                         known = await self.runtime.identity.verify(token)
-                    claims = known
+                    claims, source = known, "jwt"
                 args = self._args(ep, req, claims, token, path_params)
+                if source is not None:
+                    args["identity"] = source  # jwt | apiKey | mtls | introspection
                 ctx = Context(args, self.runtime, trace)
                 if rule.sync and not trace:
                     failure = rule.evaluate_now(ctx)
@@ -188,7 +215,10 @@ class Authorizer:
                 return self._unauthorized(req, ep, f"token: {exc.reason}", self._www_invalid)
             except (RequestError, DependencyError) as exc:
                 return self._deny(req, ep, exc.status, str(exc), _public_message(exc))
-            return self._decide(req, ep, ctx, failure, claims)
+            decision = self._decide(req, ep, ctx, failure, claims)
+            if trace:  # `authz check`, explain: who the caller was
+                decision.identity, decision.auth = source, claims
+            return decision
         except Exception:
             log.exception("internal error in Check (request id %a)", req.request_id or "-")
             return self._deny(req, None, 500, "internal error", "internal error")

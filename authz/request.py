@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, unquote_plus
 
 from authz.config.schema import Limits
 from authz.errors import RequestError, UnsupportedMediaType
+from authz.identity.peer import Peer
 
 
 def split_target(target: str) -> tuple[str, str]:
@@ -36,6 +37,9 @@ class Request:
     body_partial: bool = False  # Envoy sent only the first max_request_bytes
     context: Mapping[str, str] = field(default_factory=dict)  # the route's context_extensions
     request_id: str = ""
+    # The client's TLS connection as the transport reports it (gRPC: attributes.source);
+    # None where the transport cannot report it (then auth.mtls.xfcc may read the header).
+    peer: Peer | None = None
 
     @classmethod
     def from_target(
@@ -48,6 +52,7 @@ class Request:
         body_partial: bool = False,
         context: Mapping[str, str] | None = None,
         request_id: str = "",
+        peer: Peer | None = None,
     ) -> Request:
         """Split `/path?query#fragment` as it arrives from the CLI or a test."""
         path, query = split_target(target)
@@ -60,6 +65,7 @@ class Request:
             body_partial,
             {} if context is None else context,
             request_id,
+            peer,
         )
 
 

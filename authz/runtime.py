@@ -60,4 +60,6 @@ class Runtime:
         detail = {"identity": "ok" if self.identity.ready else "no key set yet"}
         for alias, store in self.datastores.items():
             detail[f"datastore:{alias}"] = "ok" if store.healthy else "unreachable"
-        return all(v == "ok" for v in detail.values()), detail
+        ready = all(v == "ok" for v in detail.values())
+        detail.update(self.identity.dependencies())  # shown; `identity` above holds their effect
+        return ready, detail

@@ -12,6 +12,7 @@ from pydantic import Field, PrivateAttr, field_validator
 from authz.config.base import Duration, StrictModel
 from authz.datastores.settings import DatabaseSettings
 from authz.identity.settings import AuthSettings
+from authz.identity.source_settings import Source
 
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "*"}
@@ -146,6 +147,8 @@ class Endpoint(StrictModel):
     path: str | None = None  # template: /v1/orders/{orderId}
     rule: AnyRule | None = None  # no rule: every request is denied (403)
     mode: Literal["enforce", "dry-run"] = "enforce"
+    # which identity sources may authenticate callers here (docs/identity.md)
+    identity: list[Source] = Field(default_factory=lambda: ["jwt"], min_length=1)
 
     @field_validator("method")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
 from authz.errors import RequestError
+from authz.identity.peer import NO_PEER, Peer
 from authz.request import Request, split_target
 
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
@@ -35,6 +36,11 @@ def from_message(msg: CheckRequest) -> Request:
     if not body:
         text = http.body
         body = text.encode("utf-8") if text else b""
+    # The connection's client certificate, as Envoy verified it. Always set on this transport
+    # (NO_PEER without one), so that x-forwarded-client-cert is never read in its place.
+    source = attrs.source
+    principal, certificate = source.principal, source.certificate
+    peer = Peer(principal, certificate) if principal or certificate else NO_PEER
     # Request itself, not from_target: its keyword arguments cost ~10% of decode.
     path, query = split_target(target)
     return Request(
@@ -46,4 +52,5 @@ def from_message(msg: CheckRequest) -> Request:
         headers.get(PARTIAL_BODY_HEADER) == "true",
         attrs.context_extensions,
         headers.get("x-request-id") or http.id,
+        peer,
     )

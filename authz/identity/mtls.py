@@ -82,7 +82,9 @@ def peer_claims(peer: Peer) -> dict[str, Any]:
         found["cn"] = _cn(peer.subject or ("" if uris else peer.principal))
     spiffe = spiffe_of(found["uris"])
     cn = found.pop("cn")
-    claims: dict[str, Any] = {"id": spiffe or next(iter(found["uris"]), None) or cn or peer.principal}
+    claims: dict[str, Any] = {
+        "id": spiffe or next(iter(found["uris"]), None) or cn or peer.principal
+    }
     if spiffe is not None:
         claims["spiffe"] = spiffe
         claims["trustDomain"] = trust_domain(spiffe)

@@ -224,6 +224,8 @@ def _configured_token_headers(config: Any) -> frozenset[str]:
     if auth is None:
         return frozenset((SERVICE_TOKEN_HEADER,))
     names = {auth.serviceToken.header, auth.token.header}
+    if auth.apiKeys is not None:  # an API key is a credential too
+        names.add(auth.apiKeys.header)
     return frozenset(n.lower() for n in names if n)
 
 
