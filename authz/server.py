@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from time import monotonic, perf_counter
 from typing import Any, NoReturn
 
@@ -60,6 +61,10 @@ class ServeOptions:
     decision_log: str = "off"  # off | stdout | a file path
     decision_log_sample_allows: float = 1.0  # fraction of allows logged (denials: all)
     debug_api: bool = False  # serve authz.v1.Debug/Explain (rule traces: operators only)
+    # gRPC over TLS (PEM paths); client_ca: only clients it signed may call (Envoy's identity)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    client_ca: str | None = None
 
 
 class AuthzServer:
@@ -147,7 +152,11 @@ class AuthzServer:
         address = self.options.listen
         _probe(address, reuse)  # the OS's reason, before grpc logs its own lines
         try:
-            bound = self.grpc.add_insecure_port(address)
+            credentials = grpc_credentials(self.options)
+            if credentials is None:
+                bound = self.grpc.add_insecure_port(address)
+            else:
+                bound = self.grpc.add_secure_port(address, credentials)
         except RuntimeError:  # grpc's "Failed to bind to address ...": in use, or not ours
             bound = 0
         if bound == 0:
@@ -247,6 +256,20 @@ class _GenericHandlersOnly:
 
     def add_registered_method_handlers(self, service: str, handlers: Any) -> None:
         pass  # the generic handler registered alongside serves these methods
+
+
+def grpc_credentials(options: ServeOptions) -> grpc.ServerCredentials | None:
+    """TLS for the gRPC port; with a client CA, a caller without a certificate it signed is
+    refused in the handshake (so only Envoy can ask for decisions). None: plaintext."""
+    if options.tls_cert is None:
+        return None
+    read = Path.read_bytes  # the CLI checked that each file is readable PEM
+    ca = read(Path(options.client_ca)) if options.client_ca else None
+    return grpc.ssl_server_credentials(
+        [(read(Path(options.tls_key or "")), read(Path(options.tls_cert)))],
+        root_certificates=ca,
+        require_client_auth=ca is not None,
+    )
 
 
 def decision_record(d: Decision, seconds: float, version: str) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import betterproto2
 import yaml
 
+from authz.envoy.tls import ListenerTls, client_cert_settings, forward_name, transport_socket
 from authz.mutations import PLAN_REQUIRED_METADATA
 from authz.resolve import _PARAM
 
@@ -123,6 +124,7 @@ class BootstrapOptions:
     listen: str = "0.0.0.0:8000"  # Envoy's listener
     admin: str = "127.0.0.1:9901"  # Envoy's admin interface
     timeout: float = 0.5  # seconds: ext_authz/ext_proc gRPC deadline
+    tls: ListenerTls | None = None  # TLS / mTLS on the listener (authz/envoy/tls.py)
 
 
 @dataclass
@@ -282,8 +284,9 @@ def _grpc(timeout: float) -> GrpcService:
     )
 
 
-def ext_authz_filter(timeout: float) -> HttpFilter:
+def ext_authz_filter(timeout: float, peer_certificate: bool = False) -> HttpFilter:
     config = ExtAuthz(
+        include_peer_certificate=peer_certificate,  # mTLS: the verified client certificate
         grpc_service=_grpc(timeout),
         transport_api_version=_TRANSPORT_V3,
         failure_mode_allow=False,  # authz down or slow: deny (503), never allow
@@ -349,7 +352,8 @@ def build_bootstrap(authorizer: Any, options: BootstrapOptions) -> tuple[Bootstr
         max_body = config.limits.maxBodyBytes
         route = endpoint_route(ep, declared, ep.service, max_body, with_ext_proc)
         (templated if _PARAM.search(declared.path) else exact).append(route)
-    filters = [ext_authz_filter(options.timeout)]
+    mtls = options.tls is not None and options.tls.client_ca is not None
+    filters = [ext_authz_filter(options.timeout, peer_certificate=mtls)]
     if with_ext_proc:
         filters.append(ext_proc_filter(options.timeout))
     filters.append(HttpFilter(name=ROUTER, typed_config=AnyProto.pack(Router())))
@@ -367,6 +371,7 @@ def build_bootstrap(authorizer: Any, options: BootstrapOptions) -> tuple[Bootstr
             )
         ),
         access_log=[access_log()],
+        **client_cert_settings(options.tls),  # x-forwarded-client-cert: never the client's
         route_config=RouteConfiguration(
             name=config.project,
             virtual_hosts=[
@@ -380,11 +385,10 @@ def build_bootstrap(authorizer: Any, options: BootstrapOptions) -> tuple[Bootstr
         http_filters=filters,
     )
     listen = split_address(options.listen, "--listen")
-    listener = Listener(
-        name="ingress",
-        address=_socket(*listen),
-        filter_chains=[FilterChain(filters=[Filter(name=HCM, typed_config=AnyProto.pack(hcm))])],
-    )
+    chain = FilterChain(filters=[Filter(name=HCM, typed_config=AnyProto.pack(hcm))])
+    if options.tls is not None:
+        chain.transport_socket = transport_socket(options.tls)
+    listener = Listener(name="ingress", address=_socket(*listen), filter_chains=[chain])
     authz_host, authz_port = split_address(options.authz, "--authz-address")
     clusters = [cluster(AUTHZ_CLUSTER, authz_host, authz_port, http2=True)]
     for u in upstreams.values():
@@ -394,12 +398,17 @@ def build_bootstrap(authorizer: Any, options: BootstrapOptions) -> tuple[Bootstr
     return Bootstrap(admin=admin, static_resources=resources), notes
 
 
-def bootstrap_dict(bootstrap: Bootstrap) -> dict[str, Any]:
+def bootstrap_dict(bootstrap: Bootstrap, tls: ListenerTls | None = None) -> dict[str, Any]:
     out = bootstrap.to_dict(casing=betterproto2.Casing.SNAKE)
     # proto3 JSON leaves out fields at their default; say the fail-closed ones explicitly.
     for f in _http_filters(out):
         if f["name"] in (EXT_AUTHZ, EXT_PROC):
             f["typed_config"]["failure_mode_allow"] = False
+    for listener in out["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for f in chain["filters"]:
+                if f["name"] == HCM:
+                    f["typed_config"]["forward_client_cert_details"] = forward_name(tls)
     return out
 
 
@@ -420,5 +429,6 @@ def render_bootstrap(authorizer: Any, options: BootstrapOptions) -> str:
         f" authz at {options.authz}.",
         *(f"# note: {n}" for n in notes),
     ]
-    body = yaml.safe_dump(bootstrap_dict(bootstrap), sort_keys=False, width=1000)
+    out = bootstrap_dict(bootstrap, options.tls)
+    body = yaml.safe_dump(out, sort_keys=False, width=1000)
     return "\n".join(head) + "\n" + body

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
 import os
 import secrets
@@ -37,6 +38,11 @@ _Table = dict[bytes, tuple[bytes, dict[str, Any]]]  # index -> (digest, claims)
 def digest(key: str) -> str:
     """The config's `sha256` of a key: lower-case hex of SHA-256 over its UTF-8 bytes."""
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def config_line(sha256: str, claims: dict[str, Any]) -> str:
+    """The `auth.apiKeys.keys` entry of a key, as one YAML flow line."""
+    return f"- {{sha256: {sha256}, claims: {json.dumps(claims, sort_keys=True)}}}"
 
 
 def new_key() -> str:
