@@ -76,10 +76,11 @@ def peer_claims(peer: Peer) -> dict[str, Any]:
         found = certificate_claims(peer.certificate)
     else:  # the principal (gRPC without include_peer_certificate) or XFCC's fields
         uris = list(peer.uris) or ([peer.principal] if "://" in peer.principal else [])
-        found = {"uris": uris, "dns": list(peer.dns), "subject": peer.subject or None}
+        subject = peer.subject or ("" if uris else peer.principal)  # Envoy: URI SAN, else subject
+        found = {"uris": uris, "dns": list(peer.dns), "subject": subject or None}
         if peer.fingerprint:
             found["fingerprint"] = peer.fingerprint
-        found["cn"] = _cn(peer.subject or ("" if uris else peer.principal))
+        found["cn"] = _cn(subject)
     spiffe = spiffe_of(found["uris"])
     cn = found.pop("cn")
     claims: dict[str, Any] = {
