@@ -34,7 +34,9 @@ def test_digest_is_sha256_hex_of_the_key():
     assert digest("test") == hashlib.sha256(b"test").hexdigest()
     made = new_key()
     assert made.startswith("azk_") and len(made) > 40 and made != new_key()
-    assert config_line("ab" * 32, {"id": "x"}) == f"- {{sha256: {'ab' * 32}, claims: {{\"id\": \"x\"}}}}"
+    assert (
+        config_line("ab" * 32, {"id": "x"}) == f'- {{sha256: {"ab" * 32}, claims: {{"id": "x"}}}}'
+    )
 
 
 def test_right_key_gives_its_claims_and_a_copy():

@@ -8,8 +8,13 @@ import httpx
 import pytest
 
 from authz.errors import DependencyError, TokenError
-from authz.identity.oidc import MAX_DISCOVERY_BYTES, DiscoveryError, discovery_url, jwks_uri_of
-from authz.identity.oidc import OidcSource
+from authz.identity.oidc import (
+    MAX_DISCOVERY_BYTES,
+    DiscoveryError,
+    OidcSource,
+    discovery_url,
+    jwks_uri_of,
+)
 from tests.unit.identity.providers import OidcProvider
 from tests.unit.identity.support import Clock, make_identity
 
