@@ -65,25 +65,19 @@ def _builder(subject: x509.Name, issuer: x509.Name, key: Any) -> x509.Certificat
     )
 
 
+_CA_USAGE = x509.KeyUsage(
+    digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+    key_encipherment=False, data_encipherment=False, key_agreement=False, encipher_only=False,
+    decipher_only=False,
+)  # fmt: skip
+
+
 def make_ca(cn: str = "test CA") -> Issued:
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         _builder(_name(cn), _name(cn), key)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )  # fmt: skip
+        .add_extension(_CA_USAGE, critical=True)
         .sign(key, hashes.SHA256())
     )
     return Issued(cert, key)
