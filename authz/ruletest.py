@@ -55,6 +55,7 @@ class TestRequest(StrictModel):
     headers: dict[str, str] = {}
     claims: dict[str, Any] | None = None  # minted into a token (primary key), put where read
     body: Any = None  # an object/list is sent as JSON, a string as it is
+    peer: dict[str, str] | None = None  # the client certificate: {principal, certificate}
 
 
 class Expect(StrictModel):
@@ -247,6 +248,8 @@ def build_request(case: Case, authorizer: Any, n: int) -> Any:
     item.update(method=method, path=path, service=r.service, endpoint=r.endpoint, body=r.body)
     if r.claims is not None:
         _put_token(item["headers"], authorizer, r.claims)
+    if r.peer is not None:
+        item["peer"] = r.peer
     return to_request(item, n)
 
 
