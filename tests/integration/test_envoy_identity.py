@@ -115,3 +115,11 @@ def test_explain_offline_for_each_source(stack, tmp_path: Path):
     for identity in ("jwt", "apiKey", "mtls", "introspection"):
         assert f"identity: {identity}  args.auth = " in done.stdout
     assert done.stdout.count("decision: ALLOW") == 4, done.stdout
+
+
+def test_no_credential_reaches_the_logs(stack):
+    """After every test above: authz's and Envoy's logs hold no key, token or client secret."""
+    logs = stack.authz.process.log(tail=100_000) + stack.envoy.process.log(tail=100_000)
+    assert "GET /v1/reports" in logs or "authz serving" in logs  # the logs were read
+    for secret in (API_KEY, OPAQUE, stack.introspection.secret):
+        assert secret not in logs
