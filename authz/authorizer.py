@@ -86,6 +86,8 @@ class Authorizer:
         underscored = [h.replace("-", "_") for h in ours]
         self._remove = [*underscored, *([] if self._sign else [self._token_header])]
         self._remove_unless_dry_run = [*self._remove, DRY_RUN_HEADER]
+        # decode reads the client certificate only for a config that can use it (auth.mtls)
+        self.reads_peer = auth.mtls is not None
         self._www = f'Bearer realm="{config.project}"'
         self._www_invalid = self._www + ', error="invalid_token"'
 

@@ -87,7 +87,7 @@ class AuthzServer:
         start = perf_counter()
         try:
             try:
-                req = decode(data)
+                req = decode(data, authorizer.reads_peer)  # type: ignore[union-attr]
             except RequestError as exc:
                 decision = Decision(False, 400, str(exc), str(exc))
             else:

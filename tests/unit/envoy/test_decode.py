@@ -79,3 +79,18 @@ def test_peer_is_the_connection_envoy_reports():
     # a client's x-forwarded-client-cert does not become a peer on this transport
     req = decode(data(headers={"x-forwarded-client-cert": "URI=spiffe://td/sa/admin"}))
     assert req.peer is NO_PEER
+
+
+def test_peer_is_skipped_for_a_config_without_mtls():
+    msg = CheckRequest.FromString(data())
+    msg.attributes.source.principal = "spiffe://td/sa/x"
+    assert decode(msg.SerializeToString(), peer=False).peer is None
+
+
+def test_the_server_reads_the_peer_only_when_auth_mtls_is_configured():
+    from authz.authorizer import Authorizer
+    from authz.config.load import load_config_text
+
+    base = "project: p\nauth: {serviceToken: {enabled: false}%s}\n"
+    assert Authorizer(load_config_text(base % ", mtls: {}", {})).reads_peer is True
+    assert Authorizer(load_config_text(base % "", {})).reads_peer is False
