@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authz.config.schema import Config, Endpoint
+from authz.datastores.schema import query_uses
 from authz.decision import Decision
 from authz.errors import ConfigError, DependencyError, RequestError, TokenError
 from authz.identity.sources import Accepted
@@ -40,7 +41,9 @@ class CompiledEndpoint:
     service: str
     name: str
     rule: Rule | None
-    needs_token: bool  # every top-level rule but `allow` needs a verified token (RULES §1)
+    needs_token: (
+        bool  # every top-level rule but `allow` needs a verified token (docs/rules.md, tokens)
+    )
     reads_headers: bool
     reads_query: bool
     reads_params: bool
@@ -71,6 +74,8 @@ class Authorizer:
         self.metrics = metrics
         self.endpoints: list[CompiledEndpoint] = []
         self.router = Router(self._compile_all())
+        # The tables the query rules name, which the runtime checks for /readyz.
+        self.runtime.queries = query_uses(e.rule for e in self.endpoints)
         # Per-endpoint metric children bound once here, looked up per Check by a tuple key.
         self.endpoint_metrics: dict[tuple[str | None, str | None], EndpointMetrics] = (
             metrics.endpoints((e.service, e.name) for e in self.endpoints) if metrics else {}
@@ -186,16 +191,17 @@ class Authorizer:
             rule = ep.rule
             if rule is None:
                 return self._deny(req, ep, 403, "the endpoint has no rule", NO_RULE)
+            ctx: Context | None = None
             try:
                 claims: dict[str, Any] = {}
                 token = source = None
                 if ep.needs_token and ep.accepted is not None:  # an `identity:` list
-                    found = await self.runtime.identity.authenticate(
+                    caller = await self.runtime.identity.authenticate(
                         ep.accepted, req.headers, req.peer
                     )
-                    if found is None:
+                    if caller is None:
                         return self._unauthorized(req, ep, "no token", self._www)
-                    source, token, claims = found
+                    source, token, claims = caller
                 elif ep.needs_token:
                     token, known = self.runtime.identity.identify(req.headers)
                     if token is None:
@@ -216,7 +222,10 @@ class Authorizer:
                     self.metrics.token_failure(exc.kind)
                 return self._unauthorized(req, ep, f"token: {exc.reason}", self._www_invalid)
             except (RequestError, DependencyError) as exc:
-                return self._deny(req, ep, exc.status, str(exc), _public_message(exc))
+                denied = self._deny(req, ep, exc.status, str(exc), _public_message(exc))
+                if ctx is not None:  # --explain: what ran before the failure, and where
+                    denied.trace = ctx.trace
+                return denied
             decision = self._decide(req, ep, ctx, failure, claims)
             if trace:  # `authz check`, explain: who the caller was
                 decision.identity, decision.auth = source, claims

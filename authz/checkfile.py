@@ -1,4 +1,4 @@
-"""`authz check`: requests described as JSON, evaluated offline, decisions as JSON (DESIGN §5)."""
+"""`authz check`: requests described as JSON, evaluated offline, decisions as JSON."""
 
 from __future__ import annotations
 

@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="validate a config; print every error")
     _add_config(p)
+    p.add_argument(
+        "--connect", action="store_true",
+        help="also open each datastore read-only: the tables and columns the rules name exist",
+    )  # fmt: skip
 
     p = sub.add_parser("test", help="run rule test files (requests, fixtures, expectations)")
     p.add_argument("paths", nargs="+", help="test files, or directories of *.tests.yaml")
@@ -170,11 +174,22 @@ def _load(args: argparse.Namespace):  # -> Authorizer
 
 
 def _validate(args: argparse.Namespace) -> int:
-    authorizer = _load(args)
+    from authz.validate import connect_problems, validate_file
+
+    report = validate_file(args.config)
+    tables = 0
+    if args.connect and report.config is not None:
+        found, tables = connect_problems(report.config)
+        report.problems.extend(found)
+    if report.problems:
+        raise ConfigError(report.problems)
+    authorizer = report.authorizer
     n = len(authorizer.endpoints)
     services = len(authorizer.config.services)
+    checked = f", {tables} tables checked" if args.connect else ""
     print(
-        f"{args.config}: valid ({services} services, {n} endpoints, version {authorizer.version})"
+        f"{args.config}: valid ({services} services, {n} endpoints{checked}, "
+        f"version {authorizer.version})"
     )
     return 0
 

@@ -1,4 +1,4 @@
-"""Field encryption and hashing for the `encrypt`, `decrypt` and `hash` rules (DESIGN §7).
+"""Field encryption and hashing for the `encrypt`, `decrypt` and `hash` rules (docs/rules.md).
 
 - encrypt: AES-256-GCM, a random 96-bit nonce per value, the field path as associated data
   (so a ciphertext moved to another field does not decrypt), envelope

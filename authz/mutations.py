@@ -1,5 +1,5 @@
 """Field-rule changes -> what Envoy is told: header and query mutations on the Check
-response, and the body plan that ext_proc applies (DESIGN §4).
+response, and the body plan that ext_proc applies (docs/rules.md, the body plan).
 
 The plan travels in the ext_authz dynamic metadata (one JSON string, so numbers keep their
 type), so ext_proc applies what Check decided without evaluating any rule again.

@@ -101,6 +101,8 @@ class Reading:
     params: bool = False
     query_names: Mapping[str, str] | None = field(default_factory=dict)  # folded -> rules'
     header_names: frozenset[str] | None = frozenset()
+    # folded top-level args.params names: with a body they must not come in the query too
+    params_names: frozenset[str] | None = frozenset()
 
     @classmethod
     def of(cls, reads: set[str], names: Mapping[str, set[str] | None]) -> Reading:
@@ -122,11 +124,16 @@ class Reading:
             # without a body, args.params is the query: its names are query names
             query_names=_folded(spelled("query", "params")),
             header_names=_frozen(spelled("headers")),
+            params_names=_folded_set(spelled("params")),
         )
 
 
 def _folded(names: set[str] | None) -> dict[str, str] | None:
     return None if names is None else {_fold_name(n): n for n in sorted(names)}
+
+
+def _folded_set(names: set[str] | None) -> frozenset[str] | None:
+    return None if names is None else frozenset(_fold(n) for n in names)
 
 
 def _frozen(names: set[str] | None) -> frozenset[str] | None:
@@ -145,9 +152,11 @@ def interpret(req: Request, reading: Reading, limits: Limits) -> Interpreted:
         headers = copy_headers(req.headers)
         _check_header_names(headers, reading.header_names)
     if reading.query:
+        if ";" in req.query_string:
+            # Rack 2 and Python before 3.9.2 (Django, Flask on it) split the query on `;` too:
+            # `?owner=u1&x=;owner=bob` would carry a second owner the rules never saw.
+            raise RequestError("the query string has a ';' (send it encoded, as %3B)")
         query = parse_query(req.query_string)
-        if req.query_string:
-            _check_query_names(req.query_string, reading.query_names)
         if _is_form(req.headers.get("content-type")):
             # Spring's getParameter, PHP's $_REQUEST, Flask's request.values and ASP.NET model
             # binding read form fields and query parameters as one: a form field would shadow
@@ -155,6 +164,11 @@ def interpret(req: Request, reading: Reading, limits: Limits) -> Interpreted:
             raise UnsupportedMediaType("a form body is not accepted where the rules read the query")
         if reading.params:
             params = request_params(req, query, limits)
+            if params is not query and req.query_string:
+                # before the spelling check: `Owner=bob` beside a body is this, not a spelling
+                _check_body_names_not_in_query(req.query_string, params, reading.params_names)
+        if req.query_string:
+            _check_query_names(req.query_string, reading.query_names)
     return headers, query, params
 
 
@@ -235,13 +249,17 @@ def _check_header_names(headers: Mapping[str, str], names: frozenset[str] | None
 
 
 def _raw_names(query: str) -> Iterable[str]:
-    return (part.partition("=")[0] for part in query.split("&") if part)
+    # `;` separates too for Rack 2 and old Python (refused where the rules read the query)
+    return (part.partition("=")[0] for part in query.replace(";", "&").split("&") if part)
 
 
 def _fold_name(raw: str) -> str:
-    """A query name as the most lenient framework reads it: percent-decoded, case-folded
-    (ASP.NET), leading spaces dropped and `.` and space as `_` (PHP)."""
-    name = unquote_plus(raw) if "%" in raw or "+" in raw else raw
+    """A query name as the most lenient framework reads it: percent-decoded, then `_fold`."""
+    return _fold(unquote_plus(raw) if "%" in raw or "+" in raw else raw)
+
+
+def _fold(name: str) -> str:
+    """Case-folded (ASP.NET, Go's JSON), leading spaces dropped, `.` and space as `_` (PHP)."""
     return name.casefold().lstrip(" ").replace(".", "_").replace(" ", "_")
 
 
@@ -269,6 +287,27 @@ def _check_query_names(query: str, rules: Mapping[str, str] | None) -> None:
             )
 
 
+def _check_body_names_not_in_query(
+    query: str, body: dict[str, Any], names: frozenset[str] | None
+) -> None:
+    """With a body, args.params is the body; Laravel's input(), PHP's $_REQUEST, Go's
+    FormValue and Spring's @RequestParam read a query parameter of the same name (beside the
+    body's, or instead of it when the body lacks it or is JSON). So a query name the rules
+    read through args.params (any top-level body key, where they read args.params whole) is
+    refused in any spelling."""
+    if names is None:
+        names = frozenset(_fold(key) for key in body)
+    if not names:
+        return
+    for raw in _raw_names(query):
+        folded = _fold_name(raw)
+        if folded in names or _base_name(folded) in names:
+            raise RequestError(
+                f"the query parameter {raw[:64]!r} names a body field the rules read "
+                "(args.params is the body): send it in one place"
+            )
+
+
 def copy_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """`args.headers`: a dict the rules may read and field rules may change."""
     # Key by key: for a protobuf map, dict(headers) goes through the Mapping mixin's keys()
@@ -277,7 +316,7 @@ def copy_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def parse_query(query_string: str) -> dict[str, Any]:
-    """Query parameters; a repeated key gives a list (DESIGN §3)."""
+    """Query parameters; a repeated key gives a list (docs/rules.md, the args model)."""
     out: dict[str, Any] = {}
     for key, value in _pairs(query_string):
         if key in out:

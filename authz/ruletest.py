@@ -454,7 +454,16 @@ def _coverage(path: Path, config: Config, traced: set[str], out: Callable[[str],
     everything = all_rule_paths(config)
     missed = [p for p in everything if p not in traced]
     hit = len(everything) - len(missed)
-    out(f"coverage of {path}: {hit}/{len(everything)} rules and clauses evaluated")
+    out(f"coverage of {_shown(path)}: {hit}/{len(everything)} rules and clauses evaluated")
     if missed:
         out("  never evaluated:")
         out("\n".join(f"    {p}" for p in missed))
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the working directory when it is under it (output that reads the
+    same on every machine), else as it is."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

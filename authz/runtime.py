@@ -26,6 +26,11 @@ class Runtime:
         self.http: Any = None  # httpx.AsyncClient shared by webhooks and JWKS fetches
         # The keyring is built now so that bad keys are config errors (authz validate).
         self.keyring = Keyring.from_settings(config.crypto) if config.crypto else None
+        # The query rules' tables (datastores/schema.Use, set by the Authorizer) and what is
+        # wrong with them per datastore alias, for /readyz; rechecked until found right.
+        self.queries: list[Any] = []
+        self.schema: dict[str, list[str]] = {}
+        self._schema_ok: set[str] = set()
 
     async def start(self) -> None:
         import httpx
@@ -37,6 +42,7 @@ class Runtime:
             if self.metrics is not None:
                 store.metrics = self.metrics.datastore(alias)
         await ping_datastores(self.datastores)  # so /readyz is right at once
+        await self._check_schema()
         if self.datastores:
             self._pinger = asyncio.get_running_loop().create_task(self._ping_loop())
 
@@ -44,6 +50,22 @@ class Runtime:
         while True:
             await asyncio.sleep(PING_EVERY)
             await ping_datastores(self.datastores)
+            await self._check_schema()
+
+    async def _check_schema(self) -> None:
+        """Check the tables of the datastores not yet found right (a table created later
+        clears its problem); one that cannot be reached is checked when it can."""
+        from authz.datastores.schema import check_uses
+
+        pending = [u for u in self.queries if u.alias not in self._schema_ok]
+        if not pending:
+            return
+        for alias, problems in (await check_uses(pending, self.datastores)).items():
+            if problems:
+                self.schema[alias] = problems
+            else:
+                self.schema.pop(alias, None)
+                self._schema_ok.add(alias)
 
     async def close(self) -> None:
         if self._pinger is not None:
@@ -55,11 +77,13 @@ class Runtime:
         if self.http is not None:
             await self.http.aclose()
 
-    def readiness(self) -> tuple[bool, dict[str, str]]:
-        """(ready, detail per dependency) for /readyz."""
-        detail = {"identity": "ok" if self.identity.ready else "no key set yet"}
+    def readiness(self) -> dict[str, Any]:
+        """Each dependency's state, for /readyz's body. None of them decides readiness: an
+        endpoint that needs a failed one answers 503, and restarting would not help."""
+        detail: dict[str, Any] = {"identity": "ok" if self.identity.ready else "no key set yet"}
         for alias, store in self.datastores.items():
             detail[f"datastore:{alias}"] = "ok" if store.healthy else "unreachable"
-        ready = all(v == "ok" for v in detail.values())
-        detail.update(self.identity.dependencies())  # shown; `identity` above holds their effect
-        return ready, detail
+        detail.update(self.identity.dependencies())  # OIDC issuers, introspection, key file
+        if self.schema:
+            detail["tables"] = [p for problems in self.schema.values() for p in problems]
+        return detail

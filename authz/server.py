@@ -228,15 +228,16 @@ class AuthzServer:
         return 404, "text/plain", b"not found\n"
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready: a valid config is loaded and not draining; dependencies are only reported."""
         if self.authorizer is None:
             return False, {"config": "not loaded"}
-        ready, detail = self.authorizer.runtime.readiness()
+        detail = self.authorizer.runtime.readiness()
         out: dict[str, Any] = {"config": self.authorizer.version, **detail}
         if self.reloader is not None and self.reloader.last_error:
             out["lastReload"] = {"ok": False, "errors": self.reloader.last_error}
         if self.draining:
             out["draining"] = True
-        return ready and not self.draining, out
+        return not self.draining, out
 
 
 class _GenericHandlersOnly:

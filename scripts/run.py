@@ -510,6 +510,9 @@ def run(opts: Options, children: list[Child]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
+    # Both explicitly: started in the background by a script (`make run &` in a shell without
+    # job control), SIGINT starts out ignored and Python then installs no Ctrl-C handler.
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     children: list[Child] = []
     try:

@@ -1,4 +1,4 @@
-"""The configuration schema (DESIGN §2, RULES.md). Structure only; rule semantics
+"""The configuration schema (docs/rules.md). Structure only; rule semantics
 (operators per type, literal types, references) are checked by the rule compiler."""
 
 from __future__ import annotations

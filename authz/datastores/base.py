@@ -117,6 +117,30 @@ class Datastore:
     ) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    # What `validate --connect` and /readyz check (datastores/schema.py): None = schemaless.
+    dialect: Any = None
+
+    async def describe(self, col: str) -> dict[str, str] | None:
+        """`col`'s columns and their kinds, read now (DependencyError: no such table)."""
+        return None
+
+    def known_columns(self, col: str) -> dict[str, str] | None:
+        """The columns a query already read for `col` (for --explain), or None."""
+        return None
+
+    async def _unmetered(self, read: Coroutine[Any, Any, Any]) -> Any:
+        """Await a schema read: bounded, failures as DependencyError; unlike a query it
+        neither counts in the metrics nor changes `healthy` (a missing table is no outage)."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await read
+        except DependencyError:
+            raise
+        except TimeoutError:
+            raise DependencyError(f"datastore {self.alias}: timed out") from None
+        except Exception as exc:
+            raise DependencyError(f"datastore {self.alias}: {_describe(exc)}") from exc
+
     async def _ping(self) -> None:
         raise NotImplementedError
 

@@ -15,7 +15,10 @@ against a document in memory and is the reference semantics every backend must a
 - a field holding an array or object equals no scalar (MongoDB's array matching is not
   portable to SQL and is not part of the language).
 
-SQL backends map a NULL column to a *missing* field (JSON null inside a JSON column is null).
+SQL backends map a NULL column to a *missing* field (JSON null inside a JSON column is null),
+and compare a canonical decimal string with a plain numeric column as the number it spells
+(`"1"` matches `id INTEGER` 1: path parameters are strings); this evaluator and MongoDB keep
+strings and numbers apart (`utils.number` converts explicitly). See sql.py.
 """
 
 from __future__ import annotations

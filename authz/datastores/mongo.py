@@ -50,6 +50,15 @@ class MongoDatastore(Datastore):
     async def _ping(self) -> None:
         await self._database().command("ping")
 
+    async def describe(self, col: str) -> dict[str, str] | None:
+        """A collection that does not exist is an error; documents have no fixed columns."""
+
+        async def read() -> None:
+            if col not in await self._database().list_collection_names():
+                raise DependencyError(f"datastore {self.alias}: no collection {col!r}")
+
+        return await self._unmetered(read())
+
     async def _find(
         self, col: str, filter: dict[str, Any], expr: Expr, limit: int
     ) -> list[dict[str, Any]]:

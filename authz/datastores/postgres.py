@@ -123,6 +123,21 @@ class PostgresDatastore(Datastore):
                 raise
         return [{k: _plain(v) for k, v in row.items()} for row in rows]
 
+    @property
+    def dialect(self) -> PostgresDialect:  # type: ignore[override]
+        return self._dialect
+
+    async def describe(self, col: str) -> dict[str, str] | None:
+        async def read() -> dict[str, str]:
+            async with self._connection() as conn:
+                self._columns.pop(col, None)  # read it again: the table may have changed
+                return await self._table(conn, col)
+
+        return await self._unmetered(read())
+
+    def known_columns(self, col: str) -> dict[str, str] | None:
+        return self._columns.get(col)
+
     async def _table(self, conn: Any, col: str) -> dict[str, str]:
         columns = self._columns.get(col)
         if columns is None:

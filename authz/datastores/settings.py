@@ -1,4 +1,4 @@
-"""The `databases:` section of the config (DESIGN §2, §6)."""
+"""The `databases:` section of the config (docs/rules.md, datastores)."""
 
 from __future__ import annotations
 

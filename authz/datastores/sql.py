@@ -3,8 +3,12 @@
 Identifiers come only from the config (validated by `filters`), are resolved against the
 table's real columns and always quoted; every value is a bound parameter. Each column has a
 *kind* read from the table once (number, string, bool, json, other): a value is compared only
-with columns of its class, so `"1"` never matches 1 and a type mismatch is "no match", never
-a database error. Every generated predicate is two-valued (never SQL NULL), so `NOT` is the
+with columns of its class, so `true` never matches 1 and a type mismatch is "no match", never
+a database error. One exception, class `numtext`: a canonical decimal string (numeric.py)
+compared with a plain numeric column is the number it spells (`/posts/{id}` fills `"1"`,
+which matches `id INTEGER` 1, as SQLite's column affinity would compare them; PostgreSQL
+needs the bound value typed as a number, so `bind` converts it).
+Every generated predicate is two-valued (never SQL NULL), so `NOT` is the
 exact negation MongoDB's `$ne`/`$nin` need. A NULL column is a missing field; inside a JSON
 column, a missing key is missing and a JSON null is null (see filters.py for the semantics).
 
@@ -22,6 +26,7 @@ from typing import Any
 from authz.datastores.filters import Cond, Expr, Logic, value_class
 from authz.datastores.template import Template
 from authz.errors import DependencyError
+from authz.numeric import is_canonical, parse_canonical
 
 CACHE_SIZE = 1024  # compiled shapes per dialect instance; cleared when full
 KINDS = ("number", "string", "bool", "json", "other")
@@ -95,6 +100,24 @@ class Dialect:
 
     def bind(self, cls: str, value: Any, t: Target) -> Any:
         return value
+
+
+def sql_class(v: Any) -> str:
+    """`value_class`, with canonical decimal strings as their own class `numtext`."""
+    return "numtext" if type(v) is str and is_canonical(v) else value_class(v)
+
+
+def target_class(cls: str, t: Target) -> str:
+    """The class a value of class `cls` is compared as in column `t`: a `numtext` is a number
+    for a plain numeric column and a string everywhere else (JSON keeps its own types)."""
+    if cls == "numtext":
+        return "numtext" if t.kind == "number" else "string"
+    return cls
+
+
+def bind_numtext(value: Any) -> Any:
+    """A `numtext` slot's value as the number it spells (a number passes unchanged)."""
+    return parse_canonical(value) if type(value) is str else value
 
 
 def resolve(field: str, columns: dict[str, str], table: str) -> Target:
@@ -183,10 +206,10 @@ def shape(expr: Expr, values: list[Any]) -> tuple[Any, ...]:
     v = expr.value
     if type(v) is list:
         values.extend(v)
-        return (expr.field, expr.op, len(v), *[value_class(x) for x in v])
+        return (expr.field, expr.op, len(v), *[sql_class(x) for x in v])
     values.append(v)
     # $exists: the operand itself picks the SQL; otherwise only its class does.
-    return (expr.field, expr.op, v if expr.op == "$exists" else value_class(v))
+    return (expr.field, expr.op, v if expr.op == "$exists" else sql_class(v))
 
 
 def _compile(expr: Expr, columns: dict[str, str], table: str, d: Dialect) -> tuple[str, list[Any]]:
@@ -220,7 +243,7 @@ def _cond(c: Cond, first: int, t: Target, d: Dialect, params: list[Any]) -> str:
         return _in(t, v, first, d, params)
     if v is None:
         return d.absent(t, params) if op in ("$eq", "$gte", "$lte") else d.false
-    cls = value_class(v)
+    cls = target_class(sql_class(v), t)
     if not d.accepts(t, cls):
         return d.false
     return d.typed(t, cls, _SQL_OPS[op], [first], params)
@@ -233,7 +256,7 @@ def _in(t: Target, values: list[Any], first: int, d: Dialect, params: list[Any])
     by_class: dict[str, list[int]] = {}
     for i, v in enumerate(values, first):
         if v is not None:
-            by_class.setdefault(value_class(v), []).append(i)
+            by_class.setdefault(target_class(sql_class(v), t), []).append(i)
     for cls, group in by_class.items():
         if d.accepts(t, cls):
             parts.append(d.typed(t, cls, "IN", group, params))
@@ -264,6 +287,9 @@ _SQLITE_JSON_TYPES = {
 }
 
 
+_SQLITE_AS = {"objectid": "string", "numtext": "number"}  # compared as
+
+
 class SqliteDialect(Dialect):
     """SQLite: typeof() guards (a column may hold any type), json_type/json_extract for JSON.
 
@@ -290,11 +316,13 @@ class SqliteDialect(Dialect):
     def bind(self, cls: str, value: Any, t: Target) -> Any:
         if cls == "bool":
             return int(value)
+        if cls == "numtext":
+            return bind_numtext(value)
         # a "string" slot holds a str or an ObjectId (compared as its hex text)
         return str(value) if cls == "string" else value
 
     def accepts(self, t: Target, cls: str) -> bool:
-        return super().accepts(t, "string" if cls == "objectid" else cls)
+        return super().accepts(t, _SQLITE_AS.get(cls, cls))
 
     def typed(self, t: Target, cls: str, sql_op: str, values: list[int], params: list[Any]) -> str:
         cls = "string" if cls == "objectid" else cls
@@ -304,7 +332,7 @@ class SqliteDialect(Dialect):
             value = self._json(t, params, "json_extract")
         else:
             col = quote(t.column)
-            guard = f"typeof({col}) IN {_SQLITE_TYPES[cls]}"
+            guard = f"typeof({col}) IN {_SQLITE_TYPES[_SQLITE_AS.get(cls, cls)]}"
             value = "+" + col if t.kind == "other" else col
         return f"({guard} AND {value} {_operand(self, sql_op, cls, values, t, params)})"
 
@@ -363,7 +391,7 @@ class PostgresDialect(Dialect):
         return f"({col} #> %s::text[])"
 
     def accepts(self, t: Target, cls: str) -> bool:
-        cls = "string" if cls == "objectid" else cls
+        cls = "string" if cls == "objectid" else "number" if cls == "numtext" else cls
         if t.kind == "json:json":
             return cls in ("number", "string", "bool")
         return super().accepts(t, cls)
@@ -379,6 +407,8 @@ class PostgresDialect(Dialect):
         return f"{quote(t.column)} IS NOT NULL"
 
     def bind(self, cls: str, value: Any, t: Target) -> Any:
+        if cls == "numtext":
+            return bind_numtext(value)
         if t.kind.startswith("json") and cls != "string":
             from psycopg.types.json import Jsonb
 

@@ -199,14 +199,28 @@ class SqliteDatastore(Datastore):
     def _table(self, conn: sqlite3.Connection, col: str) -> dict[str, str]:
         columns = self._columns.get(col)
         if columns is None:
-            schema, _, table = col.rpartition(".")
-            prefix = f"{quote(schema)}." if schema else ""
-            rows = conn.execute(f"PRAGMA {prefix}table_info({quote(table)})").fetchall()
-            if not rows:
-                raise DependencyError(f"datastore {self.alias}: no table {col!r}")
-            columns = {r[1]: sqlite_kind(r[2]) for r in rows}
-            self._columns[col] = columns
+            columns = self._columns[col] = self._read_table(conn, col)
         return columns
+
+    def _read_table(self, conn: sqlite3.Connection, col: str) -> dict[str, str]:
+        schema, _, table = col.rpartition(".")
+        prefix = f"{quote(schema)}." if schema else ""
+        rows = conn.execute(f"PRAGMA {prefix}table_info({quote(table)})").fetchall()
+        if not rows:
+            raise DependencyError(f"datastore {self.alias}: no table {col!r}")
+        return {r[1]: sqlite_kind(r[2]) for r in rows}
+
+    @property
+    def dialect(self) -> SqliteDialect:  # type: ignore[override]
+        return self._dialect
+
+    async def describe(self, col: str) -> dict[str, str] | None:
+        return await self._unmetered(
+            self._pooled(time.monotonic() + self.timeout, self._read_table, (col,))
+        )
+
+    def known_columns(self, col: str) -> dict[str, str] | None:
+        return self._columns.get(col)
 
 
 def _fetch(

@@ -18,15 +18,26 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from authz.datastores.filters import LIST_OPERATORS, Cond, Expr, Logic
+from authz.numeric import is_canonical
+
+NUMTEXT = "numtext"  # the signature's type of a canonical decimal string (see sql.py)
+
+
+def _type(v: Any) -> Any:
+    """A value's type for the signature: a canonical decimal string is its own type."""
+    t = type(v)
+    return NUMTEXT if t is str and is_canonical(v) else t
 
 
 class Hole:
-    """Where value number `index` of the template goes."""
+    """Where value number `index` of the template goes. `hint`: the classes (sql.sql_class)
+    its values can have when the config says (a literal, a path parameter), else None; for
+    `validate --connect` and /readyz (datastores/schema.py), never per request."""
 
-    __slots__ = ("index",)
+    __slots__ = ("hint", "index")
 
-    def __init__(self, index: int):
-        self.index = index
+    def __init__(self, index: int, hint: frozenset[str] | None = None):
+        self.index, self.hint = index, hint
 
     def __repr__(self) -> str:
         return f"Hole({self.index})"
@@ -60,7 +71,7 @@ class Template:
     def signature(self, values: list[Any]) -> tuple[Any, ...]:
         """Everything of `values` that the SQL text depends on (hashable)."""
         if self.plain:
-            return tuple(map(type, values))
+            return tuple(map(_type, values))
         return tuple(_signature(op, v) for op, v in zip(self.ops, values, strict=True))
 
     def flat(self, values: list[Any]) -> list[Any]:
@@ -81,8 +92,8 @@ def _signature(op: str, v: Any) -> Any:
     if op == "$exists":
         return v
     if type(v) is list:
-        return (len(v), *map(type, v))
-    return type(v)
+        return (len(v), *map(_type, v))
+    return _type(v)
 
 
 def _fill(raw: Any, values: list[Any]) -> Any:

@@ -1,4 +1,4 @@
-"""Decision -> Envoy CheckResponse (DESIGN §4).
+"""Decision -> Envoy CheckResponse (docs/rules.md, statuses and the body plan).
 
 Every denial is a CheckResponse carrying `denied_response` with the HTTP status and a JSON
 body, never a gRPC error and never `error_response`: Envoy's fail-open setting must not be

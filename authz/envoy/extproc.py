@@ -1,4 +1,4 @@
-"""Envoy ext_proc `Process`: applies the body plan decided in Check (DESIGN §4).
+"""Envoy ext_proc `Process`: applies the body plan decided in Check (docs/rules.md, the body plan).
 
 Check cannot change bodies, so for endpoints with body or `res.*` field rules it puts a plan
 in the ext_authz dynamic metadata (authz/mutations.py); Envoy forwards that namespace to this

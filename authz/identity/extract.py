@@ -1,4 +1,4 @@
-"""Reading the caller's token from the request headers (DESIGN §2 `auth.token`)."""
+"""Reading the caller's token from the request headers (`auth.token`)."""
 
 from __future__ import annotations
 

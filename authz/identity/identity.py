@@ -118,9 +118,9 @@ class Identity:
         return all(s.ready for s in self.sources)
 
     def dependencies(self) -> dict[str, str]:
-        """/readyz detail per remote source: OIDC issuers (their failure also leaves the
-        service not ready, like a JWKS), introspection endpoints and the API key file (both
-        only reported: their endpoints answer 503 or keep the last good keys)."""
+        """/readyz detail per remote source: OIDC issuers, introspection endpoints and the API
+        key file (reported only: endpoints that need them answer 503, or keep the last good
+        keys)."""
         out = {
             f"oidc:{s.issuer}": "ok" if s.ready else f"not loaded: {s.problem}"
             for s in self.sources

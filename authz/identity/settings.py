@@ -1,4 +1,4 @@
-"""The `auth:` section of the config (DESIGN §2)."""
+"""The `auth:` section of the config (docs/rules.md, identity sources)."""
 
 from __future__ import annotations
 

@@ -13,6 +13,8 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from authz.errors import AuthzError, DependencyError, RequestError
+
 
 @dataclass(slots=True, frozen=True)
 class Failure:
@@ -20,7 +22,9 @@ class Failure:
 
     path: str  # config path of the rule that failed, e.g. "services.a.endpoints.b.rule.clauses[1]"
     reason: str  # for the decision log and explain; never sent to the client
-    error: bool = False  # True: could not be evaluated (RULES.md §4 "error"); False: was false
+    error: bool = (
+        False  # True: could not be evaluated (docs/rules.md, match: "error"); False: was false
+    )
     message: str | None = None  # the `error` text of the rule, sent to the client in the 403
     fatal: bool = False  # denies the request even inside `or` (a field rule that cannot act)
 
@@ -45,9 +49,11 @@ class Context:
     __slots__ = ("args", "changes", "detail", "runtime", "trace")
 
     def __init__(self, args: dict[str, Any], runtime: Any = None, trace: bool = False):
-        self.args = args  # the request variables (DESIGN §3)
+        self.args = args  # the request variables (docs/rules.md, the args model)
         self.runtime = runtime  # resources: datastores, http client, identity, keyring
-        self.changes: list[Any] = []  # field-rule changes, applied in rule order (RULES §5)
+        self.changes: list[
+            Any
+        ] = []  # field-rule changes, applied in rule order (docs/rules.md, field rules)
         self.trace: list[TraceEntry] | None = [] if trace else None
         self.detail = ""  # set by a rule while tracing: its inputs as resolved
 
@@ -94,6 +100,20 @@ class Rule:
         return failure
 
 
+def _stopped(rule: Rule, ctx: Context, trace: list[TraceEntry], exc: AuthzError) -> None:
+    """Record a rule that stopped the evaluation (a 503 or 400), so --explain shows what ran
+    before it and where the failure came from: the rule that raised, then each rule it was
+    inside of, pointing at it."""
+    ctx.detail = ""
+    origin = getattr(exc, "rule_path", None)
+    if origin is None:
+        exc.rule_path = rule.path  # type: ignore[attr-defined]
+        detail = f"{exc.status}: {exc}"
+    else:
+        detail = f"stopped by {origin[len(rule.path) :].lstrip('.')} ({exc.status})"
+    trace.append(TraceEntry(rule.path, rule.kind, False, True, detail))
+
+
 def run(rule: Rule, ctx: Context) -> Awaitable[Failure | None]:
     """Evaluate a nested rule, recording it when tracing. Composite rules await this.
 
@@ -104,7 +124,11 @@ def run(rule: Rule, ctx: Context) -> Awaitable[Failure | None]:
 
 
 async def _traced(rule: Rule, ctx: Context, trace: list[TraceEntry]) -> Failure | None:
-    result = await rule.evaluate(ctx)
+    try:
+        result = await rule.evaluate(ctx)
+    except (DependencyError, RequestError) as exc:
+        _stopped(rule, ctx, trace, exc)
+        raise
     detail, ctx.detail = ctx.detail, ""
     if result is not None:
         detail = result.reason

@@ -1,4 +1,4 @@
-"""Field rules: force, remove, encrypt, decrypt, hash (RULES.md §5).
+"""Field rules: force, remove, encrypt, decrypt, hash (docs/rules.md, field rules).
 
 Targets are `args.params.*`, `args.query.*`, `args.headers.*` (the request) or `res.*` (the
 upstream's JSON response). A `clause` that fails skips the action and the rule passes; a clause
@@ -444,7 +444,9 @@ class _FieldRule(Rule):
             failure = await run(self.clause, ctx)
             if failure is not None:
                 ctx.rollback(mark)  # a clause's own changes do not outlive it
-                if failure.error:  # cannot tell whether to act: deny, even inside `or` (RULES §4)
+                if (
+                    failure.error
+                ):  # cannot tell whether to act: deny, even inside `or` (docs/rules.md, match)
                     return self.own(failure).as_fatal()
                 if ctx.trace is not None:
                     ctx.detail = "clause not met: nothing done"

@@ -1,4 +1,4 @@
-"""The logic rules: allow, deny, authenticated, and, or (RULES.md §3)."""
+"""The logic rules: allow, deny, authenticated, and, or (docs/rules.md)."""
 
 from __future__ import annotations
 

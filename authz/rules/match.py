@@ -1,4 +1,4 @@
-"""`match`: compare two values of a declared type (RULES.md §4).
+"""`match`: compare two values of a declared type (docs/rules.md, match).
 
 Three outcomes: pass, fail (the comparison is false) and error (a side does not resolve or has
 the wrong type). Literals are type-checked and normalised at load.

@@ -1,9 +1,9 @@
-"""`query`: run a Mongo-style `find` on a declared datastore (RULES.md §5).
+"""`query`: run a Mongo-style `find` on a declared datastore (docs/rules.md, query).
 
 The filter's structure (fields, operators, `$and`/`$or`) is fixed at load; references fill
 *value slots* only, and a value taken from a reference must be a scalar (or, for `$in`/`$nin`,
 a list of scalars). So a request value such as `{"$ne": null}` fails the rule and never
-reaches the datastore (NoSQL injection, RULES.md §6).
+reaches the datastore (NoSQL injection: docs/rules.md, differences from Space Cloud).
 """
 
 from __future__ import annotations
@@ -73,7 +73,18 @@ class Query(Rule):
         if self.clause is not None:
             failure = await run(self.clause, ctx)
             return None if failure is None else self.own(failure)
-        return None if docs else self.fail("no document matched")
+        if docs:
+            return None
+        if ctx.trace is not None:  # explaining: say when a value can never match its column
+            why = self._mismatch(ctx, values)
+            if why:
+                return self.fail(f"no document matched: {why}")
+        return self.fail("no document matched")
+
+    def _mismatch(self, ctx: Context, values: list[Any]) -> str | None:
+        from authz.datastores.schema import mismatch
+
+        return mismatch(datastore(ctx, self.alias), self.col, self.filter, values)
 
     async def _cached(self, ctx: Context, values: list[Any]) -> list[dict[str, Any]]:
         key = freeze(values)  # the template is the rule's: its values say which filter
@@ -193,7 +204,7 @@ def _compile_field(
     def hole(raw: Any, op: str, p: str) -> Hole:
         slots.append(_compile_slot(raw, op, cc, p))
         ops.append(op)
-        h = Hole(len(slots) - 1)
+        h = Hole(len(slots) - 1, slot_hint(raw))
         exprs.append(Cond(field, op, h))
         return h
 
@@ -227,6 +238,28 @@ def _compile_slot(raw: Any, op: str, cc: CompileContext, path: str) -> Fill:
         items = tuple(_compile_slot(v, "$eq", cc, f"{path}[{i}]") for i, v in enumerate(raw))
         return _checked(lambda args: [f(args) for f in items], op, path)
     return _checked(compile_value(raw, cc, path), op, path)
+
+
+# Request parts whose values are always strings (a canonical decimal one is `numtext`).
+_STRING_SOURCES = ("args.pathParams.", "args.query.", "args.headers.")
+
+
+def slot_hint(raw: Any) -> frozenset[str] | None:
+    """The classes a slot's values can have, when the config says; None: unknown."""
+    from authz.datastores.sql import sql_class
+
+    if isinstance(raw, list):
+        hints = [slot_hint(v) for v in raw]
+        if any(h is None for h in hints):
+            return None
+        return frozenset().union(*hints)  # type: ignore[arg-type]
+    if not is_reference(raw):
+        return frozenset((sql_class(raw),))
+    if raw.startswith(_STRING_SOURCES):
+        return frozenset(("string", "numtext"))
+    if raw.startswith("utils.number("):
+        return frozenset(("number",))
+    return None
 
 
 def _has_reference(raw: Any) -> bool:

@@ -1,4 +1,4 @@
-"""The `utils.*` functions of the rule language (RULES.md §2), parsed and bound at load."""
+"""The `utils.*` functions of the rule language (docs/rules.md), parsed and bound at load."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from authz.durations import parse_duration
+from authz.numeric import parse_canonical
 from authz.rules.compiler import CompileContext
 from authz.rules.refs import MISSING, Getter, compile_path, constant, is_constant
 
@@ -147,6 +148,19 @@ def _string_to_object_id(g: Getter) -> Getter:
     return _each(g, convert)
 
 
+def _number(g: Getter) -> Getter:
+    """A number, or a canonical decimal string as the number it spells ("12" -> 12); anything
+    else ("012", "1e3", true, a missing reference) is no value, so the rule errs (a deny)."""
+
+    def convert(v: Any) -> Any:
+        if type(v) is int or type(v) is float:
+            return v
+        n = parse_canonical(v) if type(v) is str else None
+        return MISSING if n is None else n
+
+    return _each(g, convert)
+
+
 def _object_id_to_string(g: Getter) -> Getter:
     from bson import ObjectId
 
@@ -162,6 +176,7 @@ FUNCTIONS: dict[str, tuple[Callable[..., Getter], int, tuple[int, ...]]] = {
     "roundUpDate": (_round_up_date, 2, ()),
     "stringToObjectId": (_string_to_object_id, 1, ()),
     "objectIdToString": (_object_id_to_string, 1, ()),
+    "number": (_number, 1, ()),
 }
 
 

@@ -1,4 +1,4 @@
-"""`webhook`: ask an HTTP service (RULES.md §5).
+"""`webhook`: ask an HTTP service (docs/rules.md, webhook).
 
 POSTs JSON (the whole `args` less the raw token, or `requestTemplate` filled in as data) to a
 fixed `url` with a bearer token: minted from `claims` when set, else a short-lived service

@@ -14,9 +14,9 @@ MongoDB filter holds only the operators the config wrote, and request values onl
 
 Row 37, SQL translation safety: field and collection names with `)`, `;`, quotes, comment
 markers in the config are rejected with the config path named; `$like` does not exist (only
-`$eq $ne $gt $gte $lt $lte $in $nin $and $or $exists`, RULES.md §5), so `%` and `_` in values
+`$eq $ne $gt $gte $lt $lte $in $nin $and $or $exists`, docs/rules.md), so `%` and `_` in values
 match literally; `0`/`true` from a JSON body in a string slot match nothing (values of other
-classes never compare equal, RULES.md §5 / datastores/filters.py), while the text "0"/"true"
+classes never compare equal, docs/rules.md / datastores/filters.py), while the text "0"/"true"
 from a header matches the row holding that text.
 
 Already covered elsewhere (not repeated): `$where`/`$regex`/`$foo` in the config and the four

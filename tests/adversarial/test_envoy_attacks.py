@@ -261,7 +261,7 @@ def test_client_copies_of_our_headers_never_reach_the_upstream(
     ours = upstream["x-sc-token"]
     assert isinstance(ours, str), f"several x-sc-token values upstream: {ours!r}"
     service = jwt.decode(ours, SECRET, algorithms=["HS256"])
-    # a top-level allow never reads the token (RULES §1): no caller id then
+    # a top-level allow never reads the token (docs/rules.md, tokens): no caller id then
     expected = None if target == "/v1/health" else (who or {}).get("id")
     assert service["iss"] == "demo" and service.get("id") == expected
 
@@ -333,7 +333,7 @@ def test_a_sane_body_passes(stack: Stack) -> None:
     assert status == 200 and len(seen) == 1
 
 
-# --- the JWT attack list of DESIGN §7, end to end (rows 3-5, 8-12) ------------------------
+# --- the JWT attack list of SECURITY.md, end to end ---------------------------------------
 
 
 def _rsa_sign(header: dict[str, Any], payload: dict[str, Any], key: Any = ATTACKER_KEY) -> str:

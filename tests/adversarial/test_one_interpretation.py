@@ -69,6 +69,18 @@ services:
         method: DELETE
         path: /oi/item
         rule: {rule: match, eval: "==", type: string, f1: args.auth.role, f2: admin}
+      docs:
+        method: [GET, HEAD, POST]
+        path: /oi/docs
+        rule: {rule: match, eval: "==", type: string, f1: args.params.owner, f2: args.auth.id}
+      nested:
+        method: POST
+        path: /oi/nested
+        rule: {rule: match, eval: "==", type: string, f1: args.params.owner.id, f2: args.auth.id}
+      whole:
+        method: POST
+        path: /oi/whole
+        rule: {rule: match, eval: "<=", type: number, f1: "utils.length(args.params)", f2: 5}
       forcedvalue:
         method: GET
         path: /oi/forced
@@ -322,3 +334,104 @@ def test_a_forced_query_value_reaches_the_upstream_as_the_rule_set_it(
     assert status == 200, data[:300]
     (one,) = seen
     assert one["query"] == {"user": value}
+
+
+# --- a body and a query of the same names (args.params is the body) -----------------------
+# Laravel's input() and PHP's $_REQUEST merge the two; Go's FormValue and Spring's
+# @RequestParam read the query beside a JSON body.
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "owner=bob",  # the finding: the rules judged the body's owner=u1, the upstream read bob
+        "owner=bob&owner=u1",
+        "Owner=bob",
+        "own%65r=bob",
+        "owner[]=bob",
+    ],
+)
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST"])
+def test_a_query_name_the_rules_read_from_the_body_is_refused(
+    stack: Stack, query: str, method: str
+) -> None:
+    body = b'{"owner": "u1"}'
+    status, data, seen = go(stack, f"/oi/docs?{query}", [JSON], method=method, body=body)
+    assert_denied(status, data, seen, 400)
+
+
+@pytest.mark.parametrize(
+    ("target", "body"),
+    [
+        ("/oi/nested?owner=bob", b'{"owner": {"id": "u1"}}'),
+        ("/oi/nested?owner[id]=bob", b'{"owner": {"id": "u1"}}'),
+        ("/oi/nested?OWNER%5Bid%5D=bob", b'{"owner": {"id": "u1"}}'),
+        # body field rules (match, force, hash) left a same-named query parameter in place
+        ("/oi/body?amount=5000&userId=victim", b'{"amount": 1, "userId": "evil"}'),
+        ("/oi/body?password=hunter2", b'{"amount": 1}'),  # reached the upstream in clear
+        ("/oi/body?x=1&Password=hunter2", b'{"amount": 1, "password": "p"}'),
+        ("/oi/whole?note=admin", b'{"note": "hi"}'),  # the rules read args.params whole
+        ("/oi/whole?NOTE=admin", b'{"note": "hi"}'),
+    ],
+)
+def test_a_query_name_beside_a_body_the_rules_use_is_refused(
+    stack: Stack, target: str, body: bytes
+) -> None:
+    status, data, seen = go(stack, target, [JSON], method="POST", body=body)
+    assert_denied(status, data, seen, 400)
+    assert b"names a body field" in data
+
+
+def test_a_form_body_is_still_not_the_params(stack: Stack) -> None:
+    form = [("content-type", "application/x-www-form-urlencoded")]
+    status, data, seen = go(stack, "/oi/docs?owner=u1", form, method="POST", body=b"owner=bob")
+    assert_denied(status, data, seen, 415)
+
+
+def test_other_query_names_beside_a_body_pass(stack: Stack) -> None:
+    target = "/oi/body?page=2&amounts=9"
+    status, data, seen = go(stack, target, [JSON], method="POST", body=b'{"amount": 1}')
+    assert status == 200, data[:300]
+    (one,) = seen
+    assert one["query"] == {"page": "2", "amounts": "9"}
+    status, _, seen = go(stack, "/oi/whole?page=2", [JSON], method="POST", body=b'{"n": 1}')
+    assert status == 200 and len(seen) == 1
+
+
+def test_without_a_body_the_query_is_the_params(stack: Stack) -> None:
+    assert go(stack, "/oi/docs?owner=u1")[0] == 200
+    assert_denied(*go(stack, "/oi/docs?owner=bob"), 403)
+
+
+# --- `;` as a query separator (Rack 2, Python before 3.9.2 and Django on it) --------------
+
+
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [
+        ("GET", "/oi/query?owner=u1&x=1;owner=evil"),  # the finding: a second, unforced owner
+        ("GET", "/oi/query?x=1;owner_id=evil"),
+        ("GET", "/oi/readquery?owner=u1&x=;owner=bob"),
+        ("GET", "/oi/readquery?owner=u1;owner=bob"),
+        ("GET", "/oi/docs?owner=u1&x=;owner=bob"),
+        ("POST", "/oi/body?amount=5&x=1;password=hunter2"),  # hashed only where authz saw it
+        ("GET", "/oi/item?x=1;_method=DELETE"),  # an override, whatever the rules read
+    ],
+)
+def test_a_raw_semicolon_in_a_query_the_rules_use_is_refused(
+    stack: Stack, method: str, target: str
+) -> None:
+    status, data, seen = go(stack, target, method=method)
+    assert_denied(status, data, seen, 400)
+
+
+def test_an_encoded_semicolon_is_a_value(stack: Stack) -> None:
+    status, data, seen = go(stack, "/oi/readquery?owner=u1&x=a%3Bowner%3Dbob")
+    assert status == 200, data[:300]
+    (one,) = seen
+    assert one["query"] == {"owner": "u1", "x": "a;owner=bob"}
+
+
+def test_a_semicolon_where_the_rules_read_no_query_passes(stack: Stack) -> None:
+    status, _, seen = go(stack, "/oi/item?a=1;b=2")
+    assert status == 200 and len(seen) == 1

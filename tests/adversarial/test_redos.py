@@ -321,7 +321,7 @@ def test_crafted_tokens_are_refused_before_any_scan(authorization):
     )
     with no_hang():
         d = asyncio.run(authorizer.check(req))
-    assert d.status == 200  # `allow` never reads the token (RULES §1)
+    assert d.status == 200  # `allow` never reads the token (docs/rules.md, tokens)
     auth_doc = {
         "project": "p",
         "auth": {

@@ -1,6 +1,8 @@
 """`make run` (scripts/run.py) end to end on free ports and a temporary run directory: it
-starts everything, the curl, `authz check` and grpcurl lines it prints work as printed, and
-SIGTERM stops every process with exit 0. A busy port is a clear error."""
+starts everything, the curl, `authz check` and grpcurl lines it prints work as printed, the
+README's debug API example works as written (`AUTHZ_DEBUG_API=1 make run`), and SIGINT stops
+every process with exit 0 even when run.py started with SIGINT ignored (`make run &` in a
+script). A busy port is a clear error."""
 
 from __future__ import annotations
 
@@ -49,7 +51,10 @@ def _start(run_dir: Path, ports: dict[str, int]) -> subprocess.Popen[str]:
     args = [f"--{name}-port={port}" for name, port in ports.items()]
     return subprocess.Popen(
         [sys.executable, "scripts/run.py", "--run-dir", str(run_dir), *args],
-        cwd=ROOT, env=authz_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT, env={**authz_env(), "AUTHZ_DEBUG_API": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # as `make run &` from a script: a shell without job control ignores SIGINT for it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )  # fmt: skip
 
 
@@ -136,8 +141,32 @@ def test_printed_check_and_grpcurl_lines_work(running: Running) -> None:
     assert "envoy.service.auth.v3.Authorization" in done.stdout
 
 
-def test_sigterm_stops_everything(running: Running) -> None:
-    running.proc.send_signal(signal.SIGTERM)
+def _readme_block(after: str, lang: str) -> str:
+    """The first ```lang block of the README after the line containing `after`."""
+    text = (ROOT / "README.md").read_text()
+    rest = text[text.index(after) :]
+    start = rest.index(f"```{lang}\n") + len(lang) + 4
+    return rest[start : rest.index("```", start)]
+
+
+def test_the_readme_debug_api_example_works_as_written(running: Running) -> None:
+    commands = _readme_block("AUTHZ_DEBUG_API=1 make run", "sh")
+    commands = commands.replace("localhost:9001", f"127.0.0.1:{running.ports['grpc']}")
+    bin_dir = Path(sys.executable).parent
+    done = subprocess.run(
+        ["bash", "-c", f"export PATH={bin_dir}:$PATH\n{_exports(running)}\n{commands}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "authz.v1.Debug" in done.stdout  # the list line
+    shown = _readme_block("AUTHZ_DEBUG_API=1 make run", "json").replace("    ...\n", "")
+    got = done.stdout[done.stdout.index("{") :]
+    for line in shown.splitlines():
+        assert line.rstrip(",") in got, f"README shows {line!r}, the server answered:\n{got}"
+
+
+def test_sigint_stops_everything(running: Running) -> None:
+    running.proc.send_signal(signal.SIGINT)
     assert running.proc.wait(40) == 0
     deadline = time.monotonic() + 10
     while any(port_open(p) for p in running.ports.values()) and time.monotonic() < deadline:

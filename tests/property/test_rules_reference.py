@@ -1,5 +1,5 @@
 """Random rule trees and random request variables: the compiled evaluator agrees with a
-reference interpreter written here straight from RULES.md §2-§4 (pass / fail / error,
+reference interpreter written here straight from docs/rules.md (pass / fail / error,
 error-inside-or, config errors for literals of the wrong type)."""
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ rules = st.recursive(
     max_leaves=8,
 )
 
-# --- the reference interpreter (RULES.md) ----------------------------------------------------
+# --- the reference interpreter (docs/rules.md) -----------------------------------------------
 
 
 class Missing:
@@ -139,7 +139,7 @@ def value_of(raw: Any, args: dict[str, Any]) -> Any:
         return resolve(raw, args)
     if isinstance(raw, str) and raw.startswith("utils."):
         fn, ref = raw[6:].split("(", 1)
-        if fn == "now":  # RULES §2: the current time, as an RFC 3339 UTC timestamp
+        if fn == "now":  # docs/rules.md: the current time, as an RFC 3339 UTC timestamp
             return datetime.now(UTC).isoformat().replace("+00:00", "Z")
         v = resolve(ref[:-1], args)
         if fn == "exists":
@@ -180,7 +180,7 @@ def is_ref(raw: Any) -> bool:
 
 
 def static_check(rule: dict[str, Any]) -> None:
-    """Config errors (RULES §4): eval not allowed for the type, literal of the wrong type,
+    """Config errors (docs/rules.md): eval not allowed for the type, literal of the wrong type,
     a scalar literal f2 for in/notIn."""
     if rule["rule"] in ("and", "or"):
         for c in rule["clauses"]:
@@ -294,7 +294,7 @@ def test_compiled_rules_agree_with_the_reference(
 @settings(max_examples=150, deadline=None)
 @given(args=request_args, key=st.sampled_from(KEYS))
 def test_request_values_are_never_resolved_again(args: dict[str, Any], key: str) -> None:
-    # A param holding the text of a reference is compared as that text (RULES §2).
+    # A param holding the text of a reference is compared as that text (docs/rules.md).
     args["params"][key] = "args.auth.a"
     args["auth"]["a"] = "secret-value"
     rule = {"rule": "match", "type": "string", "eval": "==", "f1": f"args.params.{key}",

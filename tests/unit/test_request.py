@@ -307,3 +307,92 @@ def test_reading_records_the_names_rules_use():
     assert reading.query_names == {"owner": "owner"} and reading.header_names == {"x-user"}
     assert Reading.of({"params"}, {"params": None}).query_names is None
     assert Reading.of({"*"}, {}).header_names is None
+
+
+# --- one interpretation: a body and a query of the same names -----------------------------
+
+JSON_CT = {"content-type": "application/json"}
+DOCS = Reading.of({"params"}, {"params": {"owner", "password"}})
+WHOLE_PARAMS = Reading.of({"params"}, {"params": None})
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "owner=bob",  # the finding: the rules judged the body's owner, the upstream the query's
+        "Owner=bob",
+        "own%65r=bob",
+        "OWNER=bob",
+        "owner[]=bob",
+        "owner[id]=bob",
+        "x=1&password=hunter2",  # not in the body: Laravel's input() falls back to the query
+        "%70assword=hunter2",
+        "x=1&owner",
+    ],
+)
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST", "PATCH"])
+def test_a_query_name_the_rules_read_from_the_body_is_refused(query, method):
+    req = _req(f"/e?{query}", body=b'{"owner": "u1", "nested": {"owner": "u1"}}', method=method,
+               **JSON_CT)  # fmt: skip
+    with pytest.raises(RequestError, match="names a body field"):
+        interpret(req, DOCS, LIM)
+
+
+def test_other_query_names_beside_a_body_pass():
+    req = _req("/e?page=2&own=x&owners=y", body=b'{"owner": "u1"}', **JSON_CT)
+    assert interpret(req, DOCS, LIM)[1:] == ({"page": "2", "own": "x", "owners": "y"},
+                                             {"owner": "u1"})  # fmt: skip
+
+
+def test_without_a_body_the_query_names_are_the_params():
+    assert interpret(_req("/e?owner=u1", method="GET"), DOCS, LIM)[2] == {"owner": "u1"}
+
+
+@pytest.mark.parametrize("query", ["note=x", "Note=x", "n%6Fte=x", "note[]=x", "a=1&NOTE"])
+def test_where_the_rules_read_the_whole_body_no_body_key_may_be_in_the_query(query):
+    req = _req(f"/e?{query}", body=b'{"note": "hi", "event": {"note": 1}}', **JSON_CT)
+    with pytest.raises(RequestError, match="names a body field"):
+        interpret(req, WHOLE_PARAMS, LIM)
+
+
+def test_where_the_rules_read_the_whole_body_other_query_names_pass():
+    req = _req("/e?event=1&page=2", body=b'{"note": "hi"}', **JSON_CT)
+    assert interpret(req, WHOLE_PARAMS, LIM)[2] == {"note": "hi"}
+
+
+def test_reading_records_the_params_names_folded():
+    assert Reading.of({"params"}, {"params": {"Owner", "a.b"}}).params_names == {"owner", "a_b"}
+    assert Reading.of({"query"}, {"query": {"owner"}}).params_names == frozenset()
+    assert Reading.of({"*"}, {}).params_names is None
+
+
+# --- one interpretation: `;` as a query separator (Rack 2, Python before 3.9.2) -----------
+
+
+@pytest.mark.parametrize(
+    ("target", "reading"),
+    [
+        ("/e?user=u1&x=1;user=evil", Reading(query=True, query_names={"user": "user"})),
+        ("/e?x=1;amount=5000", PARAMS),
+        ("/e?owner=u1&x=;owner=bob", OWNER),
+        ("/e?a=1;b=2", ANY_NAME),
+        ("/e?;", OWNER),
+    ],
+)
+def test_a_raw_semicolon_in_a_query_the_rules_use_is_refused(target, reading):
+    with pytest.raises(RequestError, match="';'"):
+        interpret(_req(target, method="GET"), reading, LIM)
+
+
+def test_an_encoded_semicolon_is_a_value():
+    seen = interpret(_req("/e?owner=u1&x=a%3Bowner%3Dbob", method="GET"), OWNER, LIM)
+    assert seen[1] == {"owner": "u1", "x": "a;owner=bob"}
+
+
+def test_a_semicolon_where_the_rules_do_not_read_the_query_passes():
+    interpret(_req("/e?a=1;b=2", method="GET"), Reading(headers=True), LIM)
+
+
+def test_a_method_override_after_a_semicolon_is_refused_whatever_the_rules_read():
+    with pytest.raises(RequestError, match="overrides"):
+        interpret(_req("/e?x=1;_method=DELETE", method="GET"), Reading(), LIM)

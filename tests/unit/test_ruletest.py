@@ -209,3 +209,14 @@ def test_example_rule_tests_pass_and_cover_everything(capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert " 0 failed" in out.splitlines()[-1]
     assert "never evaluated" not in out
+
+
+def test_coverage_names_the_config_as_the_reader_would(monkeypatch, capsys):
+    """The README's sample output reads the same on every machine: no absolute path."""
+    from authz.cli import main
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(root)
+    assert main(["test", "--coverage", "config/example.tests.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "coverage of config/example.yaml: " in out and str(root) not in out

@@ -14,7 +14,7 @@ from authz.datastores.filters import (
     matches,
     parse,
 )
-from tests.unit.datastores.cases import ALL, CASES, ROWS, document
+from tests.unit.datastores.cases import ALL, CASES, EVALUATOR_CASES, ROWS, document
 
 
 def test_parse_builds_the_tree():
@@ -78,7 +78,11 @@ def test_collection_names_allowed():
 DOCS = [document(row) for row in ROWS]
 
 
-@pytest.mark.parametrize(("filter", "expected"), CASES, ids=[repr(c[0]) for c in CASES])
+@pytest.mark.parametrize(
+    ("filter", "expected"),
+    CASES + EVALUATOR_CASES,
+    ids=[repr(c[0]) for c in CASES + EVALUATOR_CASES],
+)
 def test_evaluator_cases(filter, expected):
     assert {d["id"] for d in DOCS if matches(d, filter)} == expected
 

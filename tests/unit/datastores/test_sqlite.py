@@ -49,7 +49,11 @@ async def _ids(ds, filter, col="items"):
     return {row["id"] for row in await ds.find(col, filter, 1000)}
 
 
-@pytest.mark.parametrize(("filter", "expected"), cases.CASES, ids=[repr(c[0]) for c in cases.CASES])
+@pytest.mark.parametrize(
+    ("filter", "expected"),
+    cases.CASES + cases.SQL_CASES,
+    ids=[repr(c[0]) for c in cases.CASES + cases.SQL_CASES],
+)
 async def test_cases(store, filter, expected):
     assert await _ids(store, filter) == expected
 
@@ -89,7 +93,7 @@ async def test_differential_against_the_evaluator(tmp_path):
         try:
             for _ in range(150):
                 f = cases.random_filter(rng)
-                expected = {d["id"] for d in docs if matches(d, f)}
+                expected = {d["id"] for d in docs if matches(d, cases.sql_view(f))}
                 assert await _ids(ds, f) == expected, f
         finally:
             await ds.close()

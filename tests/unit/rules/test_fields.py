@@ -378,7 +378,7 @@ def test_or_rolls_back_a_failing_clause():
 
 
 def test_or_with_an_erroring_field_clause_denies_outright():
-    # RULES §4: a field rule whose clause cannot be evaluated denies the request; inside `or`
+    # docs/rules.md: a field rule whose clause cannot be evaluated denies the request; inside `or`
     # the next clause must not be tried, or masking could be switched off silently.
     args = make_args({"ssn": "1"})
     rule = {"rule": "or", "clauses": [remove("args.params.ssn", clause=ERROR), {"rule": "allow"}]}

@@ -285,3 +285,35 @@ async def test_cache_and_datastore_metrics():
     assert 'authz_cache_hits_total{cache="query"} 2.0' in text
     assert 'authz_cache_misses_total{cache="query"} 1.0' in text
     assert 'authz_datastore_duration_seconds_count{alias="main"} 1.0' in text
+
+
+@pytest.mark.parametrize(
+    ("post", "allowed"),
+    [("1", True), ("2", False), ("01", False), ("1.0", False), ("x", False)],
+)
+async def test_a_path_parameter_matches_an_integer_key(tmp_path, post, allowed):
+    """`/posts/{id}` fills a string; on SQL a canonical decimal string matches an INTEGER
+    column as the number it spells (and only that one spelling)."""
+    conn = sqlite3.connect(tmp_path / "x.db")
+    conn.executescript(
+        "CREATE TABLE posts (id INTEGER PRIMARY KEY, owner TEXT);"
+        "INSERT INTO posts VALUES (1, 'alice'), (2, 'bob');"
+    )
+    conn.commit()
+    conn.close()
+    config = load_config_text(
+        "project: t\ndatabases:\n  main: {type: sqlite, path: x.db}\n", base_dir=tmp_path
+    )
+    model = QueryRule.model_validate(
+        {"rule": "query", "db": "main", "col": "posts",
+         "find": {"id": "args.pathParams.id", "owner": "args.auth.id"}}
+    )  # fmt: skip
+    rule, _ = compile_or_raise(model, "rule", config)
+    store = create_datastore("main", config.databases["main"], config.base_dir)
+    await store.open()
+    try:
+        runtime = SimpleNamespace(datastores={"main": store}, http=None, identity=None)
+        ctx = Context({"auth": {"id": "alice"}, "pathParams": {"id": post}}, runtime)
+        assert (await rule.evaluate(ctx) is None) is allowed
+    finally:
+        await store.close()

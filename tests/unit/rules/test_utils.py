@@ -111,3 +111,28 @@ def test_round_up_date_of_an_extreme_date_is_missing_not_an_exception():
     assert call("utils.roundUpDate(args.params.d, 'day')", args) is MISSING
     assert call("utils.roundUpDate(args.params.e, 'year')", args) == "9999-01-01T00:00:00Z"
     assert call("utils.addDuration(args.params.e, '2h')", args) is MISSING
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("12", 12), ("-3", -3), ("0", 0), ("0.5", 0.5), (7, 7), (2.5, 2.5), (["1", 2], [1, 2]),
+        ("012", MISSING), ("1.0", MISSING), ("1e3", MISSING), ("+1", MISSING), (" 1", MISSING),
+        ("-0", MISSING), ("", MISSING), ("abc", MISSING), (True, MISSING), (None, MISSING),
+        ("9223372036854775808", MISSING), (["1", "x"], MISSING),
+    ],
+)  # fmt: skip
+def test_number_reads_numbers_and_canonical_decimal_strings_only(value, expected):
+    got = call("utils.number(args.params.v)", {"params": {"v": value}})
+    assert got == expected and type(got) is type(expected)
+
+
+def test_number_makes_a_path_parameter_match_a_number():
+    from tests.unit.rules.ruletools import outcome
+
+    f1 = "utils.number(args.pathParams.id)"
+    rule = {"rule": "match", "type": "number", "eval": "==", "f1": f1, "f2": 1}
+    assert outcome(rule, {"pathParams": {"id": "1"}}) == "pass"
+    assert outcome(rule, {"pathParams": {"id": "2"}}) == "fail"
+    assert outcome(rule, {"pathParams": {"id": "01"}}) == "error"
+    assert call("utils.number(args.params.zzz)") is MISSING
