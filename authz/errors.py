@@ -25,7 +25,7 @@ TOKEN_FAILURE_KINDS = frozenset(
     ("malformed", "too_large", "unknown_key", "signature", "expired", "not_yet_valid",
      "issuer", "audience", "claims", "service_token", "error",
      # the other identity sources (docs/identity.md)
-     "ambiguous", "not_accepted", "inactive", "untrusted")
+     "ambiguous", "inactive", "untrusted")
 )  # fmt: skip
 
 
