@@ -139,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # httpx and httpcore log each request's URL at INFO (and more at DEBUG): webhook and JWKS
+    # URLs may carry a key (`?api_key=`), so they speak only of problems, at any --log-level.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     handler = {
         "serve": _serve, "check": _check, "validate": _validate, "token": _token,
         "test": _test, "envoy-config": _envoy_config, "encrypt": _encrypt, "import": _import,

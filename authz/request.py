@@ -7,14 +7,22 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote_plus
+from urllib.parse import parse_qsl
 
 from authz.config.schema import Limits
 from authz.errors import RequestError, UnsupportedMediaType
 from authz.identity.peer import Peer
+from authz.param_names import (
+    every_name,
+    fold,
+    has_control_character,
+    multipart_names,
+    readings,
+)
 
 
 def split_target(target: str) -> tuple[str, str]:
@@ -129,11 +137,11 @@ class Reading:
 
 
 def _folded(names: set[str] | None) -> dict[str, str] | None:
-    return None if names is None else {_fold_name(n): n for n in sorted(names)}
+    return None if names is None else {fold(n): n for n in sorted(names)}
 
 
 def _folded_set(names: set[str] | None) -> frozenset[str] | None:
-    return None if names is None else frozenset(_fold(n) for n in names)
+    return None if names is None else frozenset(fold(n) for n in names)
 
 
 def _frozen(names: set[str] | None) -> frozenset[str] | None:
@@ -199,26 +207,31 @@ def _check_method(req: Request) -> None:
         if name in headers and headers[name].strip().upper() != req.method:
             raise RequestError(f"the {name} header overrides the request method")
     query = req.query_string
-    if ("method" in query.lower() or "%" in query) and any(
-        _base_name(_fold_name(name)) == METHOD_OVERRIDE_PARAM for name in _raw_names(query)
-    ):
-        raise RequestError(f"the {METHOD_OVERRIDE_PARAM} query parameter overrides the method")
+    if query and ("method" in query.lower() or "%" in query or not query.isprintable()):
+        # Checked whatever the rules read: overrides and names that no framework reads alike.
+        for name in _raw_names(query):
+            if has_control_character(name):
+                raise RequestError("a query parameter name has a control character")
+            if METHOD_OVERRIDE_PARAM in every_name(name):
+                raise RequestError(
+                    f"the {METHOD_OVERRIDE_PARAM} query parameter overrides the method"
+                )
     if req.body and _form_overrides_method(req.body, headers.get("content-type")):
         raise RequestError(f"the {METHOD_OVERRIDE_PARAM} form field overrides the method")
 
 
+_METHODISH = re.compile(rb"method|%", re.IGNORECASE)
+
+
 def _form_overrides_method(body: bytes, content_type: str | None) -> bool:
-    """A `_method` field in a form body (Envoy may send bodies for endpoints whose rules do
-    not read them: the override is refused wherever authz can see it)."""
+    """A `_method` field in a form body, in any spelling (Envoy may send bodies for endpoints
+    whose rules do not read them: the override is refused wherever authz can see it)."""
     media = (content_type or "").strip().lower()
-    if not media.startswith(_FORM_TYPES):
+    if not media.startswith(_FORM_TYPES) or _METHODISH.search(body) is None:
         return False
-    if media.startswith("multipart/"):
-        return b'name="_method"' in body or b"name=_method" in body
-    text = body.decode("latin-1")
-    return ("method" in text.lower() or "%" in text) and any(
-        _base_name(_fold_name(name)) == METHOD_OVERRIDE_PARAM for name in _raw_names(text)
-    )
+    multipart = media.startswith("multipart/")
+    names = multipart_names(body) if multipart else _raw_names(body.decode("latin-1"))
+    return any(METHOD_OVERRIDE_PARAM in every_name(name) for name in names)
 
 
 def _check_json_type(content_type: str | None) -> None:
@@ -253,38 +266,40 @@ def _raw_names(query: str) -> Iterable[str]:
     return (part.partition("=")[0] for part in query.replace(";", "&").split("&") if part)
 
 
-def _fold_name(raw: str) -> str:
-    """A query name as the most lenient framework reads it: percent-decoded, then `_fold`."""
-    return _fold(unquote_plus(raw) if "%" in raw or "+" in raw else raw)
-
-
-def _fold(name: str) -> str:
-    """Case-folded (ASP.NET, Go's JSON), leading spaces dropped, `.` and space as `_` (PHP)."""
-    return name.casefold().lstrip(" ").replace(".", "_").replace(" ", "_")
-
-
-def _base_name(folded: str) -> str:
-    """`owner` for `owner[]`, `owner[0]`, `owner[x]`: PHP and Express's qs read them as
-    (part of) `owner`."""
-    cut = folded.find("[", 1)
-    return folded if cut < 0 else folded[:cut]
-
-
 def _check_query_names(query: str, rules: Mapping[str, str] | None) -> None:
-    """Every spelling of a name the rules read or change must be the rules' own spelling, and
-    one spelling per name: Envoy sets and removes parameters by their raw spelling, and the
-    upstream decodes and may fold names."""
-    seen: dict[str, str] = {}
+    """A name the rules read or change must come only in the rules' own spelling: Envoy sets
+    and removes parameters by their raw spelling, and the upstream decodes and may fold
+    names (`param_names.readings`)."""
+    if rules is None:
+        _check_one_spelling_per_name(query)
+        return
     for raw in _raw_names(query):
-        folded = _fold_name(raw)
-        ours = None if rules is None else rules.get(folded) or rules.get(_base_name(folded))
-        if rules is not None and ours is None:
-            continue
-        if seen.setdefault(folded, raw) != raw or (ours is not None and raw != ours):
-            raise RequestError(
-                f"the query parameter name {raw[:64]!r} is another spelling of a name the "
-                "rules read"
-            )
+        for name in every_name(raw):
+            ours = rules.get(name)
+            if ours is not None and raw != ours:
+                raise _another_spelling(raw)
+
+
+def _check_one_spelling_per_name(query: str) -> None:
+    """Where the rules read every name: no two raw names that a framework could read as one
+    name, or as a name and a part of it (`a=1&a[x]=2`); `a[x]` beside `a[y]` is fine."""
+    names_of: dict[str, str] = {}  # a name -> the raw name read as it
+    tops_of: dict[str, str] = {}  # a top-level name -> a raw name nested under it
+    for raw in dict.fromkeys(_raw_names(query)):
+        names, tops = readings(raw)
+        for name in names:
+            if names_of.setdefault(name, raw) != raw or tops_of.get(name, raw) != raw:
+                raise _another_spelling(raw)
+        for top in tops:
+            if names_of.get(top, raw) != raw:
+                raise _another_spelling(raw)
+            tops_of.setdefault(top, raw)
+
+
+def _another_spelling(raw: str) -> RequestError:
+    return RequestError(
+        f"the query parameter name {raw[:64]!r} is another spelling of a name the rules read"
+    )
 
 
 def _check_body_names_not_in_query(
@@ -296,12 +311,11 @@ def _check_body_names_not_in_query(
     read through args.params (any top-level body key, where they read args.params whole) is
     refused in any spelling."""
     if names is None:
-        names = frozenset(_fold(key) for key in body)
+        names = frozenset(fold(key) for key in body)
     if not names:
         return
     for raw in _raw_names(query):
-        folded = _fold_name(raw)
-        if folded in names or _base_name(folded) in names:
+        if not names.isdisjoint(every_name(raw)):
             raise RequestError(
                 f"the query parameter {raw[:64]!r} names a body field the rules read "
                 "(args.params is the body): send it in one place"

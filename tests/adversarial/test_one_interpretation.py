@@ -245,6 +245,58 @@ def test_the_forced_names_themselves_are_overwritten(stack: Stack) -> None:
     assert one["query"] == {"owner": "u1", "owner_id": "u1", "other[]": "1"}
 
 
+# --- names PHP, Rack 2 and Express's qs read as the plain name (the third attack) ---------
+# PHP cuts a name at NUL and turns a `[` without `]` into `_`; Rack 2 skips brackets around a
+# name; qs reads `[name]` as `name`. Each reached the upstream as the name the rules judged.
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/oi/forced?user%00=evil",  # a second, unforced user (PHP)
+        "/oi/forced?user]=evil",  # Rack 2
+        "/oi/forced?[user]=evil",  # Rack 2, qs
+        "/oi/forced?%5Duser=evil",
+        "/oi/forced?%5buser%5d=evil",
+        "/oi/query?owner[id=admin",  # PHP: owner_id
+        "/oi/query?owner%00anything=admin",
+        "/oi/query?[owner][x]=admin",
+        "/oi/query?order.owner=admin",  # ASP.NET: property owner of a parameter order
+        "/oi/readquery?owner=u1&owner%00=bob",  # the rules read owner=u1, PHP reads bob
+        "/oi/readquery?owner=u1&[owner]=bob",
+        "/oi/readquery?owner=u1&owner]=bob",
+        "/oi/readquery?owner=u1&%5Downer=bob",
+        "/oi/readquery?owner=u1&!owner=bob",  # Spring's WebDataBinder default
+    ],
+)
+def test_a_name_a_framework_reads_as_a_used_query_name_is_refused(
+    stack: Stack, target: str
+) -> None:
+    status, data, seen = go(stack, target, [("x-in", "me")])
+    assert_denied(status, data, seen, 400)
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["amount%00=5000", "amount]=5000", "[amount]=5000", "userId%00=victim", "%5DuserId=victim"],
+)
+def test_a_name_a_framework_reads_as_a_body_field_is_refused(stack: Stack, query: str) -> None:
+    body = b'{"amount": 1, "userId": "evil"}'
+    status, data, seen = go(stack, f"/oi/body?{query}", [JSON], method="POST", body=body)
+    assert_denied(status, data, seen, 400)
+
+
+@pytest.mark.parametrize(
+    "target", ["/oi/item?a%00=1", "/oi/item?x=1&b%0A=2", "/oi/item?%7F=1", "/oi/header?c%0D=1"]
+)
+def test_a_query_name_with_a_control_character_is_refused_anywhere(
+    stack: Stack, target: str
+) -> None:
+    status, data, seen = go(stack, target)
+    assert_denied(status, data, seen, 400)
+    assert b"control character" in data
+
+
 # --- header names that servers fold together ----------------------------------------------
 
 
@@ -283,6 +335,12 @@ def test_an_underscore_header_name_is_refused_at_the_edge(
         ("/oi/item?%5Fmethod=DELETE", []),
         ("/oi/item?a=1&_METHOD=delete", []),
         ("/oi/item?_method[]=DELETE", []),
+        ("/oi/item?_method%00=DELETE", []),  # the third attack: PHP, Rack 2, qs
+        ("/oi/item?[_method]=DELETE", []),
+        ("/oi/item?_method]=DELETE", []),
+        ("/oi/item?%5D_method=DELETE", []),
+        ("/oi/item?%5b_method%5d=DELETE", []),
+        ("/oi/item?_method%00x=DELETE", []),
     ],
 )
 @pytest.mark.parametrize("method", ["GET", "POST"])
@@ -295,13 +353,32 @@ def test_a_method_override_is_refused(
 
 
 @pytest.mark.parametrize(
-    "body", [b"_method=DELETE", b"note=x&%5Fmethod=DELETE", b"_METHOD=delete&x=1"]
+    "body",
+    [
+        b"_method=DELETE",
+        b"note=x&%5Fmethod=DELETE",
+        b"_METHOD=delete&x=1",
+        b"[_method]=DELETE",
+        b"_method]=DELETE",
+        b"_method%00=DELETE",
+    ],
 )
 def test_a_method_override_in_a_form_body_is_refused(stack: Stack, body: bytes) -> None:
     # the rules of /oi/item read no body, but Envoy sends it (envoy/envoy.yaml), so authz
     # sees the field Spring, Symfony/Laravel and gorilla would turn into a DELETE
     form = [("content-type", "application/x-www-form-urlencoded")]
     status, data, seen = go(stack, "/oi/item", form, method="POST", body=body)
+    assert_denied(status, data, seen, 400)
+
+
+@pytest.mark.parametrize(
+    "name", [b'="_method"', b'="[_method]"', b"=_method]", b"*=utf-8''%5Fmethod"]
+)
+def test_a_method_override_in_a_multipart_body_is_refused(stack: Stack, name: bytes) -> None:
+    # Rack 2 reads multipart names as it reads query names; Go reads RFC 2231's `name*=`
+    part = b"--b\r\ncontent-disposition: form-data; name" + name + b"\r\n\r\nDELETE\r\n--b--\r\n"
+    multipart = [("content-type", "multipart/form-data; boundary=b")]
+    status, data, seen = go(stack, "/oi/item", multipart, method="POST", body=part)
     assert_denied(status, data, seen, 400)
 
 

@@ -6,11 +6,13 @@ compared with one from the environment; a password checked, then hashed; an emai
 encrypted). It runs twice: decision log on stdout (with info logs), then in a file (with
 debug logs). The sequence: allowed and denied requests with real tokens, a wrong API key,
 tokens that are expired, badly signed or garbage, field rules that hash, encrypt and decrypt,
-a body that is not JSON, a tampered envelope, a query rule on SQLite.
+a body that is not JSON, a tampered envelope, a query rule on SQLite, a webhook and a JWKS
+whose URLs carry a key in their query (`?api_key=`).
 
 Then every byte authz wrote is searched for: each token sent and each service token authz
 minted (whole, and their signatures alone), the HS secret, the AES key (base64 and raw), the
-API keys, and the plaintext of every hashed, encrypted or decrypted value.
+API keys, the keys in the webhook and JWKS URLs, and the plaintext of every hashed,
+encrypted or decrypted value.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from tests.integration.harness import (
     start_envoy,
     token,
 )
+from tests.soak.__main__ import LocalServer, jwks_body
 
 pytestmark = pytest.mark.integration
 
@@ -52,6 +55,8 @@ API_KEY = "probe-api-key-" + uuid.uuid4().hex  # the partner's key, from the env
 WRONG_KEY = "probe-wrong-key-" + uuid.uuid4().hex  # a client's near miss
 # a secret header whose name says nothing (no "key"/"token"/"secret" word masks it)
 INTERNAL = "probe-internal-" + uuid.uuid4().hex
+HOOK_URL_KEY = "probe-hook-key-" + uuid.uuid4().hex  # in the webhook URL's query
+JWKS_URL_KEY = "probe-jwks-key-" + uuid.uuid4().hex  # in the JWKS URL's query
 KEYRING = Keyring.from_settings(CryptoSettings(keys=[{"id": "k1", "key": AES_KEY}]))
 
 # Endpoints resolved by path (Envoy's fallback route, with ext_proc on).
@@ -128,9 +133,14 @@ class Sent:
         return value
 
 
-def _config(log_dir: Path) -> Path:
+def _config(log_dir: Path, hook_port: int, jwks_port: int) -> Path:
     raw = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
-    raw["services"]["probe"] = PROBE
+    # a webhook and a JWKS with a key in the URL (the echo upstream answers the webhook)
+    hook = {"rule": "webhook", "url": f"http://127.0.0.1:{hook_port}/hook?api_key={HOOK_URL_KEY}"}
+    hook_endpoint = {"method": "GET", "path": "/probe/hook", "rule": hook}
+    raw["services"]["probe"] = {"endpoints": {**PROBE["endpoints"], "hook": hook_endpoint}}
+    jwks = f"http://127.0.0.1:{jwks_port}/jwks?access_token={JWKS_URL_KEY}"
+    raw["auth"]["secrets"].append({"jwksUrl": jwks, "alg": "RS256"})
     path = log_dir / "secrets.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return path
@@ -139,7 +149,8 @@ def _config(log_dir: Path) -> Path:
 @pytest.fixture(scope="module", params=["stdout", "file"])
 def stand(request: pytest.FixtureRequest, log_dir: Path) -> Iterator[Stand]:
     (d := log_dir / request.param).mkdir()
-    config = _config(d)
+    echo, jwks = start_echo(), LocalServer(jwks_body())
+    config = _config(d, echo.port, jwks.port)
     decision_log = None if request.param == "stdout" else d / "decisions.jsonl"
     level = "info" if request.param == "stdout" else "debug"
     grpc_port, http_port = free_port(), free_port()
@@ -147,7 +158,6 @@ def stand(request: pytest.FixtureRequest, log_dir: Path) -> Iterator[Stand]:
            "--listen", f"127.0.0.1:{grpc_port}", "--http-listen", f"127.0.0.1:{http_port}",
            "--drain", "0s", "--log-level", level,
            "--decision-log", str(decision_log or "stdout")]  # fmt: skip
-    echo = start_echo()
     proc = Process(
         "authz", cmd, d, authz_env({"PROBE_API_KEY": API_KEY, "PROBE_INTERNAL": INTERNAL})
     )
@@ -168,6 +178,7 @@ def stand(request: pytest.FixtureRequest, log_dir: Path) -> Iterator[Stand]:
             envoy.process.stop()
         proc.stop()
         echo.stop()
+        jwks.stop()
 
 
 def _sequence(stand: Stand) -> Sent:
@@ -178,6 +189,8 @@ def _sequence(stand: Stand) -> Sent:
     sent.keep("partner API key", API_KEY)
     sent.keep("a wrong API key", WRONG_KEY)
     sent.keep("internal pass", INTERNAL)
+    sent.keep("webhook URL key", HOOK_URL_KEY)
+    sent.keep("JWKS URL key", JWKS_URL_KEY)
     wrong_internal = sent.keep("a wrong internal pass", secret("probe-internal-guess"))
 
     user = sent.keep("user token", token({"id": "u1", "role": "user", "orders": ["o-1"]}))
@@ -232,6 +245,7 @@ def _sequence(stand: Stand) -> Sent:
          {"username": "bob", "email": email2, "password": password2}, 200),
         ("signup, password = user name", "POST", "/probe/signup", bearer(user),
          {"username": password2, "email": email2, "password": password2}, 403),
+        ("webhook", "GET", "/probe/hook", bearer(user), None, 200),
     ]  # fmt: skip
     with httpx.Client(timeout=10) as client:
         for what, method, path, headers, body, _ in steps:
@@ -254,6 +268,8 @@ def _sequence(stand: Stand) -> Sent:
         )
         assert resp.status_code == 403
         sent.request_ids.append(rid)
+    hooks = [seen for seen in stand.echo.requests if seen["path"] == "/hook"]
+    assert [seen["query"] for seen in hooks] == [{"api_key": HOOK_URL_KEY}]  # the key was used
     for i, seen in enumerate(stand.echo.requests):  # service tokens authz minted
         if "x-sc-token" in seen["headers"]:
             minted = seen["headers"]["x-sc-token"].removeprefix("Bearer ")
