@@ -45,9 +45,7 @@ class Request:
     body_partial: bool = False  # Envoy sent only the first max_request_bytes
     context: Mapping[str, str] = field(default_factory=dict)  # the route's context_extensions
     request_id: str = ""
-    # The client's TLS connection as the transport reports it (gRPC: attributes.source);
-    # None where the transport cannot report it (then auth.mtls.xfcc may read the header).
-    peer: Peer | None = None
+    peer: Peer | None = None  # the TLS client as the transport reports it; None: unknown
 
     @classmethod
     def from_target(
