@@ -38,6 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--listen", default=_env("listen", "0.0.0.0:9001"), help="gRPC address")
     p.add_argument("--http-listen", default=_env("http-listen", "0.0.0.0:9002"))
+    p.add_argument(
+        "--check-http-listen", default=_env("check-http-listen", ""),
+        help="also serve Check over Envoy's ext_authz HTTP transport here (off by default; "
+        "docs suggest :9003)",
+    )  # fmt: skip
+    p.add_argument(
+        "--check-http-prefix", default=_env("check-http-prefix", ""),
+        help="the http_service path_prefix Envoy puts before every Check path",
+    )  # fmt: skip
     p.add_argument("--workers", type=int, default=int(_env("workers", "1")))
     p.add_argument("--drain", default=_env("drain", "5s"), help="not-ready time after SIGTERM")
     p.add_argument(
@@ -189,8 +198,12 @@ def _serve_options(args: argparse.Namespace) -> int:
         workers=args.workers, drain=drain, dry_run=args.dry_run, watch=watch,
         decision_log=args.decision_log,
         decision_log_sample_allows=args.decision_log_sample_allows,
-        debug_api=args.debug_api,
+        debug_api=args.debug_api, check_http_listen=args.check_http_listen,
+        check_http_prefix=args.check_http_prefix,
     )  # fmt: skip
+    prefix = args.check_http_prefix
+    if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
+        raise UsageError("--check-http-prefix must start with '/' and not end with it")
     return run_server(options)
 
 
