@@ -89,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("envoy-config", help="print an Envoy bootstrap routing every endpoint")
     _add_config(p)
     p.add_argument("--authz-address", default=_env("authz-address", "127.0.0.1:9001"))
+    p.add_argument(
+        "--transport", choices=("grpc", "http"), default=_env("transport", "grpc"),
+        help="ext_authz over gRPC (default) or HTTP (ext_proc, when needed, stays gRPC)",
+    )  # fmt: skip
+    p.add_argument(
+        "--authz-http-address", default=_env("authz-http-address", "127.0.0.1:9003"),
+        help="authz's HTTP Check address (serve --check-http-listen), for --transport http",
+    )  # fmt: skip
     p.add_argument("--listen", default=_env("envoy-listen", "0.0.0.0:8000"))
     p.add_argument("--admin", default=_env("envoy-admin", "127.0.0.1:9901"))
     p.add_argument(
@@ -275,7 +283,8 @@ def _envoy_config(args: argparse.Namespace) -> int:
     try:
         options = BootstrapOptions(
             authz=args.authz_address, listen=args.listen, admin=args.admin,
-            timeout=parse_duration(args.timeout),
+            timeout=parse_duration(args.timeout), transport=args.transport,
+            authz_http=args.authz_http_address,
         )  # fmt: skip
         text = render_bootstrap(authorizer, options)
     except ValueError as exc:

@@ -20,10 +20,9 @@ from http import HTTPStatus
 
 from authz.decision import Decision
 from authz.envoy.encode import _Bounded, _error_body
-from authz.mutations import encode_plan
+from authz.mutations import PLAN_HEADER, encode_plan
 
 REMOVE_HEADER = "x-envoy-auth-headers-to-remove"
-PLAN_HEADER = "x-authz-plan"  # the dynamic metadata key ext_proc reads over HTTP
 NOT_EXPRESSIBLE = "the decision changes the query or the response, which the HTTP transport cannot"
 _OK_HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n"
 _CRLF = b"\r\n"
