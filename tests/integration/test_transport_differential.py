@@ -251,9 +251,10 @@ def _upstream_view(seen: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in seen:
         headers = {k: v for k, v in r["headers"].items() if k not in _VOLATILE}
         service_token = r["headers"].get("x-sc-token")
+        claims = _claims(service_token) if service_token else None
         out.append({
             "method": r["method"], "path": r["path"], "query": r["query"], "headers": headers,
-            "body": _normalized(r["body"]), "service-token": _claims(service_token) if service_token else None,
+            "body": _normalized(r["body"]), "service-token": claims,
         })  # fmt: skip
     return out
 
