@@ -112,7 +112,7 @@ def config(data: bytes) -> None:
 
 def http_request(data: bytes) -> None:
     """Raw bytes into the HTTP Check server (tests/fuzz/http_targets.py)."""
-    statuses, decisions, closed = serve_bytes(LOOP, AUTHORIZER, data)
+    statuses, decisions, _closed = serve_bytes(LOOP, AUTHORIZER, data)
     if any(s >= 500 for s in statuses):
         raise FuzzFinding(f"internal error answer: {statuses}")
     if len(statuses) < len(decisions):

@@ -273,3 +273,16 @@ def test_both_transports_decide_alike(two: Two, case: Case) -> None:
         resp = two.send(transport, case, rid)
         views[transport] = (_client_view(resp, rid), _upstream_view(two.seen(rid)))
     assert views["http"] == views["grpc"]
+
+
+def test_query_changes_are_refused_over_http_not_dropped(two: Two) -> None:
+    """update's field rules change args.params; without a body that is the query: gRPC sets
+    it, HTTP denies (400, saying why) rather than forward the request unchanged."""
+    case = Case("patch-no-body", "PATCH", "/v1/orders/o-1", bearer(token(USER)))
+    grpc = two.send("grpc", case, "by-design-grpc")
+    assert grpc.status_code == 200
+    (seen,) = two.seen("by-design-grpc")
+    assert seen["query"] == {"userId": "u1"}
+    http = two.send("http", case, "by-design-http")
+    assert http.status_code == 400 and "query" in http.json()["error"]
+    assert two.seen("by-design-http") == []

@@ -9,9 +9,9 @@ How Envoy 1.40 reads it (`authz envoy-config --transport http` sets the matchers
   `allowed_client_headers` (content-type, www-authenticate). A 5xx is an authorization
   *failure* to Envoy: the client gets `status_on_error` (fail closed), without the body.
 
-What gRPC can say and HTTP cannot (query parameter changes, response headers on an allow) is
-never dropped silently: the decision becomes a 500 denial, and `authz envoy-config
---transport http` refuses configs whose rules would need it.
+What gRPC can say and HTTP cannot is never dropped silently: query changes become a 400
+denial saying why (`authz envoy-config --transport http` refuses configs whose rules always
+change the query), response headers on an allow (no rule adds any) a 500.
 """
 
 from __future__ import annotations
@@ -23,7 +23,12 @@ from authz.envoy.encode import _Bounded, _error_body
 from authz.mutations import PLAN_HEADER, encode_plan
 
 REMOVE_HEADER = "x-envoy-auth-headers-to-remove"
-NOT_EXPRESSIBLE = "the decision changes the query or the response, which the HTTP transport cannot"
+# Field rules on args.params change the query of a request without a body: a 4xx (the client
+# sent no body where the rules need one), so Envoy passes the JSON body on.
+QUERY_CHANGE = (
+    "the rules change this request's query (it has no body), which the HTTP transport cannot"
+)
+RESPONSE_HEADERS = "the decision adds response headers to an allow, which the HTTP transport cannot"
 _OK_HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n"
 _CRLF = b"\r\n"
 _FORBIDDEN = frozenset("\r\n\0")
@@ -37,9 +42,11 @@ def response(decision: Decision) -> bytes:
     d = decision
     if not d.allowed:
         return _denied(d)
-    if d.query_parameters_to_set or d.query_parameters_to_remove or d.response_headers_to_add:
+    if d.query_parameters_to_set or d.query_parameters_to_remove:
+        return _denied(Decision(False, 400, QUERY_CHANGE, QUERY_CHANGE, request_id=d.request_id))
+    if d.response_headers_to_add:
         return _denied(
-            Decision(False, 500, NOT_EXPRESSIBLE, "internal error", request_id=d.request_id)
+            Decision(False, 500, RESPONSE_HEADERS, "internal error", request_id=d.request_id)
         )
     if d.plan is None:
         key = (*d.headers, *d.headers_to_remove)
