@@ -178,9 +178,8 @@ class CheckProtocol(asyncio.Protocol):
         headers = self.headers
         item: Parsed | bytes
         if headers is None:
-            item = (
-                BAD_HEADER if len(self.raw) <= _MAX_HEADERS and _fits(self.raw) else HEAD_TOO_LARGE
-            )
+            too_large = len(self.raw) > _MAX_HEADERS or self.head_size > MAX_HEAD_BYTES
+            item = HEAD_TOO_LARGE if too_large else BAD_HEADER
         elif self.body_size > self.body_limit:
             item = BODY_TOO_LARGE
         else:
