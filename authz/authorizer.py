@@ -50,6 +50,9 @@ class CompiledEndpoint:
     dry_run: bool  # denials are allowed and marked (never on an endpoint with field rules)
     body_plan: bool  # body or response field rules: ext_proc applies a plan decided here
     reading: Reading  # how a request to this endpoint is interpreted (authz/request.py)
+    # what field rules change (params, query, headers, res): `envoy-config --transport http`
+    # refuses what that transport cannot carry
+    field_targets: frozenset[str] = frozenset()
     # the endpoint's `identity:` sources; None for the default [jwt] (today's Check path)
     accepted: Accepted | None = None
 
@@ -155,6 +158,7 @@ class Authorizer:
             dry_run=(ep.mode == "dry-run" or self.dry_run) and not cc.field_targets,
             body_plan=bool(cc.field_targets & {"params", "res"}),
             reading=reading,
+            field_targets=frozenset(cc.field_targets),
             accepted=None if accepted.jwt_only else accepted,
         )
         methods = (

@@ -38,6 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--listen", default=_env("listen", "0.0.0.0:9001"), help="gRPC address")
     p.add_argument("--http-listen", default=_env("http-listen", "0.0.0.0:9002"))
+    p.add_argument(
+        "--check-http-listen", default=_env("check-http-listen", ""),
+        help="also serve Check over Envoy's ext_authz HTTP transport here (off by default; "
+        "docs suggest :9003)",
+    )  # fmt: skip
+    p.add_argument(
+        "--check-http-prefix", default=_env("check-http-prefix", ""),
+        help="the http_service path_prefix Envoy puts before every Check path",
+    )  # fmt: skip
     p.add_argument("--workers", type=int, default=int(_env("workers", "1")))
     p.add_argument("--drain", default=_env("drain", "5s"), help="not-ready time after SIGTERM")
     p.add_argument(
@@ -90,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("envoy-config", help="print an Envoy bootstrap routing every endpoint")
     _add_config(p)
     p.add_argument("--authz-address", default=_env("authz-address", "127.0.0.1:9001"))
+    p.add_argument(
+        "--transport", choices=("grpc", "http"), default=_env("transport", "grpc"),
+        help="ext_authz over gRPC (default) or HTTP (ext_proc, when needed, stays gRPC)",
+    )  # fmt: skip
+    p.add_argument(
+        "--authz-http-address", default=_env("authz-http-address", "127.0.0.1:9003"),
+        help="authz's HTTP Check address (serve --check-http-listen), for --transport http",
+    )  # fmt: skip
     p.add_argument("--listen", default=_env("envoy-listen", "0.0.0.0:8000"))
     p.add_argument("--admin", default=_env("envoy-admin", "127.0.0.1:9901"))
     p.add_argument(
@@ -234,8 +251,12 @@ def _serve_options(args: argparse.Namespace) -> int:
         workers=args.workers, drain=drain, dry_run=args.dry_run, watch=watch,
         decision_log=args.decision_log,
         decision_log_sample_allows=args.decision_log_sample_allows,
-        debug_api=args.debug_api, **_grpc_tls(args),
+        debug_api=args.debug_api, check_http_listen=args.check_http_listen,
+        check_http_prefix=args.check_http_prefix, **_grpc_tls(args),
     )  # fmt: skip
+    prefix = args.check_http_prefix
+    if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
+        raise UsageError("--check-http-prefix must start with '/' and not end with it")
     return run_server(options)
 
 
@@ -349,7 +370,8 @@ def _envoy_config(args: argparse.Namespace) -> int:
     try:
         options = BootstrapOptions(
             authz=args.authz_address, listen=args.listen, admin=args.admin,
-            timeout=parse_duration(args.timeout),
+            timeout=parse_duration(args.timeout), transport=args.transport,
+            authz_http=args.authz_http_address,
             tls=ListenerTls.of(args.tls_cert, args.tls_key, args.client_ca),
         )  # fmt: skip
         text = render_bootstrap(authorizer, options)

@@ -15,6 +15,9 @@ from authz.decision import Decision
 from authz.rules.fields import request_changes, response_plan
 
 PLAN_KEY = "plan"  # key in the ext_authz dynamic metadata (namespace envoy.filters.http.ext_authz)
+# Over Envoy's HTTP transport the plan travels as this Check response header, which Envoy
+# turns into dynamic metadata under the same namespace (`dynamic_metadata_from_headers`).
+PLAN_HEADER = "x-authz-body-plan"
 # gRPC metadata (`x-authz-plan: required`) that the generated Envoy config sets on the ext_proc
 # streams of routes whose endpoint has body or response field rules: there, no plan is an error.
 PLAN_REQUIRED_METADATA = "x-authz-plan"

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from time import monotonic, perf_counter
@@ -31,11 +32,15 @@ from authz.decision import Decision
 from authz.envoy.decode import decode
 from authz.envoy.encode import encode, serialize
 from authz.envoy.extproc import ExtProcServicer
+from authz.envoy.http.decode import decode as decode_http
+from authz.envoy.http.encode import response as http_response
+from authz.envoy.http.server import Parsed, start_check_http
 from authz.errors import ListenError, RequestError
 from authz.http import start_http
 from authz.observability import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from authz.observability import DecisionLog, Metrics, worker_exited
 from authz.reload import Reloader
+from authz.request import Request
 
 log = logging.getLogger("authz.server")
 
@@ -46,6 +51,7 @@ _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _INTERNAL_ERROR = encode(
     Decision(False, 500, "internal error", "internal error")
 ).SerializeToString()
+_HTTP_INTERNAL_ERROR = http_response(Decision(False, 500, "internal error", "internal error"))
 
 
 @dataclass
@@ -65,6 +71,8 @@ class ServeOptions:
     tls_cert: str | None = None
     tls_key: str | None = None
     client_ca: str | None = None
+    check_http_listen: str = ""  # Envoy's ext_authz HTTP transport, beside gRPC ("": off)
+    check_http_prefix: str = ""  # http_service.path_prefix, removed from every Check path
 
 
 class AuthzServer:
@@ -74,6 +82,7 @@ class AuthzServer:
         self.draining = False
         self.grpc: grpc.aio.Server | None = None
         self.http: asyncio.Server | None = None
+        self.check_http_server: asyncio.Server | None = None
         self.health = health.aio.HealthServicer()
         self._stopped = asyncio.Event()
         self.reloader: Reloader | None = None
@@ -83,19 +92,43 @@ class AuthzServer:
     # --- Check ---------------------------------------------------------------------------
 
     async def check(self, data: bytes, context: Any) -> bytes:
+        return await self.decide(self._decode_grpc, data, serialize, _INTERNAL_ERROR)
+
+    def _decode_grpc(self, data: bytes) -> Request:
+        # The client certificate is read only for a config with auth.mtls (a Check without it
+        # costs what it did); a config swapped in meanwhile sees NO_PEER: a 401, never XFCC.
+        return decode(data, self.authorizer.reads_peer)  # type: ignore[union-attr]
+
+    async def check_http(self, parsed: Parsed) -> bytes:
+        """A Check over Envoy's ext_authz HTTP transport: only decode and encode differ."""
+        return await self.decide(self._decode_http, parsed, http_response, _HTTP_INTERNAL_ERROR)
+
+    def _decode_http(self, parsed: Parsed) -> Request:
+        p = parsed
+        return decode_http(p.method, p.target, p.headers, p.body, self.options.check_http_prefix)
+
+    async def decide(
+        self,
+        decode_fn: Callable[[Any], Request],
+        data: Any,
+        encode_fn: Callable[[Decision], bytes],
+        internal_error: bytes,
+    ) -> bytes:
+        """decode -> resolve, identify, evaluate (the Authorizer) -> encode, for either
+        transport; every path out is an answer (a deny on any error)."""
         authorizer = self.authorizer  # one config version for the whole Check
         start = perf_counter()
         try:
             try:
-                req = decode(data, authorizer.reads_peer)  # type: ignore[union-attr]
+                req = decode_fn(data)
             except RequestError as exc:
                 decision = Decision(False, 400, str(exc), str(exc))
             else:
                 decision = await authorizer.check(req)  # type: ignore[union-attr]
-            out = serialize(decision)
+            out = encode_fn(decision)
         except Exception:
             log.exception("internal error serving Check")
-            return _INTERNAL_ERROR
+            return internal_error
         # Metrics and the decision log (inline: one call fewer per Check).
         seconds = perf_counter() - start
         key = (decision.service, decision.endpoint)
@@ -138,6 +171,7 @@ class AuthzServer:
             await self.grpc.stop(None)
             why = exc.strerror or str(exc)
             raise ListenError(f"cannot listen on {self.options.http_listen}: {why}") from None
+        await self._listen_check_http(reuse)
         await self.grpc.start()
         for name in ("", AUTH_SERVICE):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -147,6 +181,27 @@ class AuthzServer:
             self.authorizer.version, len(self.authorizer.endpoints),
         )  # fmt: skip
         self.reloader.start_watching()
+
+    async def _listen_check_http(self, reuse: bool) -> None:
+        address = self.options.check_http_listen
+        if not address:
+            return
+        try:
+            host, port = _split(address)
+            self.check_http_server = await start_check_http(
+                host, port, self.check_http, self._max_body, reuse
+            )
+        except (OSError, ValueError) as exc:
+            await self.grpc.stop(None)  # type: ignore[union-attr]
+            if self.http is not None:
+                self.http.close()
+            why = getattr(exc, "strerror", None) or exc
+            raise ListenError(f"cannot listen on {address}: {why}") from None
+        log.info("authz serving Check over HTTP on %s", address)
+
+    def _max_body(self) -> int:
+        authorizer = self.authorizer
+        return authorizer.config.limits.maxBodyBytes if authorizer is not None else 0
 
     def _listen_grpc(self, reuse: bool) -> None:
         address = self.options.listen
@@ -186,6 +241,8 @@ class AuthzServer:
             self.reloader.stop_watching()
         if self.http is not None:
             self.http.close()
+        if self.check_http_server is not None:
+            self.check_http_server.close()  # open connections finish their requests
         if self.grpc is not None:
             await self.grpc.stop(self.options.grace)
         if self.authorizer is not None:
@@ -316,7 +373,8 @@ def _probe(address: str, reuse: bool) -> None:
 
 def run_server(options: ServeOptions) -> int:
     """Run one server process (or several sharing the ports) until SIGTERM/SIGINT."""
-    for address in (options.listen, options.http_listen):  # a taken port: one line, no forks
+    addresses = (options.listen, options.http_listen, options.check_http_listen)
+    for address in filter(None, addresses):  # a taken port: one line, no forks
         _probe(address, options.workers > 1)
     if options.workers > 1:
         return _run_workers(options)

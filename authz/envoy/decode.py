@@ -14,7 +14,8 @@ PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
 
 def decode(data: bytes, peer: bool = True) -> Request:
     """Parse and check a serialized CheckRequest; RequestError for anything malformed.
-    `peer=False` (a config without auth.mtls: nothing reads it) skips the client certificate."""
+    `peer=False` (a config without auth.mtls: nothing reads it) skips the client certificate:
+    the request then has NO_PEER, never None, so a header can never stand in for it."""
     try:
         msg = CheckRequest.FromString(data)
     except Exception:  # protobuf's DecodeError, invalid UTF-8 in string fields
@@ -40,7 +41,7 @@ def from_message(msg: CheckRequest, with_peer: bool = True) -> Request:
         body = text.encode("utf-8") if text else b""
     # The connection's client certificate, as Envoy verified it: set whenever it can matter
     # (NO_PEER without one), so that x-forwarded-client-cert is never read in its place.
-    peer = _peer(attrs.source) if with_peer else None
+    peer = _peer(attrs.source) if with_peer else NO_PEER
     # Request itself, not from_target: its keyword arguments cost ~10% of decode.
     path, query = split_target(target)
     return Request(

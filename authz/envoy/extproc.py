@@ -56,7 +56,7 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import (
 )
 from envoy.type.v3.http_status_pb2 import HttpStatus
 
-from authz.mutations import PLAN_KEY, PLAN_REQUIRED_METADATA
+from authz.mutations import PLAN_HEADER, PLAN_KEY, PLAN_REQUIRED_METADATA
 from authz.request import parse_json_body
 from authz.rules.fields import ResponseAction, ResponseError, apply_response, replay
 
@@ -124,9 +124,13 @@ def parse_plan(text: str, keyring: Any) -> Plan:
 def plan_text(req: ProcessingRequest) -> str | None:
     """The plan string from the forwarded ext_authz metadata, or None."""
     ns = req.metadata_context.filter_metadata.get(NAMESPACE)
-    if ns is None or PLAN_KEY not in ns.fields:
+    if ns is None:
         return None
-    value = ns.fields[PLAN_KEY]
+    # PLAN_KEY from a gRPC Check, PLAN_HEADER from an HTTP one (never both from one Check)
+    key = PLAN_KEY if PLAN_KEY in ns.fields else PLAN_HEADER
+    if key not in ns.fields:
+        return None
+    value = ns.fields[key]
     if value.WhichOneof("kind") != "string_value":
         raise PlanError("the plan is not a string")
     return value.string_value

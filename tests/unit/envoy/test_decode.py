@@ -82,9 +82,11 @@ def test_peer_is_the_connection_envoy_reports():
 
 
 def test_peer_is_skipped_for_a_config_without_mtls():
+    from authz.identity.peer import NO_PEER
+
     msg = CheckRequest.FromString(data())
     msg.attributes.source.principal = "spiffe://td/sa/x"
-    assert decode(msg.SerializeToString(), peer=False).peer is None
+    assert decode(msg.SerializeToString(), peer=False).peer is NO_PEER  # never None: no XFCC
 
 
 def test_the_server_reads_the_peer_only_when_auth_mtls_is_configured():
