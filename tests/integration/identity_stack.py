@@ -1,6 +1,6 @@
 """A stack for the identity sources: Envoy from `authz envoy-config --tls-cert --tls-key
---client-ca` (mTLS listener, XFCC SANITIZE_SET, the peer certificate sent to authz), `authz
-serve`, the echo upstream, a local OpenID Connect provider and a local RFC 7662 introspection
+--client-ca` (mTLS listener, XFCC SANITIZE_SET, the peer certificate sent to authz on gRPC; on
+the HTTP transport, `--transport http`, the XFCC header Envoy sets), `authz serve`, the echo upstream, a local OpenID Connect provider and a local RFC 7662 introspection
 endpoint; certificates made at test time. Each endpoint forces `x-identity` (args.identity) and
 `x-caller` (one claim of args.auth) on the upstream request, so what the rules saw is visible in
 what the upstream received."""
@@ -50,7 +50,8 @@ def _config(echo_port: int, idp: OidcProvider, intro: IntrospectionServer) -> di
             "oidc": [{"issuer": idp.issuer, "audience": ["orders"]}],
             "apiKeys": {"keys": [{"sha256": digest(API_KEY),
                                   "claims": {"id": "billing", "role": "service"}}]},
-            "mtls": {"trustDomains": ["example.org"]},
+            # xfcc: the HTTP transport reads Envoy's XFCC (never used on gRPC)
+            "mtls": {"trustDomains": ["example.org"], "xfcc": True},
             "introspection": [intro.settings(cache="5s", timeout="200ms")],
             "serviceToken": {"enabled": False},  # no key here can sign one
         },
@@ -73,6 +74,7 @@ class IdentityStack:
     introspection: IntrospectionServer
     pki: Path
     config: Path
+    transport: str = "grpc"
 
     def client(self, who: str | None = "billing") -> httpx.Client:
         """HTTPS to Envoy with `who`'s client certificate (None: without one)."""
@@ -111,7 +113,8 @@ def make_pki(directory: Path) -> Path:
     return directory
 
 
-def start_identity_stack(log_dir: Path) -> IdentityStack:
+def start_identity_stack(log_dir: Path, transport: str = "grpc") -> IdentityStack:
+    log_dir.mkdir(parents=True, exist_ok=True)
     pki = make_pki(log_dir)
     idp, intro = OidcProvider().__enter__(), IntrospectionServer().__enter__()
     intro.answers[OPAQUE] = {"active": True, "sub": "reports-job", "scope": "reports:read"}
@@ -120,17 +123,21 @@ def start_identity_stack(log_dir: Path) -> IdentityStack:
     config.write_text(yaml.safe_dump(_config(echo.port, idp, intro), sort_keys=False))
     authz = envoy = None
     try:
-        authz = start_authz(config, log_dir)
+        check_http = free_port()
+        authz = start_authz(
+            config, log_dir, extra_args=["--check-http-listen", f"127.0.0.1:{check_http}"]
+        )
         envoy_port, admin_port = free_port(), free_port()
         done = run_authz_cli(
-            "envoy-config", "--config", str(config),
+            "envoy-config", "--config", str(config), "--transport", transport,
             "--authz-address", f"127.0.0.1:{authz.grpc_port}",
+            "--authz-http-address", f"127.0.0.1:{check_http}",
             "--listen", f"127.0.0.1:{envoy_port}", "--admin", f"127.0.0.1:{admin_port}",
             "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
             "--client-ca", str(pki / "ca.pem"),
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
-        envoy = start_envoy(yaml.safe_load(done.stdout), log_dir)
+        envoy = start_envoy(yaml.safe_load(done.stdout), log_dir, name=f"envoy-{transport}")
     except BaseException:
         if authz is not None:
             authz.process.stop()
@@ -138,4 +145,4 @@ def start_identity_stack(log_dir: Path) -> IdentityStack:
         idp.__exit__(None, None, None)
         intro.__exit__(None, None, None)
         raise
-    return IdentityStack(envoy, authz, echo, idp, intro, pki, config)
+    return IdentityStack(envoy, authz, echo, idp, intro, pki, config, transport)
