@@ -98,3 +98,16 @@ def test_envoy_validates_the_mtls_bootstrap(tmp_path, capsys):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mtls_on_the_http_transport_relies_on_xfcc(tmp_path, capsys):
+    cert, key, ca = files(tmp_path)
+    out = generate(
+        tmp_path, capsys, "--transport", "http", "--tls-cert", cert, "--tls-key", key,
+        "--client-ca", ca,
+    )  # fmt: skip
+    assert _hcm(out)["forward_client_cert_details"] == "SANITIZE_SET"
+    ext = _ext_authz(out)["typed_config"]
+    assert "http_service" in ext and "include_peer_certificate" not in ext
+    tls = _listener(out)["filter_chains"][0]["transport_socket"]["typed_config"]
+    assert tls["require_client_certificate"] is True
