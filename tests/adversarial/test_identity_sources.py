@@ -1,7 +1,7 @@
-"""Adversarial cases per identity source, through a real Envoy (mTLS listener) and `authz
-serve`, on both ext_authz transports: credential confusion, tokens of the wrong issuer or key, inactive and unanswerable
-introspection, certificates of another trust domain, forged XFCC. Every one is denied and the
-upstream never sees it."""
+"""Adversarial cases per identity source, through a real Envoy (mTLS listener) and `authz serve`,
+on both ext_authz transports: credential confusion, tokens of the wrong issuer or key, inactive
+and unanswerable introspection, certificates of another trust domain, forged XFCC. Every one is
+denied and the upstream never sees it."""
 
 from __future__ import annotations
 
