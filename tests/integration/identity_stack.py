@@ -1,10 +1,10 @@
-"""A stack for the identity sources: Envoy from `authz envoy-config --tls-cert --tls-key --client-
-ca` (mTLS listener, XFCC SANITIZE_SET, the peer certificate sent to authz on gRPC; on the HTTP
-transport, `--transport http`, the XFCC header Envoy sets), `authz serve`, the echo upstream, a
-local OpenID Connect provider and a local RFC 7662 introspection endpoint; certificates made at
-test time. Each endpoint forces `x-identity` (args.identity) and `x-caller` (one claim of
-args.auth) on the upstream request, so what the rules saw is visible in what the upstream
-received."""
+"""A stack for the identity sources: Envoy from `authz envoy-config --tls-cert --tls-key
+--client-ca` (mTLS listener, XFCC SANITIZE_SET, the peer certificate sent to authz on gRPC; on
+the HTTP transport, `--transport http`, the XFCC header Envoy sets), `authz serve`, the echo
+upstream, a local OpenID Connect provider and a local RFC 7662 introspection endpoint;
+certificates made at test time. Each endpoint forces `x-identity` (args.identity) and `x-caller`
+(one claim of args.auth) on the upstream request, so what the rules saw is visible in what the
+upstream received."""
 
 from __future__ import annotations
 
