@@ -87,17 +87,35 @@ class Verifier:
         parsed = parse_token(token, self.max_bytes)
         if _service_typed(parsed.header):
             raise TokenError("a service token is not an end-user token", "service_token")
-        keys = await self._keys_for(parsed)
-        key = next((k for k in keys if k.verify(parsed.signing_input, parsed.signature)), None)
-        if key is None:
-            raise TokenError("bad signature", "signature")
-        claims = parse_payload(parsed.payload_segment)
-        exp, nbf = check_claims(claims, key, self.clock(), self.leeway, self.required)
+        claims, key, exp, nbf = self._accepting_key(parsed, await self._keys_for(parsed))
         if self.service_audience is not None and _has_audience(claims, self.service_audience):
             raise TokenError(
                 "a token for the upstream service is not an end-user token", "service_token"
             )
         return claims, key, exp, nbf
+
+    def _accepting_key(
+        self, parsed: ParsedToken, keys: list[Key]
+    ) -> tuple[dict[str, Any], Key, float | None, float | None]:
+        """The first key (config order) that verifies the signature AND whose own checks
+        (issuer, audience) accept the claims. Several providers may publish the same key (a
+        republished or multi-tenant IdP): the first one that verifies must not decide the
+        issuer. When none accepts, the first verifying key's reason is raised (deterministic)."""
+        claims: dict[str, Any] | None = None
+        refusal: TokenError | None = None
+        now = self.clock()
+        for key in keys:
+            if not key.verify(parsed.signing_input, parsed.signature):
+                continue
+            if claims is None:  # parsed once, only after a signature verified
+                claims = parse_payload(parsed.payload_segment)
+            try:
+                exp, nbf = check_claims(claims, key, now, self.leeway, self.required)
+            except TokenError as e:
+                refusal = refusal or e
+                continue
+            return claims, key, exp, nbf
+        raise refusal or TokenError("bad signature", "signature")
 
 
 def _service_typed(header: dict[str, Any]) -> bool:

@@ -174,6 +174,52 @@ async def test_key_issuer_binding():
     assert (await ident.verify(hs_token({**CLAIMS, "iss": "demo"})))["iss"] == "demo"
 
 
+def _shared_key_identity(order: list[str]):
+    """Two key entries holding the SAME public key, each bound to its issuer and audience."""
+    pem = public_pem(rsa_key())
+    entries = {
+        "a": {
+            "kid": "k",
+            "alg": "RS256",
+            "publicKey": pem,
+            "issuer": "https://a/",
+            "audience": "x",
+        },
+        "b": {
+            "kid": "k",
+            "alg": "RS256",
+            "publicKey": pem,
+            "issuer": "https://b/",
+            "audience": "y",
+        },
+    }
+    return make_identity({"secrets": [entries[name] for name in order]})
+
+
+@pytest.mark.parametrize("order", [["a", "b"], ["b", "a"]])
+async def test_a_key_shared_by_two_issuers_accepts_each_issuers_tokens(order):
+    """The first key that verifies does not decide the issuer: each entry's own checks do."""
+    ident = _shared_key_identity(order)
+    key = rsa_key()
+    for iss, aud in (("https://a/", "x"), ("https://b/", "y")):
+        claims = {**CLAIMS, "iss": iss, "aud": aud}
+        assert await ident.verify(token({"alg": "RS256", "kid": "k"}, claims, key)) == claims
+
+
+@pytest.mark.parametrize("order", [["a", "b"], ["b", "a"]])
+async def test_a_shared_key_never_mixes_one_issuer_with_anothers_audience(order):
+    ident = _shared_key_identity(order)
+    key = rsa_key()
+    for iss, aud in (("https://a/", "y"), ("https://b/", "x"), ("https://c/", "x")):
+        claims = {**CLAIMS, "iss": iss, "aud": aud}
+        with pytest.raises(TokenError) as e:
+            await ident.verify(token({"alg": "RS256", "kid": "k"}, claims, key))
+        # the reason is the first verifying entry's, whatever the token: deterministic
+        first = order[0]
+        wanted = "audience" if iss == f"https://{first}/" else "issuer"
+        assert e.value.kind == wanted, (order, iss, aud, e.value.reason)
+
+
 async def test_unexpected_exception_becomes_token_error(monkeypatch):
     ident = make_identity({"secrets": [{"secret": HS_SECRET}]})
 
