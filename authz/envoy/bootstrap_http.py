@@ -22,6 +22,7 @@ from datetime import timedelta
 from authz.authorizer import DRY_RUN_HEADER, Authorizer, CompiledEndpoint
 from authz.envoy.clusters import HTTP_OPTIONS
 from authz.envoy.http.decode import CONTENT_LENGTH_HEADER
+from authz.envoy.http.encode import MAX_RESPONSE_HEADERS_KB
 from authz.plan import PLAN_HEADER
 
 with warnings.catch_warnings():
@@ -128,9 +129,13 @@ def ext_authz_http_filter(authorizer: Authorizer, timeout: float, path_prefix: s
 
 
 def http1_options() -> dict[str, AnyProto]:
-    """The authz-http cluster's protocol options: HTTP/1.1 keep-alive, Envoy closes idle."""
+    """The authz-http cluster's protocol options: HTTP/1.1 keep-alive, Envoy closes idle, and
+    Check response heads up to Envoy's maximum: the body plan travels in one (60 KiB by
+    default, which a plan with a 100 KB field would exceed: 503 where gRPC allows)."""
     options = HttpProtocolOptions(
-        common_http_protocol_options=CommonHttpOptions(idle_timeout=IDLE_TIMEOUT),
+        common_http_protocol_options=CommonHttpOptions(
+            idle_timeout=IDLE_TIMEOUT, max_response_headers_kb=MAX_RESPONSE_HEADERS_KB
+        ),
         explicit_http_config=HttpProtocolOptionsExplicitHttpConfig(
             http_protocol_options=Http1ProtocolOptions()
         ),

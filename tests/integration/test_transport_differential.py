@@ -217,6 +217,13 @@ def cases() -> list[Case]:
             {**user, **json_type},
             _json({"email": "a@b.c", "password": "pw"}),
         ),
+        Case(  # its body plan (the encrypted email) is over Envoy's 60 KiB default head
+            "register-large-email",
+            "POST",
+            "/v1/users",
+            {**user, **json_type},
+            _json({"email": "a" * 100_000 + "@b.c", "password": "pw"}),
+        ),
         Case("lookup", "GET", "/v1/users/lookup?q=1", user),
         Case("profile-own", "GET", "/v1/profiles/bob", bearer(token({"id": "bob"}))),
         Case("profile-public", "GET", "/v1/profiles/alice", bearer(token({"id": "carol"}))),

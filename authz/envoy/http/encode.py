@@ -11,7 +11,8 @@ How Envoy 1.40 reads it (`authz envoy-config --transport http` sets the matchers
 
 What gRPC can say and HTTP cannot is never dropped silently: query changes become a 400
 denial saying why (`authz envoy-config --transport http` refuses configs whose rules always
-change the query), response headers on an allow (no rule adds any) a 500.
+change the query), response headers on an allow (no rule adds any) a 500, a body plan over Envoy's largest
+response head a 413.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ QUERY_CHANGE = (
     "the rules change this request's query (it has no body), which the HTTP transport cannot"
 )
 RESPONSE_HEADERS = "the decision adds response headers to an allow, which the HTTP transport cannot"
+# Envoy reads this Check response's headers up to its cluster's `max_response_headers_kb`:
+# `authz envoy-config --transport http` sets Envoy's maximum (8 MiB, for the body plan), and
+# a bigger head is a deliberate 413 here rather than an opaque 503 from Envoy.
+MAX_RESPONSE_HEADERS_KB = 8192
+_HEAD_LIMIT = MAX_RESPONSE_HEADERS_KB * 1024
+PLAN_TOO_LARGE = "the body plan of this request is too large for the HTTP transport"
 _OK_HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n"
 _CRLF = b"\r\n"
 _FORBIDDEN = frozenset("\r\n\0")
@@ -68,7 +75,12 @@ def _allow(d: Decision) -> bytes:
     except ValueError as exc:
         return _denied(Decision(False, 500, str(exc), "internal error", request_id=d.request_id))
     lines.append(_CRLF)
-    return b"".join(lines)
+    out = b"".join(lines)
+    if len(out) > _HEAD_LIMIT:  # counted with the status line and CRLFs: on the safe side
+        return _denied(
+            Decision(False, 413, PLAN_TOO_LARGE, PLAN_TOO_LARGE, request_id=d.request_id)
+        )
+    return out
 
 
 def _line(name: str, value: str) -> bytes:

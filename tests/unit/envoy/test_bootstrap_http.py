@@ -66,6 +66,10 @@ def test_http_service_with_the_matchers_authz_relies_on() -> None:
     assert set(clusters) == {"authz", "authz-http", "orders"}  # authz: ext_proc stays gRPC
     assert clusters["authz-http"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0][
         "endpoint"]["address"]["socket_address"]["port_value"] == 9103  # fmt: skip
+    options = clusters["authz-http"]["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]  # fmt: skip
+    # the body plan travels in a Check response header: Envoy's largest head, not 60 KiB
+    assert options["common_http_protocol_options"]["max_response_headers_kb"] == 8192
     routes = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
         "typed_config"]["route_config"]["virtual_hosts"][0]["routes"]  # fmt: skip
     for route in routes:

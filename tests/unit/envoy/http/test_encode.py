@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from authz.decision import Decision
-from authz.envoy.http.encode import REMOVE_HEADER, response
+from authz.envoy.http.encode import MAX_RESPONSE_HEADERS_KB, REMOVE_HEADER, response
 from authz.plan import PLAN_HEADER
 
 
@@ -61,3 +61,20 @@ def test_no_header_splitting() -> None:
     status, headers, _ = _parse(response(d))
     assert status == 500
     assert not any(k == "x-admin" for k, _ in headers)
+
+
+def _plan_of(size: int) -> dict:  # type: ignore[type-arg]
+    op = {"op": "set", "path": ["email"], "value": "a" * size}
+    return {"v": 1, "bodyHash": "h", "request": [op], "response": []}
+
+
+def test_a_plan_envoy_can_read_is_carried_one_it_cannot_is_a_413() -> None:
+    limit = MAX_RESPONSE_HEADERS_KB * 1024
+    status, headers, _ = _parse(response(Decision(True, plan=_plan_of(limit - 1024))))
+    assert status == 200 and len(dict(headers)[PLAN_HEADER]) > 100_000  # over Envoy's 60 KiB
+    status, headers, body = _parse(response(Decision(True, plan=_plan_of(limit), request_id="r")))
+    assert status == 413 and PLAN_HEADER not in dict(headers)
+    assert json.loads(body) == {
+        "error": "the body plan of this request is too large for the HTTP transport",
+        "requestId": "r",
+    }
