@@ -11,8 +11,8 @@ How Envoy 1.40 reads it (`authz envoy-config --transport http` sets the matchers
 
 What gRPC can say and HTTP cannot is never dropped silently: query changes become a 400
 denial saying why (`authz envoy-config --transport http` refuses configs whose rules always
-change the query), response headers on an allow (no rule adds any) a 500, a body plan over Envoy's largest
-response head a 413.
+change the query), response headers on an allow (no rule adds any) a 500, a body plan over
+Envoy's largest response head a 413.
 """
 
 from __future__ import annotations
