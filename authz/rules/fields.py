@@ -45,7 +45,12 @@ from authz.values import MISSING, Getter, is_constant
 
 REQUEST_TARGETS = ("params", "query", "headers")
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-z]+$")  # an HTTP header name (lower-case)
-_BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# A header value a rule sets must reach the upstream exactly as the rule meant it: visible
+# ASCII, non-ASCII text (UTF-8: obs-text bytes) and inner spaces. A control character (CR/LF
+# would split the header; a tab or NUL is read differently by different parsers) or a space
+# at either end (HTTP parsers strip it, and the two ext_authz transports do not agree on it)
+# could be read as another value: the rule fails instead (SECURITY.md, "One interpretation").
+_INEXACT_HEADER_VALUE = re.compile(r"[\x00-\x1f\x7f]|^ | $")
 
 
 # --- field paths -------------------------------------------------------------------------
@@ -214,8 +219,8 @@ class Transform(_FieldRule):
                 new = transformer(self.kind, fp, keyring, self.encoding, self.keyed)(value)
             except CryptoError:
                 raise RequestError(f"{fp.text} cannot be {self.kind}ed") from None
-            if fp.root == "headers" and _BAD_HEADER_VALUE.search(new):
-                raise RequestError(f"{fp.text} does not decrypt to a valid header value")
+            if fp.root == "headers" and _INEXACT_HEADER_VALUE.search(new):
+                raise RequestError(f"{fp.text} does not {self.kind} to a valid header value")
             m.container[m.key] = new
             ctx.changes.append(FieldChange(fp.root, m.container, m.key, value, new, m.path))
             done += 1
@@ -254,8 +259,8 @@ def _flat_value(value: Any, root: str) -> Any:
         items = [_scalar_text(v) for v in value]
         return MISSING if any(v is MISSING for v in items) else items
     text = _scalar_text(value)
-    if root == "headers" and text is not MISSING and _BAD_HEADER_VALUE.search(text):
-        return MISSING  # no CR/LF/NUL smuggled into a header
+    if root == "headers" and text is not MISSING and _INEXACT_HEADER_VALUE.search(text):
+        return MISSING  # no CR/LF/NUL smuggled into a header, no value read another way
     return text
 
 
