@@ -24,6 +24,12 @@ def _env(flag: str, default: Any = None) -> Any:
     return os.environ.get("AUTHZ_" + flag.upper().replace("-", "_"), default)
 
 
+def _hops(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number of proxies (0 or more), got {text!r}")
+    return int(text)
+
+
 def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config", default=_env("config"), required=_env("config") is None,
@@ -115,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timeout", default=_env("authz-timeout", "500ms"), help="ext_authz/ext_proc deadline"
     )
+    p.add_argument(
+        "--xff-num-trusted-hops", type=_hops, default=_env("xff-num-trusted-hops", "0"),
+        help="proxies in front of Envoy whose x-forwarded-* it trusts (0: Envoy is the edge)",
+    )  # fmt: skip
     # TLS on Envoy's listener; --client-ca makes it mTLS for auth.mtls (docs/identity.md)
     p.add_argument(
         "--tls-cert", default=_env("envoy-tls-cert"), help="server cert chain (PEM path)"
@@ -376,7 +386,7 @@ def _envoy_config(args: argparse.Namespace) -> int:
         options = BootstrapOptions(
             authz=args.authz_address, listen=args.listen, admin=args.admin,
             timeout=parse_duration(args.timeout), transport=args.transport,
-            authz_http=args.authz_http_address,
+            authz_http=args.authz_http_address, trusted_hops=args.xff_num_trusted_hops,
             tls=ListenerTls.of(args.tls_cert, args.tls_key, args.client_ca),
         )  # fmt: skip
         text = render_bootstrap(authorizer, options)

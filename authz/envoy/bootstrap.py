@@ -111,6 +111,9 @@ class BootstrapOptions:
     tls: ListenerTls | None = None  # TLS / mTLS on the listener (authz/envoy/tls.py)
     transport: str = "grpc"  # ext_authz's transport: grpc | http (authz/envoy/bootstrap_http.py)
     authz_http: str = "127.0.0.1:9003"  # authz's HTTP Check address (--transport http)
+    # Proxies in front of Envoy whose x-forwarded-* Envoy trusts (0: Envoy is the edge, and
+    # a client's x-forwarded-proto / x-forwarded-for never reach the rules or the upstream)
+    trusted_hops: int = 0
 
 
 # --- routes ------------------------------------------------------------------------------
@@ -293,6 +296,12 @@ def build_bootstrap(
                 HttpProtocolOptionsHeadersWithUnderscoresAction.REJECT_REQUEST
             )
         ),
+        # The edge: Envoy sets x-forwarded-for from the peer address and x-forwarded-proto
+        # (and :scheme) from the connection, so `args.headers.x-forwarded-proto == https` is
+        # not the client's to choose; behind a trusted proxy, --xff-num-trusted-hops
+        use_remote_address=True,
+        xff_num_trusted_hops=options.trusted_hops,
+        preserve_external_request_id=True,  # as before: the client's x-request-id is kept
         access_log=[access_log()],
         **client_cert_settings(options.tls),  # x-forwarded-client-cert: never the client's
         route_config=RouteConfiguration(
