@@ -1,7 +1,7 @@
 """The Envoy of `authz envoy-config` is the edge (`use_remote_address: true`), on both
 transports: on a plain-HTTP listener a client's `x-forwarded-proto: https` neither passes a
-rule on `:scheme` or `x-forwarded-proto` nor reaches the upstream. Behind a trusted proxy, `--xff-num-trusted-hops 1` keeps
-that proxy's headers."""
+rule on `:scheme` or `x-forwarded-proto` nor reaches the upstream. Behind a trusted proxy,
+`--xff-num-trusted-hops 1` keeps that proxy's headers."""
 
 from __future__ import annotations
 
@@ -68,8 +68,8 @@ def stack(request: pytest.FixtureRequest, log_dir: Path) -> Iterator[tuple[Envoy
         config = log_dir / "edge.yaml"
         config.write_text(CONFIG % {"port": echo.port})
         check_http = free_port()
-        authz = start_authz(config, log_dir, name=f"authz-{request.param}",
-                            extra_args=["--check-http-listen", f"127.0.0.1:{check_http}"])  # fmt: skip
+        listen = ["--check-http-listen", f"127.0.0.1:{check_http}"]
+        authz = start_authz(config, log_dir, name=f"authz-{request.param}", extra_args=listen)
         started.append(authz.process)
         edge = _envoy(config, authz, check_http, request.param, log_dir)
         started.append(edge.process)
