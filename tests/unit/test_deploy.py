@@ -516,6 +516,14 @@ def test_every_envoy_normalizes_paths_as_recommended(name: str):
             assert hcm.get(key) == recommended[key], f"{name}: {key} is {hcm.get(key)!r}"
 
 
+@pytest.mark.parametrize("name", sorted(envoy_configs()))
+def test_every_envoy_is_the_edge_as_recommended(name: str):
+    # a client's x-forwarded-proto must not make args.headers.:scheme https (SECURITY.md)
+    assert docs(RECOMMENDED_HCM)[0]["use_remote_address"] is True
+    for hcm in by_type(envoy_configs()[name], "HttpConnectionManager"):
+        assert hcm.get("use_remote_address") is True, name
+
+
 @pytest.fixture(scope="module")
 def envoy_bin() -> str:
     found = shutil.which("envoy") or str(Path(sys.executable).with_name("envoy"))

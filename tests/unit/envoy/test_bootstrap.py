@@ -132,6 +132,26 @@ def test_fail_closed_filters_and_path_normalisation() -> None:
     assert per_route(catch_all, "ext_authz") is None  # ext_authz runs: authz denies and logs
 
 
+@pytest.mark.parametrize("transport", ["grpc", "http"])
+def test_envoy_is_the_edge_unless_told_of_trusted_proxies(transport: str) -> None:
+    """use_remote_address: x-forwarded-proto (so :scheme) and x-forwarded-for are Envoy's,
+    never the client's; --xff-num-trusted-hops for proxies in front of it."""
+    h = hcm(generate(transport=transport)[1])
+    assert h["use_remote_address"] is True and h.get("xff_num_trusted_hops", 0) == 0
+    assert h["preserve_external_request_id"] is True
+    assert hcm(generate(transport=transport, trusted_hops=2)[1])["xff_num_trusted_hops"] == 2
+
+
+def test_trusted_hops_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(CONFIG)
+    assert main(["envoy-config", "--config", str(config), "--xff-num-trusted-hops", "1"]) == 0
+    assert hcm(yaml.safe_load(capsys.readouterr().out))["xff_num_trusted_hops"] == 1
+    with pytest.raises(SystemExit):
+        main(["envoy-config", "--config", str(config), "--xff-num-trusted-hops", "-1"])
+    assert "0 or more" in capsys.readouterr().err
+
+
 def test_clusters_from_urls_and_addresses() -> None:
     _, boot = generate(authz="authz.svc:9001", listen="127.0.0.1:8000", admin="127.0.0.1:9901")
     clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
