@@ -108,9 +108,14 @@ def start_pair(
 
 
 def _merge(rendered: dict[str, Bootstrap]) -> Bootstrap:
-    """The HTTP bootstrap (it has every cluster: authz for ext_proc, authz-http, upstreams)
-    with the gRPC one's listener added beside its own."""
+    """The HTTP bootstrap with the gRPC one's listener added beside its own, and the gRPC
+    one's clusters it lacks (`authz` when no rule needs ext_proc)."""
     merged = rendered["http"]
+    clusters = merged["static_resources"]["clusters"]
+    names = {c["name"] for c in clusters}
+    clusters += [
+        c for c in rendered["grpc"]["static_resources"]["clusters"] if c["name"] not in names
+    ]
     (listener,) = rendered["grpc"]["static_resources"]["listeners"]
     listener["name"] = "ingress-grpc"
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
