@@ -17,10 +17,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	@$(BIN)/python scripts/run.py
 
-## Lint, then every test (unit, integration through a real Envoy, PostgreSQL).
+## Lint and type-check, then every test (unit, integration through a real Envoy, PostgreSQL).
 test: $(STAMP)
 	@$(BIN)/ruff format --check . || (echo "run 'make format' to fix formatting"; exit 1)
 	@$(BIN)/ruff check .
+	@$(BIN)/python -m mypy
 	@$(BIN)/python -m pytest -q -p no:cacheprovider
 
 format: $(STAMP)

@@ -17,11 +17,12 @@ from authz.decision import Decision
 from authz.errors import ConfigError, DependencyError, RequestError, TokenError
 from authz.identity.sources import Accepted
 from authz.mutations import apply_changes
-from authz.observability import EndpointMetrics, Metrics
+from authz.observability.metrics import EndpointMetrics, Metrics
 from authz.request import Reading, Request, interpret
-from authz.resolve import Route, Router, compile_template
+from authz.resolve import Route, Router, compile_path_template
 from authz.rules.base import Context, Failure, Rule, run
-from authz.rules.compiler import CompileContext, compile_rule
+from authz.rules.compiler import compile_rule
+from authz.rules.compiling import CompileContext
 from authz.runtime import Runtime
 
 log = logging.getLogger("authz")
@@ -137,7 +138,7 @@ class Authorizer:
         template = None
         if ep.path is not None:
             try:
-                template = compile_template(ep.path)
+                template = compile_path_template(ep.path)
             except ValueError as exc:
                 cc.error(f"{path}.path", str(exc))
         if ep.mode == "dry-run" and cc.field_targets:
@@ -270,7 +271,7 @@ class Authorizer:
         path_params: dict[str, str],
     ) -> dict[str, Any]:
         # args.headers, args.query and args.params are only there for rules that read them.
-        # (Whole literals: building the dict key by key costs twice as much.)
+        # (Whole literals: building the dict key by key costs more.)
         headers, query, params = interpret(req, ep.reading, self.config.limits)
         args: dict[str, Any] = {
             "auth": claims, "pathParams": path_params, "method": req.method,

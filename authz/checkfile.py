@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from authz.identity.peer import NO_PEER, Peer
+from authz.peer import NO_PEER, Peer
 from authz.request import Request
+
+if TYPE_CHECKING:
+    from authz.authorizer import Authorizer
 
 _KEYS = {"service", "endpoint", "method", "path", "headers", "body", "peer"}
 
@@ -76,7 +79,7 @@ def _peer(item: dict[str, Any]) -> Peer | None:
     return Peer(peer.get("principal", ""), peer.get("certificate", "")) or NO_PEER
 
 
-async def run_checks(authorizer: Any, items: list[dict[str, Any]], trace: bool) -> list[Any]:
+async def run_checks(authorizer: Authorizer, items: list[dict[str, Any]], trace: bool) -> list[Any]:
     await authorizer.runtime.start()
     try:
         out = []

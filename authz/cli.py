@@ -10,11 +10,14 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from authz.durations import parse_duration
 from authz.errors import ConfigError, ListenError
 from authz.importers.spacecloud.command import add_parser as add_import_parser
+
+if TYPE_CHECKING:
+    from authz.authorizer import Authorizer
 
 
 def _env(flag: str, default: Any = None) -> Any:
@@ -187,7 +190,7 @@ class UsageError(Exception):
     pass
 
 
-def _load(args: argparse.Namespace):  # -> Authorizer
+def _load(args: argparse.Namespace) -> Authorizer:
     from authz.authorizer import Authorizer
     from authz.config.load import load_config
 
@@ -234,7 +237,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _serve_options(args: argparse.Namespace) -> int:
-    from authz.server import ServeOptions, run_server
+    from authz.server import ServeOptions
+    from authz.workers import run_server
 
     _load(args)  # fail before binding anything (and before forking workers)
     try:
@@ -246,13 +250,15 @@ def _serve_options(args: argparse.Namespace) -> int:
         raise UsageError("--workers must be at least 1")
     if not 0 <= args.decision_log_sample_allows <= 1:
         raise UsageError("--decision-log-sample-allows must be between 0 and 1")
+    _check_grpc_tls(args)
     options = ServeOptions(
         config=args.config, listen=args.listen, http_listen=args.http_listen,
         workers=args.workers, drain=drain, dry_run=args.dry_run, watch=watch,
         decision_log=args.decision_log,
         decision_log_sample_allows=args.decision_log_sample_allows,
         debug_api=args.debug_api, check_http_listen=args.check_http_listen,
-        check_http_prefix=args.check_http_prefix, **_grpc_tls(args),
+        check_http_prefix=args.check_http_prefix, tls_cert=args.tls_cert,
+        tls_key=args.tls_key, client_ca=args.client_ca,
     )  # fmt: skip
     prefix = args.check_http_prefix
     if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
@@ -260,11 +266,11 @@ def _serve_options(args: argparse.Namespace) -> int:
     return run_server(options)
 
 
-def _grpc_tls(args: argparse.Namespace) -> dict[str, str | None]:
+def _check_grpc_tls(args: argparse.Namespace) -> None:
     """`serve`'s TLS files, checked before anything is bound: readable PEM, complete set."""
     files = {"tls_cert": args.tls_cert, "tls_key": args.tls_key, "client_ca": args.client_ca}
     if not any(files.values()):
-        return files
+        return
     if not (args.tls_cert and args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together (and --client-ca needs both)")
     for name, path in files.items():
@@ -276,7 +282,6 @@ def _grpc_tls(args: argparse.Namespace) -> dict[str, str | None]:
             raise UsageError(f"--{name.replace('_', '-')}: {path}: {exc.strerror}") from None
         if b"-----BEGIN " not in head:
             raise UsageError(f"--{name.replace('_', '-')}: {path} is not PEM")
-    return files
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -315,7 +320,7 @@ def _apikey(args: argparse.Namespace) -> int:
 
 
 def _encrypt(args: argparse.Namespace) -> int:
-    from authz.rules.compiler import CompileContext
+    from authz.rules.compiling import CompileContext
     from authz.rules.fields import compile_field
 
     authorizer = _load(args)
@@ -351,7 +356,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _test(args: argparse.Namespace) -> int:
-    from authz.ruletest import run_tests
+    from authz.ruletest.report import run_tests
 
     return run_tests(args.paths, coverage=args.coverage, explain=args.explain)
 

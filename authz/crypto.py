@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - older cryptography
     from cryptography.hazmat.primitives.ciphers.modes import CFB
 
 from authz.config.schema import CryptoSettings
-from authz.errors import ConfigError, RequestError
+from authz.errors import ConfigError, CryptoError
 
 VERSION = "v1"
 NONCE_BYTES = 12
@@ -43,13 +43,6 @@ _B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
 _B64STD = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 
 Encoding = Literal["base64", "hex"]
-
-
-class CryptoError(RequestError):
-    """A value cannot be decrypted: malformed, tampered, another field's, or an unknown key.
-
-    A RequestError (400) because the value came from the request; on the response side the
-    caller turns it into a 502. The message never contains the value or key material."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +85,6 @@ class Keyring:
     @property
     def can_encrypt(self) -> bool:
         return self._current is not None
-
-    @property
-    def keyed_hash(self) -> bool:
-        return self._hash_key is not None
 
     def encrypt(self, value: str, aad_path: str) -> str:
         """Encrypt with the current key, binding the value to `aad_path`."""

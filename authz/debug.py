@@ -15,14 +15,15 @@ import grpc
 from envoy.service.auth.v3 import external_auth_pb2
 from google.protobuf import descriptor_pool, message_factory
 
+from authz.authorizer import Authorizer
 from authz.debug_descriptor import SERIALIZED
 from authz.decision import Decision
 from authz.envoy.decode import from_message
 from authz.errors import RequestError
-from authz.explain import endpoint_rule, explain, is_child_path, result_of
+from authz.explain import endpoint_rule, explain, is_child_path
 
 FILE = descriptor_pool.Default().AddSerializedFile(SERIALIZED)
-SERVICE = FILE.services_by_name["Debug"].full_name  # authz.v1.Debug
+SERVICE: str = FILE.services_by_name["Debug"].full_name  # authz.v1.Debug
 ExplainResponse = message_factory.GetMessageClass(FILE.message_types_by_name["ExplainResponse"])
 CheckRequest = external_auth_pb2.CheckRequest
 
@@ -30,13 +31,13 @@ CheckRequest = external_auth_pb2.CheckRequest
 class DebugServicer:
     """`DebugServicer(lambda: server.authorizer).add_to_server(grpc_server)`."""
 
-    def __init__(self, get_authorizer: Callable[[], Any]):
+    def __init__(self, get_authorizer: Callable[[], Authorizer | None]):
         self.get_authorizer = get_authorizer
 
     async def Explain(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         authorizer = self.get_authorizer()  # one config version for the whole call
         if authorizer is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "no config loaded")
+            return await context.abort(grpc.StatusCode.UNAVAILABLE, "no config loaded")  # raises
         try:
             req = from_message(request)
         except RequestError as exc:
@@ -70,7 +71,7 @@ def to_response(decision: Decision, text: str, version: str) -> Any:
     for entry in trace:
         depth = sum(1 for other in trace if is_child_path(entry.path, other.path))
         out.trace.add(
-            path=entry.path, rule=entry.kind, result=result_of(entry), detail=entry.detail,
+            path=entry.path, rule=entry.kind, result=entry.result, detail=entry.detail,
             depth=depth,
         )  # fmt: skip
     return out

@@ -55,6 +55,23 @@ class UnsupportedMediaType(RequestError):
     status = 415
 
 
+class CryptoError(RequestError):
+    """A value cannot be decrypted: malformed, tampered, another field's, or an unknown key.
+
+    A RequestError (400) because the value came from the request; on the response side the
+    caller turns it into a 502. The message never contains the value or key material."""
+
+
+class ResponseError(AuthzError):
+    """A response action could not be applied: the client gets a 502, never the raw body."""
+
+    status = 502
+
+
+class PlanError(AuthzError):
+    """The body plan ext_proc received is not one this version can apply (-> 500/502)."""
+
+
 class ListenError(AuthzError):
     """`authz serve` cannot listen on an address (in use, not permitted, not local)."""
 

@@ -11,10 +11,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from authz.decision import Decision
 from authz.rules.base import Rule, TraceEntry
+from authz.rules.fields import Force, Remove, Transform
+from authz.rules.match import Match
+from authz.rules.query import Query
+from authz.rules.webhook import Webhook
+
+if TYPE_CHECKING:
+    from authz.authorizer import Authorizer
 
 INDENT = "  "
 
@@ -29,10 +36,6 @@ class Node:
     children: list[Node] = field(default_factory=list)
 
 
-def result_of(entry: TraceEntry) -> str:
-    return "pass" if entry.passed else "error" if entry.error else "fail"
-
-
 def is_child_path(child: str, parent: str) -> bool:
     """`a.clauses[0]` and `a.clause` are nested in `a`; `a2` is not."""
     return len(child) > len(parent) and child.startswith(parent) and child[len(parent)] in ".["
@@ -42,7 +45,7 @@ def tree_from_trace(trace: Iterable[TraceEntry]) -> list[Node]:
     """Rebuild the evaluation tree from post-order entries; returns the roots in order."""
     pending: list[Node] = []
     for entry in trace:
-        node = Node(entry.path, entry.kind, result_of(entry), entry.detail)
+        node = Node(entry.path, entry.kind, entry.result, entry.detail)
         # Everything pending under this path was evaluated inside it, in order.
         split = len(pending)
         while split > 0 and is_child_path(pending[split - 1].path, node.path):
@@ -64,7 +67,7 @@ def _from_rule(rule: Rule, by_path: dict[str, TraceEntry]) -> Node:
     node = Node(
         rule.path,
         rule.kind,
-        result_of(entry) if entry else "skipped",
+        entry.result if entry else "skipped",
         entry.detail if entry else "",
         describe(rule),
     )
@@ -74,18 +77,16 @@ def _from_rule(rule: Rule, by_path: dict[str, TraceEntry]) -> Node:
 
 def describe(rule: Rule) -> str:
     """What a compiled rule looks at, in the config's own words (never a value)."""
-    kind = rule.kind
-    if kind == "match":
-        return f"{rule.f1_text} {rule.op_text} {rule.f2_text} ({rule.type})"  # type: ignore[attr-defined]
-    if kind == "query":
-        return f"{rule.alias}.{rule.col}"  # type: ignore[attr-defined]
-    if kind == "webhook":
-        return f"POST {rule.label}"  # type: ignore[attr-defined]
-    if kind == "force":
-        return f"{rule.fp.text} = {rule.value_text}"  # type: ignore[attr-defined]
-    fps = getattr(rule, "fps", None)
-    if fps:
-        return ", ".join(fp.text for fp in fps)
+    if isinstance(rule, Match):
+        return f"{rule.f1_text} {rule.op_text} {rule.f2_text} ({rule.type})"
+    if isinstance(rule, Query):
+        return f"{rule.alias}.{rule.col}"
+    if isinstance(rule, Webhook):
+        return f"POST {rule.label}"
+    if isinstance(rule, Force):
+        return f"{rule.fp.text} = {rule.value_text}"
+    if isinstance(rule, Remove | Transform) and rule.fps:
+        return ", ".join(fp.text for fp in rule.fps)
     return ""
 
 
@@ -149,15 +150,15 @@ def explain(decision: Decision, rule: Rule | None = None) -> str:
     return "\n".join(explain_lines(decision, rule))
 
 
-def endpoint_rule(authorizer: Any, decision: Decision) -> Rule | None:
+def endpoint_rule(authorizer: Authorizer, decision: Decision) -> Rule | None:
     """The compiled rule of the decision's endpoint, when it has one."""
-    for ep in getattr(authorizer, "endpoints", ()):
+    for ep in authorizer.endpoints:
         if ep.service == decision.service and ep.name == decision.endpoint:
             return ep.rule
     return None
 
 
-async def explain_requests(authorizer: Any, items: list[dict[str, Any]]) -> str:
+async def explain_requests(authorizer: Authorizer, items: list[dict[str, Any]]) -> str:
     """`authz check --explain`: every request of the file, evaluated with a trace."""
     from authz.checkfile import to_request
 

@@ -1,30 +1,14 @@
 """Field-rule changes -> what Envoy is told: header and query mutations on the Check
-response, and the body plan that ext_proc applies (docs/rules.md, the body plan).
-
-The plan travels in the ext_authz dynamic metadata (one JSON string, so numbers keep their
-type), so ext_proc applies what Check decided without evaluating any rule again.
-"""
+response, and the body plan that ext_proc applies (authz/plan.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
+from authz import plan
 from authz.decision import Decision
-from authz.rules.fields import request_changes, response_plan
-
-PLAN_KEY = "plan"  # key in the ext_authz dynamic metadata (namespace envoy.filters.http.ext_authz)
-# Over Envoy's HTTP transport the plan travels as this Check response header, which Envoy
-# turns into dynamic metadata under the same namespace (`dynamic_metadata_from_headers`).
-PLAN_HEADER = "x-authz-body-plan"
-# gRPC metadata (`x-authz-plan: required`) that the generated Envoy config sets on the ext_proc
-# streams of routes whose endpoint has body or response field rules: there, no plan is an error.
-PLAN_REQUIRED_METADATA = "x-authz-plan"
-
-
-def body_hash(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
+from authz.documents import request_changes, response_plan
 
 
 def apply_changes(
@@ -48,14 +32,9 @@ def apply_changes(
             body_ops.append(change.op())
     _query(decision, args.get("query") or {}, changed_query)
     _headers(decision, args.get("headers") or {}, changed_headers)
-    response = [a.to_json() for a in response_plan(changes)]
+    response = response_plan(changes)
     if body_plan or body_ops or response:
-        decision.plan = {
-            "v": 1,
-            "bodyHash": body_hash(body),
-            "request": body_ops,
-            "response": response,
-        }
+        decision.plan = plan.build(body, body_ops, response)
 
 
 def _query(decision: Decision, query: dict[str, Any], keys: dict[str, None]) -> None:
@@ -78,7 +57,3 @@ def _headers(decision: Decision, headers: dict[str, Any], keys: dict[str, None])
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
-
-
-def encode_plan(plan: dict[str, Any]) -> str:
-    return json.dumps(plan, separators=(",", ":"))

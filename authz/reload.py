@@ -15,7 +15,7 @@ from typing import Any
 from authz.authorizer import Authorizer
 from authz.config.load import load_config
 from authz.errors import ConfigError
-from authz.observability import Metrics
+from authz.observability.metrics import Metrics
 from authz.runtime import Runtime
 
 log = logging.getLogger("authz.reload")

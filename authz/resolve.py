@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -11,7 +12,7 @@ _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass(slots=True)
-class Template:
+class PathTemplate:
     """A compiled path template such as /v1/orders/{orderId}.
 
     Matched segment by segment without a backtracking regex: `{name}` is one or more
@@ -44,6 +45,18 @@ class Template:
                 out[name] = unquote(value)
         return out
 
+    @property
+    def has_parameters(self) -> bool:
+        return self.segments is not None
+
+    def regex(self) -> str:
+        """The template as a regex over the whole path, each `{name}` one or more characters
+        other than '/' (RE2 syntax too: Envoy's route matcher): `/v1/orders/{id}` ->
+        `/v1/orders/[^/]+`."""
+        if self.segments is None:
+            return re.escape(self.text)
+        return "/".join("[^/]+".join(map(re.escape, lits)) for lits, _ in self.segments)
+
 
 def _match_segment(seg: str, literals: tuple[str, ...]) -> list[str] | None:
     """Values of the k = len(literals) - 1 parameters of one segment (no '/' in `seg`).
@@ -71,7 +84,7 @@ def _match_segment(seg: str, literals: tuple[str, ...]) -> list[str] | None:
     return values
 
 
-def compile_template(text: str) -> Template:
+def compile_path_template(text: str) -> PathTemplate:
     """Raise ValueError for a malformed template."""
     names = _PARAM.findall(text)
     if len(set(names)) != len(names):
@@ -80,7 +93,7 @@ def compile_template(text: str) -> Template:
     if "{" in rest or "}" in rest:
         raise ValueError("unbalanced or invalid '{name}' in the path template")
     if not names:
-        return Template(text, None)
+        return PathTemplate(text, None)
     segments = []
     for seg in text.split("/"):
         literals, seg_names, pos = [], [], 0
@@ -90,7 +103,7 @@ def compile_template(text: str) -> Template:
             pos = m.end()
         literals.append(seg[pos:])
         segments.append((tuple(literals), tuple(seg_names)))
-    return Template(text, tuple(segments))
+    return PathTemplate(text, tuple(segments))
 
 
 @dataclass(slots=True)
@@ -98,7 +111,7 @@ class Route:
     service: str
     endpoint: str
     methods: frozenset[str] | None  # None: any method
-    template: Template | None
+    template: PathTemplate | None
     target: Any  # what resolution returns (the compiled endpoint)
 
 
@@ -120,7 +133,7 @@ class Router:
                 self._templated.append(r)
 
     def resolve(
-        self, method: str, path: str, context: dict[str, str]
+        self, method: str, path: str, context: Mapping[str, str]
     ) -> tuple[Any, dict[str, str]] | None:
         """(endpoint, path parameters), or None when no endpoint matches."""
         service = context.get("service")
@@ -139,8 +152,8 @@ class Router:
         for route in self._templated:
             if service and route.service != service:
                 continue
-            if _method_ok(route, method):
-                params = route.template.match(path)  # type: ignore[union-attr]
+            if _method_ok(route, method) and route.template is not None:  # always: templated
+                params = route.template.match(path)
                 if params is not None:
                     return route.target, params
         return None

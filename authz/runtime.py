@@ -5,25 +5,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from authz.config.schema import Config
 from authz.crypto import Keyring
-from authz.datastores.base import close_datastores, open_datastores, ping_datastores
+from authz.datastores.base import Datastore
+from authz.datastores.factory import close_datastores, open_datastores, ping_datastores
+
+if TYPE_CHECKING:
+    import httpx
+
+    from authz.observability.metrics import Metrics
 
 PING_EVERY = 2.0  # seconds between datastore pings (readiness, and reconnecting in time)
 
 
 class Runtime:
-    def __init__(self, config: Config, metrics: Any = None):
+    def __init__(self, config: Config, metrics: Metrics | None = None):
         from authz.identity.identity import Identity
 
         self.config = config
-        self.metrics = metrics  # observability.Metrics, or None (CLI, tests)
+        self.metrics = metrics  # None: the CLI and tests count nothing
         self._pinger: asyncio.Task[None] | None = None
         self.identity = Identity(config.auth, base_dir=config.base_dir, project=config.project)
-        self.datastores: dict[str, Any] = {}  # alias -> Datastore (authz.datastores)
-        self.http: Any = None  # httpx.AsyncClient shared by webhooks and JWKS fetches
+        self.datastores: dict[str, Datastore] = {}  # by alias
+        # shared by webhooks and JWKS fetches; None until start()
+        self.http: httpx.AsyncClient | None = None
         # The keyring is built now so that bad keys are config errors (authz validate).
         self.keyring = Keyring.from_settings(config.crypto) if config.crypto else None
         # The query rules' tables (datastores/schema.Use, set by the Authorizer) and what is
@@ -33,7 +40,7 @@ class Runtime:
         self._schema_ok: set[str] = set()
 
     async def start(self) -> None:
-        import httpx
+        import httpx  # loaded only when serving
 
         self.http = httpx.AsyncClient(follow_redirects=False, trust_env=False)
         await self.identity.start(self.http)

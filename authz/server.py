@@ -1,57 +1,39 @@
-"""The gRPC server (Check, health, reflection) and the HTTP side (/healthz, /readyz).
+"""The server's lifecycle: the gRPC server (Check, ext_proc, health, reflection, Debug) and
+the HTTP side (/healthz, /readyz, /metrics), start, reload swaps, drain and stop.
 
-The Check handler receives raw bytes and decodes them itself, so that even a CheckRequest
-that protobuf cannot parse gets a deny rather than a gRPC error (a gRPC error would hand the
-decision to Envoy's failure_mode_allow).
+The Check handler is authz/checks.py; `--workers` is authz/workers.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import json
 import logging
-import os
 import signal
 import socket
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from time import monotonic, perf_counter
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
-from envoy.service.auth.v3 import external_auth_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from authz.authorizer import Authorizer
-from authz.decision import Decision
-from authz.envoy.decode import decode
-from authz.envoy.encode import encode, serialize
+from authz.checks import AUTH_SERVICE, CheckHandler
 from authz.envoy.extproc import ExtProcServicer
-from authz.envoy.http.decode import decode as decode_http
-from authz.envoy.http.encode import response as http_response
-from authz.envoy.http.server import Parsed, start_check_http
-from authz.errors import ListenError, RequestError
+from authz.envoy.http.server import start_check_http
+from authz.errors import ListenError
 from authz.http import start_http
-from authz.observability import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from authz.observability import DecisionLog, Metrics, worker_exited
+from authz.observability.decisionlog import DecisionLog
+from authz.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from authz.observability.metrics import Metrics
 from authz.reload import Reloader
-from authz.request import Request
 
 log = logging.getLogger("authz.server")
 
-AUTH_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 # Signals the parent of --workers forwards to every worker.
-_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-# The last resort when even encoding a decision fails: a fixed 500 deny.
-_INTERNAL_ERROR = encode(
-    Decision(False, 500, "internal error", "internal error")
-).SerializeToString()
-_HTTP_INTERNAL_ERROR = http_response(Decision(False, 500, "internal error", "internal error"))
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 @dataclass
@@ -75,9 +57,10 @@ class ServeOptions:
     check_http_prefix: str = ""  # http_service.path_prefix, removed from every Check path
 
 
-class AuthzServer:
+class AuthzServer(CheckHandler):
     def __init__(self, options: ServeOptions):
         self.options = options
+        self.check_http_prefix = options.check_http_prefix
         self.authorizer: Authorizer | None = None
         self.draining = False
         self.grpc: grpc.aio.Server | None = None
@@ -88,55 +71,6 @@ class AuthzServer:
         self.reloader: Reloader | None = None
         self.metrics = Metrics()
         self.decisions = DecisionLog("off")  # replaced in start(): its thread must not fork
-
-    # --- Check ---------------------------------------------------------------------------
-
-    async def check(self, data: bytes, context: Any) -> bytes:
-        return await self.decide(self._decode_grpc, data, serialize, _INTERNAL_ERROR)
-
-    def _decode_grpc(self, data: bytes) -> Request:
-        # The client certificate is read only for a config with auth.mtls (a Check without it
-        # costs what it did); a config swapped in meanwhile sees NO_PEER: a 401, never XFCC.
-        return decode(data, self.authorizer.reads_peer)  # type: ignore[union-attr]
-
-    async def check_http(self, parsed: Parsed) -> bytes:
-        """A Check over Envoy's ext_authz HTTP transport: only decode and encode differ."""
-        return await self.decide(self._decode_http, parsed, http_response, _HTTP_INTERNAL_ERROR)
-
-    def _decode_http(self, parsed: Parsed) -> Request:
-        p = parsed
-        return decode_http(p.method, p.target, p.headers, p.body, self.options.check_http_prefix)
-
-    async def decide(
-        self,
-        decode_fn: Callable[[Any], Request],
-        data: Any,
-        encode_fn: Callable[[Decision], bytes],
-        internal_error: bytes,
-    ) -> bytes:
-        """decode -> resolve, identify, evaluate (the Authorizer) -> encode, for either
-        transport; every path out is an answer (a deny on any error)."""
-        authorizer = self.authorizer  # one config version for the whole Check
-        start = perf_counter()
-        try:
-            try:
-                req = decode_fn(data)
-            except RequestError as exc:
-                decision = Decision(False, 400, str(exc), str(exc))
-            else:
-                decision = await authorizer.check(req)  # type: ignore[union-attr]
-            out = encode_fn(decision)
-        except Exception:
-            log.exception("internal error serving Check")
-            return internal_error
-        # Metrics and the decision log (inline: one call fewer per Check).
-        seconds = perf_counter() - start
-        key = (decision.service, decision.endpoint)
-        metrics = authorizer.endpoint_metrics.get(key) or self.metrics.unmatched
-        metrics.observe(decision.allowed, decision.status, seconds)
-        if self.decisions.enabled:
-            self.decisions.log(decision_record(decision, seconds, authorizer.version))
-        return out
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -186,13 +120,14 @@ class AuthzServer:
         address = self.options.check_http_listen
         if not address:
             return
+        assert self.grpc is not None  # created by start()
         try:
             host, port = _split(address)
             self.check_http_server = await start_check_http(
                 host, port, self.check_http, self._max_body, reuse
             )
         except (OSError, ValueError) as exc:
-            await self.grpc.stop(None)  # type: ignore[union-attr]
+            await self.grpc.stop(None)
             if self.http is not None:
                 self.http.close()
             why = getattr(exc, "strerror", None) or exc
@@ -205,8 +140,9 @@ class AuthzServer:
 
     def _listen_grpc(self, reuse: bool) -> None:
         address = self.options.listen
-        _probe(address, reuse)  # the OS's reason, before grpc logs its own lines
+        probe(address, reuse)  # the OS's reason, before grpc logs its own lines
         try:
+            assert self.grpc is not None  # created by start()
             credentials = grpc_credentials(self.options)
             if credentials is None:
                 bound = self.grpc.add_insecure_port(address)
@@ -261,7 +197,7 @@ class AuthzServer:
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         # A worker starts with these blocked (_run_workers); one that arrived meanwhile is
         # delivered now, to the handlers above.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
         await self._stopped.wait()
 
     def _on_signal(self, drain: float) -> None:
@@ -302,9 +238,9 @@ class _GenericHandlersOnly:
 
     Generated code also registers each method as a "registered method", and grpc.aio keeps
     a call request pending per registered method and waits on all of them for every RPC it
-    accepts: ~6k instructions per Check for each registered method. With health (three
-    methods), reflection and ext_proc that was ~30k, 6% of a Check's CPU (callgrind). Every
-    service here is served through its generic handler instead."""
+    accepts, a cost per Check for each registered method (figures: docs/performance.md,
+    "Figures behind the code's choices"). Every service here is served through its generic
+    handler instead."""
 
     def __init__(self, server: grpc.aio.Server):
         self._server = server
@@ -330,29 +266,12 @@ def grpc_credentials(options: ServeOptions) -> grpc.ServerCredentials | None:
     )
 
 
-def decision_record(d: Decision, seconds: float, version: str) -> dict[str, Any]:
-    """One decision log line (masked again by the writer; no token is ever put in it)."""
-    record: dict[str, Any] = {
-        "requestId": d.request_id,
-        "service": d.service,
-        "endpoint": d.endpoint,
-        "allowed": d.allowed,
-        "status": d.status,
-        "reason": d.reason,
-        "latencyMs": round(seconds * 1000, 3),
-        "config": version,
-    }
-    if d.dry_run:
-        record["dryRun"] = True
-    return record
-
-
 def _split(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def _probe(address: str, reuse: bool) -> None:
+def probe(address: str, reuse: bool) -> None:
     """ListenError with the OS's reason when `host:port` cannot be bound as grpc would."""
     try:
         host, port = _split(address)
@@ -369,133 +288,3 @@ def _probe(address: str, reuse: bool) -> None:
         except OSError as exc:
             why = exc.strerror or str(exc)
             raise ListenError(f"cannot listen on {address}: {why}") from None
-
-
-def run_server(options: ServeOptions) -> int:
-    """Run one server process (or several sharing the ports) until SIGTERM/SIGINT."""
-    addresses = (options.listen, options.http_listen, options.check_http_listen)
-    for address in filter(None, addresses):  # a taken port: one line, no forks
-        _probe(address, options.workers > 1)
-    if options.workers > 1:
-        return _run_workers(options)
-    return _run_one(options)
-
-
-def _run_one(options: ServeOptions) -> int:
-    try:
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover - uvloop is optional
-        loop_factory = None
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(AuthzServer(options).run())
-    return 0
-
-
-def _run_workers(options: ServeOptions) -> int:
-    """Fork N workers sharing the ports (SO_REUSEPORT); forward SIGTERM, SIGINT and SIGHUP to
-    every worker; replace a worker that dies on its own; return when all have exited after a
-    stop (0, or the first failing worker's status)."""
-    children: list[int] = []
-    stopping = False
-
-    def forward(signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = stopping or signum != signal.SIGHUP
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-
-    parent = os.getpid()
-    for sig in _FORWARDED:
-        signal.signal(sig, forward)
-    try:
-        for _ in range(options.workers):
-            children.append(_fork_worker(options, parent))
-    except BaseException:
-        forward(signal.SIGTERM, None)  # fork failed: stop the workers already started
-        raise
-    status, restarts = 0, _RestartBudget(options.workers)
-    while children:
-        pid, code = os.wait()
-        if pid not in children:
-            continue
-        children.remove(pid)
-        worker_exited(pid)
-        exit_code = os.waitstatus_to_exitcode(code)
-        if stopping:
-            status = status or exit_code
-        elif restarts.spend():
-            log.error("worker %d exited (%s): starting a replacement", pid, exit_code)
-            children.append(_fork_worker(options, parent))
-        else:  # crashing in a loop (e.g. a port taken): give up rather than spin
-            log.error("workers keep exiting (last: %d, %s): stopping", pid, exit_code)
-            status = status or exit_code or 1
-            forward(signal.SIGTERM, None)
-    return status
-
-
-class _RestartBudget:
-    """At most 3 replacements per worker per minute."""
-
-    def __init__(self, workers: int):
-        self.limit, self.times = 3 * workers, collections.deque[float]()
-
-    def spend(self) -> bool:
-        now = monotonic()
-        while self.times and now - self.times[0] > 60:
-            self.times.popleft()
-        if len(self.times) >= self.limit:
-            return False
-        self.times.append(now)
-        return True
-
-
-def _fork_worker(options: ServeOptions, parent: int) -> int:
-    # Signals are blocked while forking, so that one arriving meanwhile is neither lost nor
-    # handled by the child with the parent's handler; the worker unblocks them once its own
-    # handlers are set (AuthzServer.run).
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
-    try:
-        pid = os.fork()
-        if pid == 0:
-            _worker(options, parent)  # never returns
-        return pid
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-
-
-def _worker(options: ServeOptions, parent: int) -> NoReturn:
-    """A forked worker: serve until stopped, then leave without running the parent's code."""
-    code = 1
-    try:
-        for sig in _FORWARDED:  # the parent's `forward`; still blocked until AuthzServer.run
-            signal.signal(sig, signal.SIG_DFL)
-        _stop_with_parent(parent)
-        code = _run_one(options)
-    except ListenError as exc:
-        print(f"authz serve: {exc}", file=sys.stderr)
-        code = 3
-    except BaseException:
-        log.exception("worker failed")
-    finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
-
-
-def _stop_with_parent(parent: int) -> None:
-    """Linux: SIGTERM (so: drain and exit) this worker when the parent dies, even by SIGKILL,
-    so that no orphan keeps serving on the shared port."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - not glibc/musl
-        return
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)

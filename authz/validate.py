@@ -177,7 +177,7 @@ def connect_problems(config: Config) -> tuple[list[str], int]:
 
 
 async def _connect(config: Config) -> tuple[list[str], int]:
-    from authz.datastores.base import close_datastores, open_datastores, ping_datastores
+    from authz.datastores.factory import close_datastores, open_datastores, ping_datastores
     from authz.datastores.schema import check_uses, query_uses
 
     uses = query_uses(_rules(config))
@@ -199,7 +199,8 @@ async def _connect(config: Config) -> tuple[list[str], int]:
 
 def _rules(config: Config) -> list[Any]:
     """Every endpoint's compiled rule, errors or not (they were reported already)."""
-    from authz.rules.compiler import CompileContext, compile_rule
+    from authz.rules.compiler import compile_rule
+    from authz.rules.compiling import CompileContext
 
     rules = []
     for sname, service in config.services.items():

@@ -217,7 +217,7 @@ def sqlite_files(env: dict[str, str], config: Path = CONFIG) -> list[Path]:
     """The SQLite files `config` reads, resolved as `authz serve` resolves them (relative to
     the config's directory, ${VAR}s from `env`)."""
     from authz.config.load import load_config
-    from authz.datastores.base import create_datastore
+    from authz.datastores.factory import create_datastore
     from authz.errors import ConfigError
 
     try:

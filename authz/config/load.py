@@ -4,7 +4,6 @@ error with its exact path. Compiling the rules (authz.authorizer) adds semantic 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -161,7 +160,3 @@ def _format_path(loc: list[Any]) -> str:
         else:
             path += f".{part}" if path else str(part)
     return path
-
-
-def dump_json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True)

@@ -12,14 +12,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from authz.datastores.filters import Expr, check_collection, parse
-from authz.datastores.template import Template
+from authz.datastores.template import FilterTemplate
 from authz.errors import DependencyError
 
 log = logging.getLogger("authz.datastores")
+T = TypeVar("T")
 
 
 class Datastore:
@@ -70,12 +70,12 @@ class Datastore:
         return await self._guarded(self._find(col, filter, expr, limit))
 
     async def find_template(
-        self, col: str, template: Template, values: list[Any], limit: int
+        self, col: str, template: FilterTemplate, values: list[Any], limit: int
     ) -> list[dict[str, Any]]:
         """`find` for a query rule: its compiled filter (structure checked at config load)
         and this request's values (each checked as it filled its slot: rules/query.py).
-        Parsing every filter again cost ~10% of a Check; SQL stores also reuse the statement
-        compiled for the template (they override this)."""
+        Parsing every filter per request was a large share of a Check; SQL stores also reuse
+        the statement compiled for the template (they override this)."""
         filled, expr = template.build(values)
         return await self.find_parsed(col, filled, expr, limit)
 
@@ -128,7 +128,7 @@ class Datastore:
         """The columns a query already read for `col` (for --explain), or None."""
         return None
 
-    async def _unmetered(self, read: Coroutine[Any, Any, Any]) -> Any:
+    async def _unmetered(self, read: Coroutine[Any, Any, T]) -> T:
         """Await a schema read: bounded, failures as DependencyError; unlike a query it
         neither counts in the metrics nor changes `healthy` (a missing table is no outage)."""
         try:
@@ -148,50 +148,3 @@ class Datastore:
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
-def create_datastore(alias: str, settings: Any, base_dir: Path | None = None) -> Datastore:
-    """The datastore for one `databases:` entry (not opened yet)."""
-    if settings.type == "sqlite":
-        from authz.datastores.sqlite import SqliteDatastore
-
-        return SqliteDatastore(alias, settings, base_dir or Path.cwd())
-    if settings.type == "postgres":
-        from authz.datastores.postgres import PostgresDatastore
-
-        return PostgresDatastore(alias, settings)
-    if settings.type == "mongo":
-        from authz.datastores.mongo import MongoDatastore
-
-        return MongoDatastore(alias, settings)
-    raise ValueError(f"unknown datastore type {settings.type!r}")
-
-
-async def open_datastores(config: Any) -> dict[str, Datastore]:
-    """Create and open every datastore of `config.databases`, keyed by alias."""
-    stores = {
-        alias: create_datastore(alias, settings, config.base_dir)
-        for alias, settings in config.databases.items()
-    }
-    try:
-        for store in stores.values():
-            await store.open()
-    except BaseException:
-        await close_datastores(stores)
-        raise
-    return stores
-
-
-async def close_datastores(stores: dict[str, Datastore]) -> None:
-    for store in stores.values():
-        try:
-            await store.close()
-        except Exception as exc:  # closing must not stop closing the others
-            log.warning("closing datastore %s failed: %r", store.alias, exc)
-
-
-async def ping_datastores(stores: dict[str, Datastore]) -> dict[str, bool]:
-    """Ping every datastore concurrently (for /readyz)."""
-    aliases = list(stores)
-    results = await asyncio.gather(*(stores[a].ping() for a in aliases))
-    return dict(zip(aliases, results, strict=True))

@@ -28,7 +28,7 @@ import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, final
 
 _SEGMENT = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
 FIELD = re.compile(rf"{_SEGMENT}(?:\.{_SEGMENT}){{0,15}}")
@@ -51,6 +51,7 @@ class FilterError(ValueError):
         super().__init__(f"{path}: {message}")
 
 
+@final  # so `type(expr) is Logic` tells a checker the other branch is a Cond
 @dataclass(frozen=True, slots=True)
 class Cond:
     field: str
@@ -58,6 +59,7 @@ class Cond:
     value: Any
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class Logic:
     op: str  # "$and" | "$or"
@@ -155,7 +157,7 @@ def _parse_member(key: Any, value: Any, path: str) -> list[Expr]:
     if isinstance(value, dict):
         if not value:
             raise FilterError(path, "an empty operator object")
-        conds = []
+        conds: list[Expr] = []
         for op, operand in value.items():
             if not isinstance(op, str) or not op.startswith("$"):
                 raise FilterError(path, "objects are not values; use dotted field names")

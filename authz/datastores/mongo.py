@@ -63,4 +63,5 @@ class MongoDatastore(Datastore):
         self, col: str, filter: dict[str, Any], expr: Expr, limit: int
     ) -> list[dict[str, Any]]:
         cursor = self._database()[col].find(filter, limit=limit)
-        return await cursor.to_list(None)
+        docs: list[dict[str, Any]] = await cursor.to_list(None)
+        return docs

@@ -23,7 +23,7 @@ from authz.datastores.sql import (
     statement,
     where,
 )
-from authz.datastores.template import Template
+from authz.datastores.template import FilterTemplate
 from authz.errors import DependencyError
 
 
@@ -80,7 +80,7 @@ class PostgresDatastore(Datastore):
         return await self._select(col, sql)
 
     async def find_template(
-        self, col: str, template: Template, values: list[Any], limit: int
+        self, col: str, template: FilterTemplate, values: list[Any], limit: int
     ) -> list[dict[str, Any]]:
         def sql(columns: dict[str, str]) -> tuple[str, list[Any]]:
             stmt = statement(self._dialect, col, columns, template, values)
@@ -124,7 +124,7 @@ class PostgresDatastore(Datastore):
         return [{k: _plain(v) for k, v in row.items()} for row in rows]
 
     @property
-    def dialect(self) -> PostgresDialect:  # type: ignore[override]
+    def dialect(self) -> PostgresDialect:
         return self._dialect
 
     async def describe(self, col: str) -> dict[str, str] | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from authz.datastores.filters import Cond, Expr, Logic
 from authz.datastores.sql import Target, resolve, sql_class, target_class
-from authz.datastores.template import Template
+from authz.datastores.template import FilterTemplate
 from authz.errors import DependencyError
 
 
@@ -27,7 +27,7 @@ class Use:
     path: str
     alias: str
     col: str
-    template: Template
+    template: FilterTemplate
 
 
 def query_uses(rules: Iterable[Any]) -> list[Use]:
@@ -70,7 +70,8 @@ async def check_uses(uses: list[Use], stores: dict[str, Any]) -> dict[str, list[
 async def _describe(store: Any, col: str) -> dict[str, str] | str | None:
     """The columns; None when schemaless; a problem text; or "unreachable"."""
     try:
-        return await store.describe(col)
+        columns: dict[str, str] | None = await store.describe(col)
+        return columns
     except DependencyError as exc:
         if not await store.ping():
             return "unreachable"
@@ -112,7 +113,7 @@ def _type_problem(cond: Cond, t: Target, dialect: Any, table: str) -> str | None
     return f"{what} value never matches column {table}.{t.column} ({_kind(t)})"
 
 
-def mismatch(store: Any, col: str, template: Template, values: list[Any]) -> str | None:
+def mismatch(store: Any, col: str, template: FilterTemplate, values: list[Any]) -> str | None:
     """Why this request's values cannot match their columns (for --explain), or None."""
     columns = store.known_columns(col)
     dialect = store.dialect

@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from authz.datastores.filters import Cond, Expr, Logic, value_class
-from authz.datastores.template import Template
+from authz.datastores.template import FilterTemplate
 from authz.errors import DependencyError
 from authz.numeric import is_canonical, parse_canonical
 
@@ -73,7 +73,7 @@ class Dialect:
         # compiled for: a re-read table is a new dict, which recompiles.
         self.cache: dict[tuple[str, Any], tuple[dict[str, str], str, list[Any]]] = {}
         # (table, template, signature) -> the whole SELECT for a query rule's filter
-        self.statements: dict[tuple[str, Template, tuple[Any, ...]], Statement] = {}
+        self.statements: dict[tuple[str, FilterTemplate, tuple[Any, ...]], Statement] = {}
 
     def select(self, table: str, clause: str) -> str:
         return f"SELECT * FROM {quote_table(table)} WHERE {clause} LIMIT {self.placeholder}"
@@ -166,7 +166,7 @@ class Statement:
 
 
 def statement(
-    d: Dialect, table: str, columns: dict[str, str], template: Template, values: list[Any]
+    d: Dialect, table: str, columns: dict[str, str], template: FilterTemplate, values: list[Any]
 ) -> Statement:
     """The SELECT (ending in `LIMIT <placeholder>`) for `template` filled with `values`."""
     key = (table, template, template.signature(values))
@@ -181,7 +181,7 @@ def statement(
 
 
 def params(
-    d: Dialect, stmt: Statement, template: Template, values: list[Any], limit: int
+    d: Dialect, stmt: Statement, template: FilterTemplate, values: list[Any], limit: int
 ) -> list[Any]:
     """The statement's parameters: the values bound into its slots, then the limit."""
     flat = template.flat(values)
@@ -265,7 +265,9 @@ def _in(t: Target, values: list[Any], first: int, d: Dialect, params: list[Any])
     return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
 
 
-def _operand(d: Dialect, sql_op: str, cls: str, values: list[int], t: Target, params: list[Any]):
+def _operand(
+    d: Dialect, sql_op: str, cls: str, values: list[int], t: Target, params: list[Any]
+) -> str:
     """`= ?` or `IN (?, ?)`, a slot per value (bound as class `cls`)."""
     params.extend(Slot(i, cls, t) for i in values)
     if sql_op == "IN":

@@ -43,7 +43,7 @@ class Hole:
         return f"Hole({self.index})"
 
 
-class Template:
+class FilterTemplate:
     """`filled` and `expr` with holes, the functions filling them (`slots`, one per hole) and
     each hole's operator. Hashed by identity: a SQL dialect caches statements per template."""
 

@@ -20,21 +20,21 @@ JSON with snake_case names), so a misspelt field is an error here, not in Envoy.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import betterproto2
 import yaml
 
+from authz.authorizer import Authorizer
 from authz.envoy import bootstrap_http
+from authz.envoy.clusters import Upstream, cluster, socket_address, split_address, upstream
 from authz.envoy.tls import ListenerTls, client_cert_settings, forward_name, transport_socket
-from authz.mutations import PLAN_REQUIRED_METADATA
-from authz.resolve import _PARAM
+from authz.plan import PLAN_REQUIRED_METADATA
+from authz.resolve import compile_path_template
 
 # envoy-data-plane's generated models trip pydantic deprecation warnings at import.
 with warnings.catch_warnings():
@@ -45,27 +45,17 @@ with warnings.catch_warnings():
         Bootstrap,
         BootstrapStaticResources,
     )
-    from envoy_data_plane.envoy.config.cluster.v3 import Cluster, ClusterDiscoveryType
     from envoy_data_plane.envoy.config.core.v3 import (
-        Address,
+        ApiVersion,
         DataSource,
         GrpcService,
         GrpcServiceEnvoyGrpc,
         HeaderValue,
         HeaderValueOption,
-        Http2ProtocolOptions,
         HttpProtocolOptionsHeadersWithUnderscoresAction,
-        SocketAddress,
         SubstitutionFormatString,
-        TransportSocket,
     )
     from envoy_data_plane.envoy.config.core.v3 import HttpProtocolOptions as CommonHttpOptions
-    from envoy_data_plane.envoy.config.endpoint.v3 import (
-        ClusterLoadAssignment,
-        Endpoint,
-        LbEndpoint,
-        LocalityLbEndpoints,
-    )
     from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
     from envoy_data_plane.envoy.config.route.v3 import (
         DirectResponseAction,
@@ -99,11 +89,6 @@ with warnings.catch_warnings():
         HttpConnectionManagerPathWithEscapedSlashesAction,
         HttpFilter,
     )
-    from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import UpstreamTlsContext
-    from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
-        HttpProtocolOptions,
-        HttpProtocolOptionsExplicitHttpConfig,
-    )
     from envoy_data_plane.envoy.type.matcher.v3 import RegexMatcher, StringMatcher
     from envoy_data_plane.envoy.type.v3 import HttpStatus, StatusCode
     from envoy_data_plane.google.protobuf import Any as AnyProto
@@ -113,10 +98,8 @@ EXT_AUTHZ = "envoy.filters.http.ext_authz"
 EXT_PROC = "envoy.filters.http.ext_proc"
 ROUTER = "envoy.filters.http.router"
 HCM = "envoy.filters.network.http_connection_manager"
-HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 AUTHZ_CLUSTER = "authz"
 NO_ROUTE_BODY = '{"error": "no rule for this endpoint"}'
-_TRANSPORT_V3 = 2  # envoy.config.core.v3.ApiVersion.V3
 
 
 @dataclass
@@ -130,90 +113,12 @@ class BootstrapOptions:
     authz_http: str = "127.0.0.1:9003"  # authz's HTTP Check address (--transport http)
 
 
-@dataclass
-class Upstream:
-    cluster: str
-    host: str
-    port: int
-    tls: bool
-
-
-# --- addresses ---------------------------------------------------------------------------
-
-
-def split_address(text: str, what: str) -> tuple[str, int]:
-    """`host:port` or `[v6]:port`; ValueError naming the flag."""
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{what}: expected host:port, got {text!r}")
-    return host, int(port)
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _socket(host: str, port: int) -> Address:
-    return Address(socket_address=SocketAddress(address=host, port_value=port))
-
-
-def upstream(service: str, url: str) -> Upstream:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"services.{service}.url: expected http(s)://host[:port], got {url!r}")
-    if parts.path not in ("", "/") or parts.query:
-        raise ValueError(f"services.{service}.url: a path is not supported ({url!r})")
-    tls = parts.scheme == "https"
-    return Upstream(service, parts.hostname, parts.port or (443 if tls else 80), tls)
-
-
-# --- clusters ----------------------------------------------------------------------------
-
-
-def cluster(name: str, host: str, port: int, *, http2: bool = False, sni: str = "") -> Cluster:
-    c = Cluster(
-        name=name,
-        type=ClusterDiscoveryType.STATIC if _is_ip(host) else ClusterDiscoveryType.STRICT_DNS,
-        connect_timeout=timedelta(seconds=0.25),
-        load_assignment=ClusterLoadAssignment(
-            cluster_name=name,
-            endpoints=[
-                LocalityLbEndpoints(
-                    lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=_socket(host, port)))]
-                )
-            ],
-        ),
-    )
-    if http2:  # gRPC
-        options = HttpProtocolOptions(
-            explicit_http_config=HttpProtocolOptionsExplicitHttpConfig(
-                http2_protocol_options=Http2ProtocolOptions()
-            )
-        )
-        c.typed_extension_protocol_options = {HTTP_OPTIONS: AnyProto.pack(options)}
-    if sni:
-        tls = UpstreamTlsContext(sni=sni)
-        c.transport_socket = TransportSocket(
-            name="envoy.transport_sockets.tls", typed_config=AnyProto.pack(tls)
-        )
-    return c
-
-
 # --- routes ------------------------------------------------------------------------------
 
 
 def path_regex(template: str) -> str:
     """`/v1/orders/{id}` -> `/v1/orders/[^/]+` (RE2, matched against the whole path)."""
-    out, pos = "", 0
-    for m in _PARAM.finditer(template):
-        out += re.escape(template[pos : m.start()]) + "[^/]+"
-        pos = m.end()
-    return out + re.escape(template[pos:])
+    return compile_path_template(template).regex()
 
 
 def _methods(method: str | list[str]) -> list[str]:
@@ -233,8 +138,9 @@ def route_match(path: str, method: str | list[str]) -> RouteMatch:
                 name=":method", string_match=StringMatcher(safe_regex=RegexMatcher(regex=regex))
             )
         ]
-    if _PARAM.search(path):
-        return RouteMatch(safe_regex=RegexMatcher(regex=path_regex(path)), headers=headers)
+    template = compile_path_template(path)
+    if template.has_parameters:
+        return RouteMatch(safe_regex=RegexMatcher(regex=template.regex()), headers=headers)
     return RouteMatch(path=path, headers=headers)
 
 
@@ -293,7 +199,7 @@ def ext_authz_filter(timeout: float, peer_certificate: bool = False) -> HttpFilt
     config = ExtAuthz(
         include_peer_certificate=peer_certificate,  # mTLS: the verified client certificate
         grpc_service=_grpc(timeout),
-        transport_api_version=_TRANSPORT_V3,
+        transport_api_version=ApiVersion.V3,
         failure_mode_allow=False,  # authz down or slow: deny (503), never allow
         status_on_error=HttpStatus(code=StatusCode.ServiceUnavailable),
     )
@@ -335,7 +241,9 @@ def access_log() -> AccessLog:
 # --- the bootstrap -----------------------------------------------------------------------
 
 
-def build_bootstrap(authorizer: Any, options: BootstrapOptions) -> tuple[Bootstrap, list[str]]:
+def build_bootstrap(
+    authorizer: Authorizer, options: BootstrapOptions
+) -> tuple[Bootstrap, list[str]]:
     """(bootstrap, notes): notes name the endpoints that could not be routed, and why."""
     config = authorizer.config
     notes: list[str] = []
@@ -351,7 +259,8 @@ def build_bootstrap(authorizer: Any, options: BootstrapOptions) -> tuple[Bootstr
     if http and (reasons := bootstrap_http.refusals(authorizer)):
         raise ValueError("--transport http cannot serve this config:\n  " + "\n  ".join(reasons))
     with_ext_proc = any(ep.field_rules for ep in authorizer.endpoints)
-    exact, templated = [], []
+    exact: list[Route] = []
+    templated: list[Route] = []
     for ep in authorizer.endpoints:
         declared = config.services[ep.service].endpoints[ep.name]
         if ep.service not in upstreams:
@@ -361,7 +270,7 @@ def build_bootstrap(authorizer: Any, options: BootstrapOptions) -> tuple[Bootstr
             continue
         max_body = config.limits.maxBodyBytes
         route = endpoint_route(ep, declared, ep.service, max_body, with_ext_proc, http)
-        (templated if _PARAM.search(declared.path) else exact).append(route)
+        (templated if compile_path_template(declared.path).has_parameters else exact).append(route)
     mtls = options.tls is not None and options.tls.client_ca is not None
     filters = [
         bootstrap_http.ext_authz_http_filter(authorizer, options.timeout, "")
@@ -402,7 +311,7 @@ def build_bootstrap(authorizer: Any, options: BootstrapOptions) -> tuple[Bootstr
     chain = FilterChain(filters=[Filter(name=HCM, typed_config=AnyProto.pack(hcm))])
     if options.tls is not None:
         chain.transport_socket = transport_socket(options.tls)
-    listener = Listener(name="ingress", address=_socket(*listen), filter_chains=[chain])
+    listener = Listener(name="ingress", address=socket_address(*listen), filter_chains=[chain])
     authz_host, authz_port = split_address(options.authz, "--authz-address")
     clusters = []
     if not http or with_ext_proc:  # gRPC: Check, or (over HTTP) ext_proc only
@@ -416,7 +325,7 @@ def build_bootstrap(authorizer: Any, options: BootstrapOptions) -> tuple[Bootstr
         clusters.append(check)
     for u in upstreams.values():
         clusters.append(cluster(u.cluster, u.host, u.port, sni=u.host if u.tls else ""))
-    admin = Admin(address=_socket(*split_address(options.admin, "--admin")))
+    admin = Admin(address=socket_address(*split_address(options.admin, "--admin")))
     resources = BootstrapStaticResources(listeners=[listener], clusters=clusters)
     return Bootstrap(admin=admin, static_resources=resources), notes
 
@@ -444,7 +353,7 @@ def _http_filters(out: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-def render_bootstrap(authorizer: Any, options: BootstrapOptions) -> str:
+def render_bootstrap(authorizer: Authorizer, options: BootstrapOptions) -> str:
     bootstrap, notes = build_bootstrap(authorizer, options)
     head = [
         "# Envoy bootstrap generated by `authz envoy-config`",

@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import warnings
 from datetime import timedelta
-from typing import Any
 
-from authz.authorizer import DRY_RUN_HEADER
+from authz.authorizer import DRY_RUN_HEADER, Authorizer, CompiledEndpoint
+from authz.envoy.clusters import HTTP_OPTIONS
 from authz.envoy.http.decode import CONTENT_LENGTH_HEADER
-from authz.mutations import PLAN_HEADER
+from authz.plan import PLAN_HEADER
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from envoy_data_plane.envoy.config.core.v3 import (
+        ApiVersion,
         HeaderValue,
         Http1ProtocolOptions,
         HttpUri,
@@ -58,10 +59,9 @@ AUTHZ_HTTP_CLUSTER = "authz-http"
 # a Check is never sent on a connection being closed.
 IDLE_TIMEOUT = timedelta(seconds=60)
 _BODYLESS = frozenset(("GET", "HEAD", "DELETE", "OPTIONS"))
-_TRANSPORT_V3 = 2
 
 
-def refusals(authorizer: Any) -> list[str]:
+def refusals(authorizer: Authorizer) -> list[str]:
     """Why this config cannot be served over the HTTP transport (empty: it can)."""
     out = []
     for ep in authorizer.endpoints:
@@ -81,13 +81,13 @@ def refusals(authorizer: Any) -> list[str]:
     return out
 
 
-def _bodyless(authorizer: Any, ep: Any) -> bool:
+def _bodyless(authorizer: Authorizer, ep: CompiledEndpoint) -> bool:
     method = authorizer.config.services[ep.service].endpoints[ep.name].method
     methods = {method} if isinstance(method, str) else set(method)
     return "*" in methods or bool(methods & _BODYLESS)
 
 
-def upstream_headers(authorizer: Any) -> list[str]:
+def upstream_headers(authorizer: Authorizer) -> list[str]:
     """Every header a Check may set on the upstream request."""
     names = {authorizer.config.auth.serviceToken.header.lower(), DRY_RUN_HEADER}
     for ep in authorizer.endpoints:
@@ -100,7 +100,7 @@ def _exact(names: list[str]) -> ListStringMatcher:
     return ListStringMatcher(patterns=[StringMatcher(exact=n) for n in names])
 
 
-def ext_authz_http_filter(authorizer: Any, timeout: float, path_prefix: str) -> HttpFilter:
+def ext_authz_http_filter(authorizer: Authorizer, timeout: float, path_prefix: str) -> HttpFilter:
     service = HttpService(
         server_uri=HttpUri(
             uri=f"http://{AUTHZ_HTTP_CLUSTER}", cluster=AUTHZ_HTTP_CLUSTER,
@@ -118,7 +118,7 @@ def ext_authz_http_filter(authorizer: Any, timeout: float, path_prefix: str) -> 
     )  # fmt: skip
     config = ExtAuthz(
         http_service=service,
-        transport_api_version=_TRANSPORT_V3,
+        transport_api_version=ApiVersion.V3,
         failure_mode_allow=False,  # authz down, slow or answering 5xx: deny (503)
         status_on_error=HttpStatus(code=StatusCode.ServiceUnavailable),
         allowed_headers=ListStringMatcher(patterns=[StringMatcher(safe_regex=RegexMatcher(regex=".*"))]),
@@ -135,4 +135,4 @@ def http1_options() -> dict[str, AnyProto]:
             http_protocol_options=Http1ProtocolOptions()
         ),
     )
-    return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": AnyProto.pack(options)}
+    return {HTTP_OPTIONS: AnyProto.pack(options)}

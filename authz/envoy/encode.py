@@ -27,8 +27,8 @@ from google.protobuf.struct_pb2 import Struct
 from google.rpc.code_pb2 import OK, PERMISSION_DENIED, UNAUTHENTICATED
 from google.rpc.status_pb2 import Status
 
+from authz import plan
 from authz.decision import Decision
-from authz.mutations import PLAN_KEY, encode_plan
 
 _OK_STATUS = Status(code=OK)
 _DENIED = Status(code=PERMISSION_DENIED)
@@ -60,11 +60,12 @@ def serialize(decision: Decision) -> bytes:
         # identity.mint.ServiceTokens).
         # One flat tuple (headers are pairs, removals strings: the split is unambiguous).
         key = (*d.headers, *d.headers_to_remove)
-        out = _HEADER_ONLY_ALLOWS.get(key)
+        out: bytes | None = _HEADER_ONLY_ALLOWS.get(key)
         if out is None:
             out = _HEADER_ONLY_ALLOWS.put(key, _ok(d).SerializeToString())
         return out
-    return encode(d).SerializeToString()
+    data: bytes = encode(d).SerializeToString()
+    return data
 
 
 class _Bounded:
@@ -104,7 +105,7 @@ def _ok(d: Decision) -> CheckResponse:
     response = CheckResponse(status=_OK_STATUS, ok_response=ok)
     if d.plan is not None:  # for ext_proc, under Envoy's envoy.filters.http.ext_authz namespace
         metadata = Struct()
-        metadata[PLAN_KEY] = encode_plan(d.plan)
+        metadata[plan.PLAN_KEY] = plan.encode(d.plan)
         response.dynamic_metadata.CopyFrom(metadata)
     return response
 
@@ -125,7 +126,7 @@ def _denied(d: Decision) -> CheckResponse:
         template = _DENIALS.put(key, _denial(d.status, d.response_headers_to_add))
     response = CheckResponse()
     response.CopyFrom(template)
-    response.denied_response.body = _error_body(d.message or "access denied", d.request_id)
+    response.denied_response.body = error_body(d.message or "access denied", d.request_id)
     return response
 
 
@@ -137,7 +138,8 @@ def _denial(status: int, response_headers: list[tuple[str, str]]) -> CheckRespon
     return CheckResponse(status=rpc_status, denied_response=denied)
 
 
-def _error_body(message: str, request_id: str) -> str:
+def error_body(message: str, request_id: str) -> str:
+    """The JSON body of every denial and every ext_proc local reply."""
     # Exactly json.dumps({"error": message, "requestId": request_id}), which costs more than
     # the rest of a denial (it builds an encoder per call).
     error, rid = encode_basestring_ascii(message), encode_basestring_ascii(request_id)

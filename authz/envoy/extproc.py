@@ -1,7 +1,7 @@
 """Envoy ext_proc `Process`: applies the body plan decided in Check (docs/rules.md, the body plan).
 
 Check cannot change bodies, so for endpoints with body or `res.*` field rules it puts a plan
-in the ext_authz dynamic metadata (authz/mutations.py); Envoy forwards that namespace to this
+in the ext_authz dynamic metadata (authz/plan.py); Envoy forwards that namespace to this
 processor (`metadata_options.forwarding_namespaces`). One stream is one HTTP request:
 
 - the plan is read from the first message that carries it (Envoy 1.40 forwards the metadata
@@ -30,12 +30,11 @@ Every failure is an ImmediateResponse with a JSON error body; no exception escap
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
@@ -56,13 +55,18 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import (
 )
 from envoy.type.v3.http_status_pb2 import HttpStatus
 
-from authz.mutations import PLAN_HEADER, PLAN_KEY, PLAN_REQUIRED_METADATA
+from authz.documents import apply_response, replay
+from authz.envoy.encode import error_body
+from authz.errors import PlanError, ResponseError
+from authz.plan import EMPTY_HASH, METADATA_KEYS, PLAN_REQUIRED_METADATA, Plan, parse
 from authz.request import parse_json_body
-from authz.rules.fields import ResponseAction, ResponseError, apply_response, replay
 
-SERVICE = external_processor_pb2.DESCRIPTOR.services_by_name["ExternalProcessor"].full_name
+if TYPE_CHECKING:
+    from authz.config.schema import Config
+    from authz.runtime import Runtime
+
+SERVICE: str = external_processor_pb2.DESCRIPTOR.services_by_name["ExternalProcessor"].full_name
 NAMESPACE = "envoy.filters.http.ext_authz"  # where Envoy keeps the Check's dynamic metadata
-EMPTY_HASH = hashlib.sha256(b"").hexdigest()
 BODY_CHANGED = "the request body is not the one authorized"
 NOT_JSON = "the upstream response is not JSON"
 UNDELIVERABLE = "the upstream response cannot be delivered"
@@ -85,10 +89,6 @@ _NOTHING_MORE = ProcessingMode(
 )
 
 
-class PlanError(Exception):
-    """The plan in the metadata is not one this version can apply."""
-
-
 class _Fail(Exception):
     """Stop the stream with an immediate response: status and the client-facing message."""
 
@@ -99,41 +99,19 @@ class _Fail(Exception):
         self.details = details  # Envoy's %RESPONSE_CODE_DETAILS%
 
 
-@dataclass(slots=True)
-class Plan:
-    body_hash: str
-    request: list[dict[str, Any]]  # FieldChange.op()s on the JSON body
-    response: list[ResponseAction]
-
-
-def parse_plan(text: str, keyring: Any) -> Plan:
-    """The plan JSON written by mutations.encode_plan; PlanError when malformed."""
-    try:
-        data = json.loads(text)
-        if not isinstance(data, dict) or data.get("v") != 1:
-            raise PlanError("unknown plan version")
-        body_hash, request = data["bodyHash"], data["request"]
-        response = [ResponseAction.from_json(a, keyring) for a in data["response"]]
-    except (ValueError, KeyError, TypeError, ResponseError) as exc:
-        raise PlanError(f"malformed plan: {exc}") from None
-    if not isinstance(body_hash, str) or not isinstance(request, list):
-        raise PlanError("malformed plan")
-    return Plan(body_hash, request, response)
-
-
 def plan_text(req: ProcessingRequest) -> str | None:
     """The plan string from the forwarded ext_authz metadata, or None."""
     ns = req.metadata_context.filter_metadata.get(NAMESPACE)
     if ns is None:
         return None
-    # PLAN_KEY from a gRPC Check, PLAN_HEADER from an HTTP one (never both from one Check)
-    key = PLAN_KEY if PLAN_KEY in ns.fields else PLAN_HEADER
-    if key not in ns.fields:
+    key = next((k for k in METADATA_KEYS if k in ns.fields), None)
+    if key is None:
         return None
     value = ns.fields[key]
     if value.WhichOneof("kind") != "string_value":
         raise PlanError("the plan is not a string")
-    return value.string_value
+    text: str = value.string_value
+    return text
 
 
 # --- building responses ------------------------------------------------------------------
@@ -168,7 +146,7 @@ def _dump(doc: Any) -> bytes:
 
 def immediate(status: int, message: str, request_id: str, details: str) -> ProcessingResponse:
     """A local reply from Envoy: the same JSON error shape as Check's denials."""
-    body = json.dumps({"error": message, "requestId": request_id}).encode()
+    body = error_body(message, request_id).encode()
     return ProcessingResponse(
         immediate_response=ImmediateResponse(
             status=HttpStatus(code=status),
@@ -189,11 +167,21 @@ def _is_json(content_type: str) -> bool:
 # --- one stream = one HTTP request -------------------------------------------------------
 
 
+class ConfigVersion(Protocol):
+    """What a stream reads of the config version serving (an authz.authorizer.Authorizer)."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def runtime(self) -> Runtime: ...
+
+
 @dataclass
 class Stream:
     """The state of one ext_proc stream; `handle` answers one message."""
 
-    authorizer: Any  # the config version of the stream's first message
+    authorizer: ConfigVersion | None  # the config version of the stream's first message
     plan_required: bool = False  # the route's endpoint always gets a plan from Check
     plan: Plan | None = None
     plan_read: bool = False  # a plan is read once, from the first message that has one
@@ -202,6 +190,11 @@ class Stream:
     request_body_expected: bool = False
     request_body_seen: bool = False
     response_body_seen: bool = False
+
+    def _version(self) -> ConfigVersion:
+        if self.authorizer is None:  # never: the server serves once a config is loaded
+            raise RuntimeError("no config version")
+        return self.authorizer
 
     def handle(self, req: ProcessingRequest) -> ProcessingResponse:
         kind = req.WhichOneof("request")
@@ -247,8 +240,8 @@ class Stream:
             self.request_id = _headers(req.request_headers).get("x-request-id", "")
         try:
             text = plan_text(req)
-            keyring = getattr(self.authorizer.runtime, "keyring", None)
-            self.plan = None if text is None else parse_plan(text, keyring)
+            keyring = self._version().runtime.keyring
+            self.plan = None if text is None else parse(text, keyring)
         except PlanError as exc:
             log.error("ext_proc: %s (request id %a)", exc, self.request_id or "-")
             kind = req.WhichOneof("request") or ""
@@ -287,12 +280,12 @@ class Stream:
         if self.request_body_seen:  # STREAMED/BUFFERED_PARTIAL: chunks cannot be verified
             raise _Fail(500, "internal error", "authz_ext_proc_body_not_buffered")
         self.request_body_seen = True
-        if hashlib.sha256(body.body).hexdigest() != plan.body_hash:
+        if not plan.authorizes(body.body):
             raise _Fail(403, BODY_CHANGED, "authz_body_mismatch")
         if not plan.request:
             return BodyResponse()
         try:
-            doc = parse_json_body(body.body, self.authorizer.config.limits)
+            doc = parse_json_body(body.body, self._version().config.limits)
             replay(doc, plan.request)
             new = _dump(doc)
         except Exception as exc:  # parsed in Check: only a plan that does not fit gets here
@@ -366,7 +359,7 @@ def _plan_required(context: Any) -> bool:
 
 
 class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
-    def __init__(self, get_authorizer: Callable[[], Any]):
+    def __init__(self, get_authorizer: Callable[[], ConfigVersion | None]):
         self.get_authorizer = get_authorizer
 
     async def Process(

@@ -25,9 +25,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from authz.config.auth import ApiKey, ApiKeyFile, ApiKeySettings
 from authz.errors import TokenError
 from authz.identity.keys import Problems
-from authz.identity.source_settings import ApiKey, ApiKeyFile, ApiKeySettings
 
 log = logging.getLogger(__name__)
 

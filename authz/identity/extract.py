@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Container, Mapping
 
+from authz.config.auth import TokenSource
 from authz.errors import TokenError
-from authz.identity.settings import TokenSource
 
 
 class TokenExtractor:
@@ -50,7 +50,7 @@ class TokenExtractor:
         if token in verified:  # the checks below passed when it was verified
             return token
         # Whitespace inside the (stripped) token? str.split() tests the same characters as the
-        # regex \s and runs on every Check: ~10x faster than re.search on a 1 KB token.
+        # regex \s and runs on every Check: much faster than re.search on a long token.
         if len(token.split()) > 1:
             raise TokenError("malformed token")
         return self._checked(token)

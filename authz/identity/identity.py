@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from authz.config.auth import AuthSettings
 from authz.errors import ConfigError, DependencyError, TokenError
 from authz.identity.apikeys import ApiKeys
 from authz.identity.cache import TokenCache
@@ -25,10 +26,9 @@ from authz.identity.keys import Key, Problems, load_static_key, pick_primary
 from authz.identity.mint import SERVICE_TOKEN_TYP, Minter, ServiceTokens
 from authz.identity.mtls import MtlsSource
 from authz.identity.oidc import OidcSource
-from authz.identity.peer import Peer
-from authz.identity.settings import AuthSettings
 from authz.identity.sources import Accepted, Authenticated, authenticate
 from authz.identity.verify import Provider, Verifier
+from authz.peer import Peer
 
 log = logging.getLogger(__name__)
 

@@ -27,13 +27,13 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from authz.datastores.cache import MISS, ResultCache
+from authz import strictjson
+from authz.cache import MISS, ResultCache
+from authz.config.auth import IntrospectionSettings
 from authz.errors import DependencyError, TokenError
 from authz.fetch import fetch
 from authz.identity.claims import check_times, number_claim
 from authz.identity.keys import audiences
-from authz.identity.parse import strict_json
-from authz.identity.source_settings import IntrospectionSettings
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class Introspector:
                 )  # fmt: skip
             if reply.status != 200:
                 raise ValueError(f"HTTP {reply.status}")
-            answer = strict_json(reply.body)
+            answer = strictjson.loads(reply.body)
             if not isinstance(answer, dict) or type(answer.get("active")) is not bool:
                 raise ValueError("the answer is not an object with a boolean `active`")
         except Exception as exc:  # timeout, refused, policy, garbage: 503, never an allow

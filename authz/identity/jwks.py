@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from authz import strictjson
+from authz.config.auth import SecretSettings
 from authz.fetch import fetch
 from authz.identity.keys import ALGORITHMS, Key, audiences, check_public_key, fingerprint
-from authz.identity.parse import strict_json
-from authz.identity.settings import SecretSettings
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,10 @@ def _jwk_alg(jwk: dict[str, Any], pinned: str | None) -> str:
     """The one algorithm this JWK verifies: its own `alg`, else the config's, else by type."""
     kty, alg = jwk.get("kty"), jwk.get("alg")
     if alg is None:
-        alg = pinned or {"RSA": "RS256", "OKP": "EdDSA"}.get(kty) or _EC_ALG.get(jwk.get("crv"))
+        crv = jwk.get("crv")
+        by_type = {"RSA": "RS256", "OKP": "EdDSA"}.get(kty) if isinstance(kty, str) else None
+        by_curve = _EC_ALG.get(crv) if isinstance(crv, str) else None
+        alg = pinned or by_type or by_curve
     if not isinstance(alg, str) or alg not in ALGORITHMS or alg.startswith("HS"):
         raise ValueError(f"unsupported alg {alg!r}")
     if pinned is not None and alg != pinned:
@@ -107,7 +110,7 @@ class JwksSource:
         settings: SecretSettings,
         path: str,
         *,
-        on_removed: Callable[[list[Key]], None],
+        on_removed: Callable[[list[Key]], object],
         clock: Callable[[], float] = time.monotonic,
         min_interval: float = MIN_INTERVAL,
         timeout: float = FETCH_TIMEOUT,
@@ -182,7 +185,7 @@ class JwksSource:
         try:
             async with asyncio.timeout(self._timeout):  # the whole download, not each read
                 body = await self._download()
-            keys = keys_from_jwks(strict_json(body), self.settings, self.path)
+            keys = keys_from_jwks(strictjson.loads(body), self.settings, self.path)
         except Exception as e:  # outage, garbage, timeout: keep serving the last good set
             self.problem = _why(e)
             log.warning("jwks %s: refresh failed, keeping the last key set: %s", self.path, e)

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from jwt.algorithms import Algorithm, get_default_algorithms
 
-from authz.identity.settings import SecretSettings
+from authz.config.auth import SecretSettings
 
 ALGORITHMS: dict[str, Algorithm] = {
     name: impl
@@ -123,10 +123,10 @@ class Problems(list[str]):
 
 
 def _read(s: SecretSettings, name: str, base_dir: Path, path: str, problems: Problems) -> bytes:
-    inline = getattr(s, name)
+    inline: str | None = getattr(s, name)
     if inline is not None:
         return inline.encode()
-    file = getattr(s, name + "File")
+    file: str = getattr(s, name + "File")
     try:
         return (base_dir / file).read_bytes()
     except OSError as e:
@@ -158,7 +158,8 @@ def _secret_key(s: SecretSettings, path: str, problems: Problems) -> bytes | Non
         )
         return None
     try:  # PyJWT refuses PEM/SSH-looking secrets: an asymmetric key is never an HMAC key
-        return ALGORITHMS[s.alg or "HS256"].prepare_key(secret)
+        key: bytes = ALGORITHMS[s.alg or "HS256"].prepare_key(secret)
+        return key
     except Exception:
         problems.add(f"{path}.secret", "looks like an asymmetric key, not an HMAC secret")
         return None

@@ -26,9 +26,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from authz.config.auth import MtlsSettings
 from authz.errors import TokenError
-from authz.identity.peer import XFCC_HEADER, Peer, XfccError, peer_from_xfcc
-from authz.identity.source_settings import MtlsSettings
+from authz.peer import XFCC_HEADER, Peer, XfccError, peer_from_xfcc
 
 CACHE_SIZE = 1024
 _SPIFFE = "spiffe://"

@@ -15,12 +15,11 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from authz import strictjson
+from authz.config.auth import OidcSettings, SecretSettings
 from authz.fetch import fetch, url_problem
 from authz.identity.jwks import JwksError, JwksSource
 from authz.identity.keys import Key
-from authz.identity.parse import strict_json
-from authz.identity.settings import SecretSettings
-from authz.identity.source_settings import OidcSettings
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 MAX_DISCOVERY_BYTES = 64 << 10  # real documents are a few KiB
@@ -61,7 +60,7 @@ class OidcSource(JwksSource):
         settings: OidcSettings,
         path: str,
         *,
-        on_removed: Callable[[list[Key]], None],
+        on_removed: Callable[[list[Key]], object],
         clock: Callable[[], float] = time.monotonic,
         **options: Any,
     ):
@@ -92,7 +91,7 @@ class OidcSource(JwksSource):
         if reply.status != 200:
             raise DiscoveryError(f"discovery: HTTP {reply.status}")
         try:
-            doc = strict_json(reply.body)
+            doc = strictjson.loads(reply.body)
         except Exception:
             raise DiscoveryError("the discovery document is not JSON") from None
         return jwks_uri_of(doc, self.issuer)

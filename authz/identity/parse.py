@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from authz import strictjson
 from authz.errors import TokenError
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
@@ -30,39 +29,6 @@ class ParsedToken:
     signing_input: bytes
     payload_segment: str
     signature: bytes
-
-
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise ValueError("duplicate member")
-    return obj
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("number out of range")
-    return value
-
-
-_DECODER = json.JSONDecoder(
-    object_pairs_hook=_reject_duplicates,
-    parse_constant=_reject_constant,
-    parse_float=_finite_float,
-)
-
-
-def strict_json(data: bytes) -> Any:
-    """Parse UTF-8 JSON rejecting duplicate members, NaN/Infinity; ValueError otherwise."""
-    try:
-        return _DECODER.decode(data.decode("utf-8"))
-    except RecursionError as e:
-        raise ValueError("JSON nested too deeply") from e
 
 
 def b64url_decode(segment: str) -> bytes:
@@ -84,7 +50,7 @@ def _decode_object(segment: str, what: str) -> dict[str, Any]:
         raw = b64url_decode(segment)
         if what == "header" and raw.count(b"{") + raw.count(b"[") > _MAX_HEADER_BRACKETS:
             raise ValueError("too complex")
-        value = strict_json(raw)
+        value = strictjson.loads(raw)
     except (ValueError, binascii.Error) as e:  # UnicodeDecodeError is a ValueError
         raise TokenError(f"malformed token {what}: {e}") from None
     if not isinstance(value, dict):

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from authz.errors import TokenError
-from authz.identity.peer import Peer
+from authz.peer import Peer
 
 if TYPE_CHECKING:
-    from authz.identity.identity import Identity
+    from authz.identity.apikeys import ApiKeys
+    from authz.identity.mtls import MtlsSource
 
 # (source name, the bearer token when there is one, args.auth)
 Authenticated = tuple[str, str | None, dict[str, Any]]
@@ -45,6 +46,18 @@ class Accepted:
         return self.jwt and not (self.api_key or self.mtls or self.introspection)
 
 
+class Sources(Protocol):
+    """What `authenticate` reads of an Identity (identity.py, which calls it with itself)."""
+
+    @property
+    def api_keys(self) -> ApiKeys | None: ...
+    @property
+    def mtls(self) -> MtlsSource | None: ...
+    def extract(self, headers: Mapping[str, str]) -> str | None: ...
+    async def verify(self, token: str) -> dict[str, Any]: ...
+    async def introspect(self, token: str) -> dict[str, Any]: ...
+
+
 def looks_like_jwt(token: str) -> bool:
     return token.count(".") == 2
 
@@ -60,7 +73,7 @@ def bearer_source(token: str, accepted: Accepted) -> str:
 
 
 async def authenticate(
-    identity: Identity, accepted: Accepted, headers: Mapping[str, str], peer: Peer | None
+    identity: Sources, accepted: Accepted, headers: Mapping[str, str], peer: Peer | None
 ) -> Authenticated | None:
     """The source, token and claims of the request's credential; None when it carries none
     the endpoint accepts; TokenError (401) or DependencyError (503) as the source decides."""

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from authz.runtime import Runtime
 
 from authz.errors import AuthzError, DependencyError, RequestError
 
@@ -42,18 +45,24 @@ class TraceEntry:
     error: bool
     detail: str
 
+    @property
+    def result(self) -> str:
+        """pass | fail | error: the one vocabulary of explain, `authz check` and the debug API."""
+        return "pass" if self.passed else "error" if self.error else "fail"
+
 
 class Context:
     """Everything one evaluation reads and writes. Created per request, never shared."""
 
     __slots__ = ("args", "changes", "detail", "runtime", "trace")
 
-    def __init__(self, args: dict[str, Any], runtime: Any = None, trace: bool = False):
+    def __init__(self, args: dict[str, Any], runtime: Runtime | None = None, trace: bool = False):
         self.args = args  # the request variables (docs/rules.md, the args model)
-        self.runtime = runtime  # resources: datastores, http client, identity, keyring
-        self.changes: list[
-            Any
-        ] = []  # field-rule changes, applied in rule order (docs/rules.md, field rules)
+        # resources: datastores, http client, identity, keyring; None: evaluated without
+        # any (rules that need one deny)
+        self.runtime = runtime
+        # field-rule changes, applied in rule order (docs/rules.md, field rules)
+        self.changes: list[Any] = []
         self.trace: list[TraceEntry] | None = [] if trace else None
         self.detail = ""  # set by a rule while tracing: its inputs as resolved
 

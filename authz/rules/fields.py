@@ -21,52 +21,34 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from authz.config.schema import DecryptRule, EncryptRule, ForceRule, HashRule, RemoveRule
-from authz.crypto import CryptoError, hash_value
-from authz.errors import AuthzError, RequestError
+from authz.crypto import Encoding
+from authz.documents import (
+    RESPONSE,
+    FieldChange,
+    FieldPath,
+    Match,
+    PathError,
+    ResponseAction,
+    remove_matches,
+    set_value,
+    single,
+    transformer,
+)
+from authz.errors import AuthzError, CryptoError, RequestError
 from authz.rules.base import Context, Failure, Rule, run
-from authz.rules.compiler import CompileContext, compile_rule, compiles
-from authz.rules.refs import MISSING, Getter, compile_value, is_constant, is_reference, split_path
+from authz.rules.compiling import CompileContext, CompileFn
+from authz.rules.refs import compile_value, is_reference, split_path
+from authz.values import MISSING, Getter, is_constant
 
 REQUEST_TARGETS = ("params", "query", "headers")
-RESPONSE = "res"
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-z]+$")  # an HTTP header name (lower-case)
 _BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-class ResponseError(AuthzError):
-    """A response action could not be applied: the client gets a 502, never the raw body."""
-
-    status = 502
-
-
-class _PathError(Exception):
-    """A field path cannot be set in this document (walks into a scalar, bad index)."""
-
-
 # --- field paths -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class FieldPath:
-    root: str  # params | query | headers | res
-    keys: tuple[str, ...]  # below the root
-    text: str  # as written in the config
-    folded: tuple[str, ...] = ()
-
-    @property
-    def aad(self) -> str:
-        # Bound into ciphertexts: relative to the root, so a value encrypted in a request
-        # body (`args.params.email`) decrypts from the response (`res.email`).
-        return ".".join(self.keys)
-
-    @classmethod
-    def of(cls, root: str, keys: tuple[str, ...], text: str) -> FieldPath:
-        return cls(root, keys, text, tuple(k.casefold() for k in keys))
 
 
 def compile_field(text: str, cc: CompileContext, path: str) -> FieldPath | None:
@@ -117,314 +99,6 @@ def _note_target(cc: CompileContext, root: str) -> None:
     cc.field_targets.add(root)
 
 
-# --- walking documents -------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Match:
-    container: Any  # dict or list
-    key: Any  # str or int
-    exact: bool
-    path: tuple[Any, ...]
-
-
-def _find(doc: Any, fp: FieldPath, strict: bool = False) -> list[_Match]:
-    """Every place the path reaches, exactly or through keys differing only in case.
-
-    `strict` (response bodies): a node that cannot hold the next key (a string, number or
-    boolean, or an array under a non-numeric key) raises _PathError instead of meaning "not
-    there": a partial or differently shaped response must not pass the rule unchanged."""
-    out: list[_Match] = []
-    _walk(doc, fp.keys, fp.folded, 0, True, (), out, strict)
-    return out
-
-
-def _walk(
-    node: Any,
-    keys: tuple,
-    folded: tuple,
-    i: int,
-    exact: bool,
-    trail: tuple,
-    out: list,
-    strict: bool = False,
-):
-    if strict and not _can_hold(node, keys[i]):
-        where = ".".join(str(k) for k in trail) or "the top level"
-        raise _PathError(f"the response has a {_json_type(node)} at {where}")
-    last = i == len(keys) - 1
-    for k, child, is_exact in _children(node, keys[i], folded[i]):
-        if last:
-            out.append(_Match(node, k, exact and is_exact, (*trail, k)))
-        else:
-            _walk(child, keys, folded, i + 1, exact and is_exact, (*trail, k), out, strict)
-
-
-def _can_hold(node: Any, key: str) -> bool:
-    """Whether `key` can name a child of node (null: an absent parent, nothing to do)."""
-    if isinstance(node, list):
-        return _index(key) is not None
-    return node is None or isinstance(node, dict)
-
-
-def _children(node: Any, key: str, fold: str):
-    if isinstance(node, dict):
-        if key in node:
-            yield key, node[key], True
-        for k, v in node.items():
-            if k != key and isinstance(k, str) and k.casefold() == fold:
-                yield k, v, False
-    elif isinstance(node, list):
-        idx = _index(key)
-        if idx is not None and idx < len(node):
-            yield idx, node[idx], True
-
-
-def _index(key: str) -> int | None:
-    return int(key) if key.isascii() and key.isdigit() else None
-
-
-def _set(doc: Any, keys: tuple[str, ...], value: Any) -> tuple[Any, Any, Any, Any, tuple]:
-    """Set keys to value, creating missing (or null) parents as objects.
-
-    Returns (container, key, old, new, path) of the one slot written: the first created
-    parent when parents were created (old is MISSING or None), else the field itself."""
-    node, trail = doc, []
-    for i, key in enumerate(keys):
-        slot = _slot(node, key)
-        if i == len(keys) - 1:
-            old = node.get(slot, MISSING) if isinstance(node, dict) else node[slot]
-            node[slot] = value
-            return node, slot, old, value, (*trail, slot)
-        child = node.get(slot, MISSING) if isinstance(node, dict) else node[slot]
-        if child is MISSING or child is None:
-            new = _nest(keys[i + 1 :], value)
-            node[slot] = new
-            return node, slot, child, new, (*trail, slot)
-        node = child
-        trail.append(slot)
-    raise _PathError("empty path")  # pragma: no cover - paths have at least one key
-
-
-def _slot(node: Any, key: str) -> Any:
-    if isinstance(node, dict):
-        return key
-    if isinstance(node, list):
-        idx = _index(key)
-        if idx is None or idx >= len(node):
-            raise _PathError(f"no index {key} in an array of {len(node)}")
-        return idx
-    raise _PathError(f"cannot set {key!r} inside a {_json_type(node)}")
-
-
-def _nest(keys: tuple[str, ...], value: Any) -> Any:
-    for key in reversed(keys):
-        value = {key: value}
-    return value
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {bool: "boolean", str: "string", int: "number", float: "number"}.get(
-        type(value), type(value).__name__
-    )
-
-
-# --- request changes ---------------------------------------------------------------------
-
-
-class FieldChange:
-    """One change to a request document (`args.<target>`), reversible and replayable."""
-
-    __slots__ = ("container", "key", "new", "old", "path", "target")
-
-    def __init__(self, target: str, container: Any, key: Any, old: Any, new: Any, path: tuple):
-        self.target = target  # params | query | headers
-        self.container = container  # the dict/list that holds `key`
-        self.key = key
-        self.old = old  # MISSING: the slot did not exist
-        # MISSING: the slot was removed. A snapshot: later changes inside a new object must
-        # not leak into this one's op(), or a replay would apply them twice.
-        self.new = copy.deepcopy(new) if isinstance(new, dict | list) else new
-        self.path = path  # concrete keys/indices below args.<target>
-
-    def undo(self, args: dict[str, Any]) -> None:
-        c, k = self.container, self.key
-        if self.old is MISSING:
-            del c[k]
-        elif self.new is MISSING and isinstance(c, list):
-            c.insert(k, self.old)
-        else:
-            c[k] = self.old
-
-    def op(self) -> dict[str, Any]:
-        """JSON form: {"op": "set"|"remove", "target", "path", "value"?}; see `replay`."""
-        if self.new is MISSING:
-            return {"op": "remove", "target": self.target, "path": list(self.path)}
-        return {"op": "set", "target": self.target, "path": list(self.path), "value": self.new}
-
-    def __repr__(self) -> str:
-        return f"FieldChange({self.op()!r})"
-
-
-def replay(doc: Any, ops: list[dict[str, Any]]) -> None:
-    """Apply `FieldChange.op()`s of one target, in order, to a fresh copy of its document."""
-    for op in ops:
-        *parents, last = op["path"]
-        node = doc
-        for key in parents:
-            node = node[key]
-        if op["op"] == "set":
-            node[last] = copy.deepcopy(op["value"])
-        else:
-            del node[last]
-
-
-def request_changes(changes: list[Any]) -> list[FieldChange]:
-    return [c for c in changes if isinstance(c, FieldChange)]
-
-
-def response_plan(changes: list[Any]) -> list[ResponseAction]:
-    return [c for c in changes if isinstance(c, ResponseAction)]
-
-
-def _remove(
-    doc: Any, fp: FieldPath, exact_too: bool, target: str, out: list[Any], strict: bool = False
-) -> int:
-    """Delete the matches of fp (all, or only the case variants); record into `out`."""
-    removed = 0
-    for m in _find(doc, fp, strict):
-        if m.exact and not exact_too:
-            continue
-        old = m.container.pop(m.key)
-        out.append(FieldChange(target, m.container, m.key, old, MISSING, m.path))
-        removed += 1
-    return removed
-
-
-# --- response actions --------------------------------------------------------------------
-
-
-class ResponseAction:
-    """A `res.*` action decided in Check, applied to the response body by ext_proc."""
-
-    __slots__ = ("encoding", "fp", "keyring", "op", "value")
-
-    def __init__(
-        self,
-        op: str,
-        fp: FieldPath,
-        keyring: Any = None,
-        value: Any = None,
-        encoding: str = "base64",
-    ):
-        self.op = op  # force | remove | encrypt | decrypt | hash
-        self.fp = fp
-        self.keyring = keyring  # authz.crypto.Keyring (encrypt, decrypt, keyed hash)
-        self.value = value  # force: the resolved value
-        self.encoding = encoding  # hash
-
-    def undo(self, args: dict[str, Any]) -> None:
-        """Nothing was applied yet: an `or` rollback just drops the action."""
-
-    def apply(self, body: Any) -> None:
-        """Apply to the parsed response body in place; ResponseError on any failure."""
-        try:
-            _APPLY[self.op](self, body)
-        except CryptoError as exc:
-            raise ResponseError(f"{self.fp.text}: {exc}") from None
-        except _PathError as exc:
-            raise ResponseError(f"{self.fp.text}: {exc}") from None
-
-    def to_json(self) -> dict[str, Any]:
-        """For the dynamic metadata Envoy hands from Check to ext_proc."""
-        out: dict[str, Any] = {"op": self.op, "path": list(self.fp.keys)}
-        if self.op == "force":
-            out["value"] = self.value
-        if self.op == "hash":
-            out["encoding"] = self.encoding
-        return out
-
-    @classmethod
-    def from_json(cls, data: Any, keyring: Any = None) -> ResponseAction:
-        try:
-            op, keys = data["op"], tuple(data["path"])
-            if op not in _APPLY or not keys or not all(isinstance(k, str) for k in keys):
-                raise ValueError
-            encoding = data.get("encoding", "base64")
-            if encoding not in ("base64", "hex"):
-                raise ValueError
-        except (KeyError, TypeError, ValueError):
-            raise ResponseError("malformed response plan") from None
-        fp = FieldPath.of(RESPONSE, keys, "res." + ".".join(keys))
-        return cls(op, fp, keyring, data.get("value"), encoding)
-
-    def __repr__(self) -> str:
-        return f"ResponseAction({self.to_json()!r})"
-
-
-def apply_response(plan: list[ResponseAction], body: Any) -> None:
-    """Apply a whole plan in rule order; the first failure raises ResponseError."""
-    for action in plan:
-        action.apply(body)
-
-
-def _apply_force(action: ResponseAction, body: Any) -> None:
-    _set(body, action.fp.keys, copy.deepcopy(action.value))
-    _remove(body, action.fp, False, RESPONSE, [], strict=True)
-
-
-def _apply_remove(action: ResponseAction, body: Any) -> None:
-    _remove(body, action.fp, True, RESPONSE, [], strict=True)
-
-
-def _apply_transform(action: ResponseAction, body: Any) -> None:
-    fn = _transform(action.op, action.fp, action.keyring, action.encoding, keyed=False)
-    m = _single(body, action.fp, strict=True)
-    if m is None:
-        return
-    value = m.container[m.key]
-    if type(value) is not str:
-        raise _PathError(f"is a {_json_type(value)}, not a string")
-    m.container[m.key] = fn(value)
-
-
-_APPLY: dict[str, Callable[[ResponseAction, Any], None]] = {
-    "force": _apply_force,
-    "remove": _apply_remove,
-    "encrypt": _apply_transform,
-    "decrypt": _apply_transform,
-    "hash": _apply_transform,
-}
-
-
-def _single(doc: Any, fp: FieldPath, strict: bool = False) -> _Match | None:
-    """The exact match, or None; a key differing only in case is ambiguous (_PathError)."""
-    found = None
-    for m in _find(doc, fp, strict):
-        if not m.exact:
-            raise _PathError("another key differs only in case")
-        found = m
-    return found
-
-
-def _transform(op: str, fp: FieldPath, keyring: Any, encoding: str, keyed: bool):
-    """The str -> str function of an encrypt/decrypt/hash action."""
-    if op == "hash":
-        if keyring is not None:
-            return lambda v: keyring.hash(v, encoding)
-        if keyed:  # crypto.hashKey is configured but no keyring was built: never hash unkeyed
-            raise AuthzError("the crypto keyring is not loaded")
-        return lambda v: hash_value(v, encoding)
-    if keyring is None:
-        raise AuthzError("the crypto keyring is not loaded")
-    aad = fp.aad
-    if op == "encrypt":
-        return lambda v: keyring.encrypt(v, aad)
-    return lambda v: keyring.decrypt(v, aad)
-
-
 # --- the rules ---------------------------------------------------------------------------
 
 
@@ -461,6 +135,9 @@ class _FieldRule(Rule):
 class Force(_FieldRule):
     kind = "force"
     __slots__ = ("fp", "value", "value_text")
+    fp: FieldPath
+    value: Getter
+    value_text: str
 
     def act(self, ctx: Context) -> Failure | None:
         value = self.value(ctx.args)
@@ -469,7 +146,8 @@ class Force(_FieldRule):
         fp = self.fp
         if fp.root == RESPONSE:
             ctx.changes.append(ResponseAction("force", fp, value=copy.deepcopy(value)))
-            return self._traced(ctx, f"{fp.text}: planned for the response")
+            self._traced(ctx, f"{fp.text}: planned for the response")
+            return None
         if fp.root != "params":
             value = _flat_value(value, fp.root)
             if value is MISSING:
@@ -478,12 +156,13 @@ class Force(_FieldRule):
         if not isinstance(doc, dict):
             return self.fail(f"args.{fp.root} is not an object", error=True)
         try:
-            c, k, old, new, path = _set(doc, fp.keys, copy.deepcopy(value))
-        except _PathError as exc:
+            c, k, old, new, path = set_value(doc, fp.keys, copy.deepcopy(value))
+        except PathError as exc:
             return self.fail(f"cannot set {fp.text}: {exc}", error=True)
         ctx.changes.append(FieldChange(fp.root, c, k, old, new, path))
-        _remove(doc, fp, False, fp.root, ctx.changes)
-        return self._traced(ctx, f"set {fp.text}")
+        remove_matches(doc, fp, False, fp.root, ctx.changes)
+        self._traced(ctx, f"set {fp.text}")
+        return None
 
     def _traced(self, ctx: Context, detail: str) -> None:
         if ctx.trace is not None:
@@ -493,6 +172,7 @@ class Force(_FieldRule):
 class Remove(_FieldRule):
     kind = "remove"
     __slots__ = ("fps",)
+    fps: tuple[FieldPath, ...]
 
     def act(self, ctx: Context) -> Failure | None:
         removed = 0
@@ -502,7 +182,7 @@ class Remove(_FieldRule):
                 continue
             doc = ctx.args.get(fp.root)
             if isinstance(doc, dict):
-                removed += _remove(doc, fp, True, fp.root, ctx.changes)
+                removed += remove_matches(doc, fp, True, fp.root, ctx.changes)
         if ctx.trace is not None:
             ctx.detail = f"removed {removed} field(s)"
         return None
@@ -512,9 +192,12 @@ class Transform(_FieldRule):
     """encrypt, decrypt and hash: a string value replaced by a function of itself."""
 
     __slots__ = ("encoding", "fps", "keyed")
+    encoding: Encoding
+    fps: tuple[FieldPath, ...]
+    keyed: bool  # crypto.hashKey is configured: never hash without it
 
     def act(self, ctx: Context) -> Failure | None:
-        keyring = getattr(ctx.runtime, "keyring", None)
+        keyring = ctx.runtime.keyring if ctx.runtime is not None else None
         done = 0
         for fp in self.fps:
             if fp.root == RESPONSE:
@@ -528,7 +211,7 @@ class Transform(_FieldRule):
             if type(value) is not str:
                 raise RequestError(f"{fp.text} must be a string to {self.kind}")
             try:
-                new = _transform(self.kind, fp, keyring, self.encoding, self.keyed)(value)
+                new = transformer(self.kind, fp, keyring, self.encoding, self.keyed)(value)
             except CryptoError:
                 raise RequestError(f"{fp.text} cannot be {self.kind}ed") from None
             if fp.root == "headers" and _BAD_HEADER_VALUE.search(new):
@@ -545,10 +228,10 @@ class Transform(_FieldRule):
             raise AuthzError("the crypto keyring is not loaded")
         ctx.changes.append(ResponseAction(self.kind, fp, keyring, encoding=self.encoding))
 
-    def _match(self, doc: dict[str, Any], fp: FieldPath) -> _Match | None:
+    def _match(self, doc: dict[str, Any], fp: FieldPath) -> Match | None:
         try:
-            return _single(doc, fp)
-        except _PathError:
+            return single(doc, fp)
+        except PathError:
             raise RequestError(f"{fp.text} is ambiguous: keys differ only in case") from None
 
 
@@ -588,19 +271,19 @@ def _scalar_text(value: Any) -> Any:
 
 
 def _clause(model: Any, cc: CompileContext, path: str) -> Rule | None:
-    return compile_rule(model.clause, cc, f"{path}.clause") if model.clause else None
+    return cc.compile(model.clause, f"{path}.clause") if model.clause else None
 
 
-@compiles("force")
 def compile_force(model: ForceRule, cc: CompileContext, path: str) -> Rule:
     rule = Force(path, model.error, _clause(model, cc, path))
-    rule.fp = compile_field(model.field, cc, f"{path}.field")  # type: ignore[assignment]
+    fp = compile_field(model.field, cc, f"{path}.field")
+    if fp is not None:  # else the config is rejected: the rule never runs
+        rule.fp = fp
     rule.value = compile_value(model.value, cc, f"{path}.value")
     rule.value_text = model.value if is_reference(model.value) else repr(model.value)
-    fp = rule.fp
-    flat = fp is not None and fp.root in ("query", "headers")
-    if flat and _literal(model.value, rule.value) and _flat_value(model.value, fp.root) is MISSING:
-        cc.error(f"{path}.value", f"{model.value!r} is not a valid {fp.root} value")
+    flat = fp.root if fp is not None and fp.root in ("query", "headers") else None
+    if flat and _literal(model.value, rule.value) and _flat_value(model.value, flat) is MISSING:
+        cc.error(f"{path}.value", f"{model.value!r} is not a valid {flat} value")
     return rule
 
 
@@ -608,14 +291,12 @@ def _literal(raw: Any, getter: Getter) -> bool:
     return is_constant(getter) and not is_reference(raw)
 
 
-@compiles("remove")
 def compile_remove(model: RemoveRule, cc: CompileContext, path: str) -> Rule:
     rule = Remove(path, model.error, _clause(model, cc, path))
     rule.fps = _fields(model.fields, cc, path)
     return rule
 
 
-@compiles("encrypt", "decrypt", "hash")
 def compile_transform(
     model: EncryptRule | DecryptRule | HashRule, cc: CompileContext, path: str
 ) -> Rule:
@@ -644,3 +325,13 @@ def _check_keys(kind: str, cc: CompileContext, path: str) -> None:
         cc.error(path, f"'{kind}' needs crypto.keys")
     elif kind == "encrypt" and all(k.legacy for k in keys):
         cc.error(path, "'encrypt' needs a current key in crypto.keys (legacy keys only decrypt)")
+
+
+# The kinds this family compiles (the table in rules/compiler.py).
+COMPILERS: dict[str, CompileFn] = {
+    "force": compile_force,
+    "remove": compile_remove,
+    "encrypt": compile_transform,
+    "decrypt": compile_transform,
+    "hash": compile_transform,
+}

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from authz.config.schema import AndRule, OrRule
+from authz.config.schema import AllowRule, AndRule, AuthenticatedRule, DenyRule, OrRule
 from authz.rules.base import Context, Failure, Rule, run
-from authz.rules.compiler import CompileContext, compile_rule, compiles
+from authz.rules.compiling import CompileContext, CompileFn
 
 
 class _Constant(Rule):
@@ -123,15 +123,23 @@ class Or(_Composite):
         return Failure(self.path, f"none of the {len(self.clauses)} clauses passed", False, message)
 
 
-@compiles("allow", "deny", "authenticated")
-def _compile_simple(model, cc: CompileContext, path: str) -> Rule:
+def _compile_simple(
+    model: AllowRule | DenyRule | AuthenticatedRule, cc: CompileContext, path: str
+) -> Rule:
     cls = {"allow": Allow, "deny": Deny, "authenticated": Authenticated}[model.rule]
     return cls(path, model.error)
 
 
-@compiles("and", "or")
 def _compile_logic(model: AndRule | OrRule, cc: CompileContext, path: str) -> Rule:
-    clauses = tuple(
-        compile_rule(c, cc, f"{path}.clauses[{i}]") for i, c in enumerate(model.clauses)
-    )
+    clauses = tuple(cc.compile(c, f"{path}.clauses[{i}]") for i, c in enumerate(model.clauses))
     return (And if model.rule == "and" else Or)(path, model.error, clauses)
+
+
+# The kinds this family compiles (the table in rules/compiler.py).
+COMPILERS: dict[str, CompileFn] = {
+    "allow": _compile_simple,
+    "deny": _compile_simple,
+    "authenticated": _compile_simple,
+    "and": _compile_logic,
+    "or": _compile_logic,
+}

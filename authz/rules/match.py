@@ -11,19 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 from authz.config.schema import MatchRule
-from authz.observability import sensitive_reference
+from authz.observability.masking import sensitive_reference
 from authz.rules.base import Context, Failure, Rule
-from authz.rules.compiler import CompileContext, compiles
-from authz.rules.refs import (
-    MISSING,
-    Getter,
-    compile_template,
-    compile_value,
-    constant,
-    is_constant,
-    is_reference,
-)
-from authz.rules.utils import parse_date
+from authz.rules.compiling import CompileContext, CompileFn
+from authz.rules.functions import parse_date
+from authz.rules.refs import compile_structure, compile_value, is_reference
+from authz.values import MISSING, Getter, constant, is_constant
 
 EVALS_BY_TYPE = {
     "string": ("==", "!=", "in", "notIn"),
@@ -85,6 +78,18 @@ class Match(Rule):
         "coerce", "exact", "f1", "f1_text", "f2", "f2_list", "f2_text", "f2_value", "masked",
         "op", "op_text", "type",
     )  # fmt: skip
+    coerce: Callable[[Any], Any]  # to the declared type, or WRONG
+    exact: tuple[type, ...] | None  # the types that need no coercion
+    f1: Getter
+    f1_text: str
+    f2: Getter
+    f2_list: bool  # in / notIn
+    f2_text: str
+    f2_value: Any  # f2 coerced once at load when it is a literal, else _PER_REQUEST
+    masked: str
+    op: Callable[[Any, Any], bool]
+    op_text: str
+    type: str
 
     async def evaluate(self, ctx: Context) -> Failure | None:
         return self.evaluate_now(ctx)
@@ -132,7 +137,6 @@ class Match(Rule):
         return items
 
 
-@compiles("match")
 def compile_match(model: MatchRule, cc: CompileContext, path: str) -> Rule:
     rule = Match(path, model.error)
     rule.type, rule.op_text, rule.op = model.type, model.eval, _OPS[model.eval]
@@ -151,7 +155,7 @@ def compile_match(model: MatchRule, cc: CompileContext, path: str) -> Rule:
     else:
         rule.f2 = _side(model.f2, model.type, cc, f"{path}.f2")
     rule.f2_text = _text(model.f2)
-    secrets = getattr(cc.config, "_interpolated", frozenset())
+    secrets = cc.config._interpolated if cc.config is not None else frozenset[str]()
     rule.masked = _masked(model.f1, model.f2, model.eval, secrets)
     rule.f2_value = _PER_REQUEST
     if is_constant(rule.f2):  # coercion is pure: a literal f2 is coerced once, here
@@ -195,7 +199,7 @@ def _list_side(raw: Any, type_: str, cc: CompileContext, path: str) -> Getter:
     for i, item in enumerate(raw):
         if not is_reference(item):
             _check_literal(item, type_, cc, f"{path}[{i}]")
-    return compile_template(raw, cc, path)
+    return compile_structure(raw, cc, path)
 
 
 def _check_literal(value: Any, type_: str, cc: CompileContext, path: str) -> None:
@@ -205,3 +209,9 @@ def _check_literal(value: Any, type_: str, cc: CompileContext, path: str) -> Non
 
 def _text(raw: Any) -> str:
     return raw if isinstance(raw, str) and is_reference(raw) else repr(raw)
+
+
+# The kinds this family compiles (the table in rules/compiler.py).
+COMPILERS: dict[str, CompileFn] = {
+    "match": compile_match,
+}

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from authz.cache import MISS, ResultCache, freeze
 from authz.config.schema import QueryRule
-from authz.datastores.cache import MISS, ResultCache, freeze
+from authz.datastores.base import Datastore
 from authz.datastores.filters import (
     FIELD,
     LIST_OPERATORS,
@@ -27,11 +28,12 @@ from authz.datastores.filters import (
     check_field,
     value_problem,
 )
-from authz.datastores.template import Hole, Template
+from authz.datastores.template import FilterTemplate, Hole
 from authz.errors import DependencyError
 from authz.rules.base import Context, Failure, Rule, run
-from authz.rules.compiler import CompileContext, compile_rule, compiles
-from authz.rules.refs import MISSING, compile_value, is_reference
+from authz.rules.compiling import CompileContext, CompileFn
+from authz.rules.refs import compile_value, is_reference
+from authz.values import MISSING
 
 Fill = Callable[[dict[str, Any]], Any]
 # args keys a rule may not overwrite with results: what the request and the token say
@@ -53,6 +55,13 @@ class SlotError(Exception):
 class Query(Rule):
     kind = "query"
     __slots__ = ("alias", "cache", "clause", "col", "filter", "limit", "set_store")
+    alias: str
+    cache: ResultCache | None
+    clause: Rule | None
+    col: str
+    filter: FilterTemplate
+    limit: int
+    set_store: Callable[[dict[str, Any], Any], None]
 
     def children(self) -> tuple[Rule, ...]:
         return (self.clause,) if self.clause is not None else ()
@@ -87,33 +96,33 @@ class Query(Rule):
         return mismatch(datastore(ctx, self.alias), self.col, self.filter, values)
 
     async def _cached(self, ctx: Context, values: list[Any]) -> list[dict[str, Any]]:
+        cache = self.cache
+        assert cache is not None  # only called for a rule with a cache
         key = freeze(values)  # the template is the rule's: its values say which filter
-        docs = self.cache.get(key)
+        docs: list[dict[str, Any]] = cache.get(key)
         count_cache(ctx, "query", docs is not MISS)
         if docs is MISS:
             store = datastore(ctx, self.alias)
             docs = await store.find_template(self.col, self.filter, values, self.limit)
-            self.cache.put(key, docs)
+            cache.put(key, docs)
         return docs
 
 
 def count_cache(ctx: Context, name: str, hit: bool) -> None:
     """Cache hit/miss metrics, when the runtime has metrics (the server; not the CLI)."""
-    metrics = getattr(ctx.runtime, "metrics", None)
+    metrics = ctx.runtime.metrics if ctx.runtime is not None else None
     if metrics is not None:
         cache = metrics.cache(name)
         cache.hit() if hit else cache.miss()
 
 
-def datastore(ctx: Context, alias: str) -> Any:
-    stores = getattr(ctx.runtime, "datastores", None) or {}
-    store = stores.get(alias)
+def datastore(ctx: Context, alias: str) -> Datastore:
+    store = ctx.runtime.datastores.get(alias) if ctx.runtime is not None else None
     if store is None:
         raise DependencyError(f"datastore {alias} is not open")
     return store
 
 
-@compiles("query")
 def compile_query(model: QueryRule, cc: CompileContext, path: str) -> Rule:
     rule = Query(path, model.error)
     rule.alias, rule.col, rule.limit = model.db, model.col, model.limit
@@ -124,7 +133,7 @@ def compile_query(model: QueryRule, cc: CompileContext, path: str) -> Rule:
         cc.error(exc.path, exc.message)
     rule.filter = compile_filter(model.find, cc, f"{path}.find")
     rule.set_store = compile_store(model.store, cc, f"{path}.store")
-    rule.clause = compile_rule(model.clause, cc, f"{path}.clause") if model.clause else None
+    rule.clause = cc.compile(model.clause, f"{path}.clause") if model.clause else None
     rule.cache = (
         ResultCache(model.cache.ttl, model.cache.size, model.cache.maxBytes)
         if model.cache
@@ -145,14 +154,14 @@ def _check_alias(alias: str, cc: CompileContext, path: str) -> None:
 # --- the filter --------------------------------------------------------------------------
 
 
-def compile_filter(raw: Any, cc: CompileContext, path: str) -> Template:
-    """Compile a `find` object into a Template: the structure (fields, operators) is checked
+def compile_filter(raw: Any, cc: CompileContext, path: str) -> FilterTemplate:
+    """Compile a `find` object into a FilterTemplate: the structure (fields, operators) is checked
     here, once, and each value as it fills its slot per request; the datastore never parses
     the filter per request (see datastores/template.py)."""
     slots: list[Fill] = []
     ops: list[str] = []
     filled, expr = _compile_object(raw, cc, path, slots, ops)
-    return Template(filled, expr, slots, ops)
+    return FilterTemplate(filled, expr, slots, ops)
 
 
 def _compile_object(
@@ -313,3 +322,9 @@ def compile_store(raw: str, cc: CompileContext, path: str) -> Callable[[dict[str
         obj[last] = value
 
     return store
+
+
+# The kinds this family compiles (the table in rules/compiler.py).
+COMPILERS: dict[str, CompileFn] = {
+    "query": compile_query,
+}

@@ -7,41 +7,19 @@ request are returned as data: they are never parsed again as references.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
 from typing import Any
 
-from authz.rules.compiler import CompileContext
+from authz.rules.compiling import CompileContext
+from authz.rules.functions import FUNCTIONS, check_literals
+from authz.values import MISSING, Getter, array_index, constant, is_constant
 
-
-class _Missing:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "<missing>"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-MISSING: Any = _Missing()
-Getter = Callable[[dict[str, Any]], Any]
+_NAME = re.compile(r"utils\.([A-Za-z]+)\(")
+_NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 
 def is_reference(raw: Any) -> bool:
     return isinstance(raw, str) and (raw.startswith("args.") or raw.startswith("utils."))
-
-
-def constant(value: Any) -> Getter:
-    def get(args: dict[str, Any]) -> Any:
-        return value
-
-    get.constant = True  # type: ignore[attr-defined]
-    get.value = value  # type: ignore[attr-defined]
-    return get
-
-
-def is_constant(getter: Getter) -> bool:
-    return getattr(getter, "constant", False)
 
 
 def compile_value(raw: Any, cc: CompileContext, path: str) -> Getter:
@@ -50,18 +28,16 @@ def compile_value(raw: Any, cc: CompileContext, path: str) -> Getter:
         if raw.startswith("args."):
             return compile_path(raw, cc, path)
         if raw.startswith("utils."):
-            from authz.rules.utils import compile_call
-
             return compile_call(raw, cc, path)
     return constant(raw)
 
 
-def compile_template(raw: Any, cc: CompileContext, path: str) -> Getter:
+def compile_structure(raw: Any, cc: CompileContext, path: str) -> Getter:
     """An object or list whose leaves may be references: built fresh per request.
 
     The getter returns MISSING when any reference in it does not resolve."""
     if isinstance(raw, dict):
-        parts = {k: compile_template(v, cc, f"{path}.{k}") for k, v in raw.items()}
+        parts = {k: compile_structure(v, cc, f"{path}.{k}") for k, v in raw.items()}
         if all(is_constant(g) for g in parts.values()):
             return constant(raw)
         items = tuple(parts.items())
@@ -77,7 +53,7 @@ def compile_template(raw: Any, cc: CompileContext, path: str) -> Getter:
 
         return get_obj
     if isinstance(raw, list):
-        getters = [compile_template(v, cc, f"{path}[{i}]") for i, v in enumerate(raw)]
+        getters = [compile_structure(v, cc, f"{path}[{i}]") for i, v in enumerate(raw)]
         if all(is_constant(g) for g in getters):
             return constant(raw)
         gs = tuple(getters)
@@ -159,9 +135,9 @@ def compile_path(text: str, cc: CompileContext, path: str, root: str = "args") -
                 segs.append(("", None, compile_value(inner, cc, path)))
             else:  # a literal key in brackets: a['x'] or a[0]
                 key = inner.strip("'\"")
-                segs.append((key, _index(key), None))
+                segs.append((key, array_index(key), None))
         else:
-            segs.append((part, _index(part), None))
+            segs.append((part, array_index(part), None))
     first = segs[0]
     if root == "args":
         if first[2] is not None:
@@ -169,10 +145,6 @@ def compile_path(text: str, cc: CompileContext, path: str, root: str = "args") -
         else:
             cc.read(first[0], segs[1][0] if len(segs) > 1 and segs[1][2] is None else None)
     return _walker(tuple(segs))
-
-
-def _index(key: str) -> int | None:
-    return int(key) if key.isascii() and key.isdigit() else None
 
 
 def step(obj: Any, key: Any, idx: int | None) -> Any:
@@ -187,7 +159,7 @@ def step(obj: Any, key: Any, idx: int | None) -> Any:
 def _dynamic_step(obj: Any, key: Any) -> Any:
     # A computed key: a string indexes objects, a non-negative int indexes arrays.
     if isinstance(key, str):
-        return step(obj, key, _index(key))
+        return step(obj, key, array_index(key))
     if isinstance(key, int) and not isinstance(key, bool) and key >= 0:
         return step(obj, str(key), key)
     return MISSING
@@ -226,3 +198,84 @@ def _walker(segs: tuple[Segment, ...]) -> Getter:
         return v
 
     return get
+
+
+# --- `utils.*` calls -----------------------------------------------------------------------------
+
+
+def compile_call(text: str, cc: CompileContext, path: str) -> Getter:
+    """Compile `utils.name(arg, ...)`; arguments are references, quoted strings, numbers,
+    booleans, null or nested utils calls."""
+    try:
+        getter, rest = _parse_call(text.strip(), cc, path)
+        if rest.strip():
+            raise ValueError(f"unexpected text after the call: {rest.strip()!r}")
+        return getter
+    except ValueError as exc:
+        cc.error(path, f"invalid utils call {text!r}: {exc}")
+        return constant(MISSING)
+
+
+def _parse_call(text: str, cc: CompileContext, path: str) -> tuple[Getter, str]:
+    m = _NAME.match(text)
+    if not m:
+        raise ValueError("expected utils.name(...)")
+    name = m.group(1)
+    if name not in FUNCTIONS:
+        raise ValueError(f"unknown function utils.{name} (known: {', '.join(FUNCTIONS)})")
+    factory, arity, path_args = FUNCTIONS[name]
+    rest = text[m.end() :]
+    args: list[Getter] = []
+    kinds: list[str] = []
+    rest = rest.lstrip()
+    while not rest.startswith(")"):
+        if args:
+            if not rest.startswith(","):
+                raise ValueError("expected ',' or ')'")
+            rest = rest[1:].lstrip()
+        getter, kind, rest = _parse_arg(rest, cc, path)
+        args.append(getter)
+        kinds.append(kind)
+        rest = rest.lstrip()
+        if not rest:
+            raise ValueError("missing ')'")
+    rest = rest[1:]
+    if len(args) != arity:
+        raise ValueError(f"utils.{name} takes {arity} argument(s), got {len(args)}")
+    for i in path_args:
+        if kinds[i] != "ref":
+            raise ValueError(f"argument {i + 1} of utils.{name} must be an args.* reference")
+    check_literals(name, args)
+    return factory(*args), rest
+
+
+def _parse_arg(text: str, cc: CompileContext, path: str) -> tuple[Getter, str, str]:
+    if text.startswith("utils."):
+        getter, rest = _parse_call(text, cc, path)
+        return getter, "call", rest
+    if text[:1] in ("'", '"'):
+        end = text.find(text[0], 1)
+        if end < 0:
+            raise ValueError("unterminated string")
+        return constant(text[1:end]), "literal", text[end + 1 :]
+    if text.startswith("args."):
+        depth, i = 0, 0
+        while i < len(text):
+            ch = text[i]
+            if ch == "[":
+                depth += 1
+            elif ch == "]":
+                depth -= 1
+            elif depth == 0 and ch in ",)":
+                break
+            i += 1
+        ref = text[:i].strip()
+        return compile_path(ref, cc, path), "ref", text[i:]
+    for word, value in (("true", True), ("false", False), ("null", None)):
+        if text.startswith(word):
+            return constant(value), "literal", text[len(word) :]
+    m = _NUMBER.match(text)
+    if m:
+        num = float(m.group(0)) if m.group(1) else int(m.group(0))
+        return constant(num), "literal", text[m.end() :]
+    raise ValueError(f"cannot read argument at {text[:20]!r}")

@@ -14,20 +14,25 @@ import asyncio
 import inspect
 import json
 import time
+from collections.abc import Callable
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from authz.cache import MISS, ResultCache, freeze
 from authz.config.schema import WebhookRule
-from authz.datastores.cache import MISS, ResultCache, freeze
 from authz.errors import DependencyError
 from authz.fetch import FetchError, fetch, url_problem
 from authz.rules.base import Context, Failure, Rule
-from authz.rules.compiler import CompileContext, compiles
+from authz.rules.compiling import CompileContext, CompileFn
 from authz.rules.query import compile_store, count_cache
-from authz.rules.refs import MISSING, Getter, compile_template
+from authz.rules.refs import compile_structure
+from authz.values import MISSING, Getter
 
 MAX_REPLY = 1 << 20  # bytes of a webhook reply body
+if TYPE_CHECKING:
+    import httpx
+
 TOKEN_TTL = 60.0  # seconds a minted webhook token lives
 SERVICE_TOKEN_HEADER = "x-sc-token"
 
@@ -37,6 +42,14 @@ class Webhook(Rule):
     __slots__ = (
         "body", "cache", "claims", "forward_token", "label", "set_store", "timeout", "url",
     )  # fmt: skip
+    body: Getter
+    cache: ResultCache | None
+    claims: Getter | None
+    forward_token: bool
+    label: str  # the URL without what may hold a secret (metrics, logs)
+    set_store: Callable[[dict[str, Any], Any], None]
+    timeout: float
+    url: str
 
     async def evaluate(self, ctx: Context) -> Failure | None:
         body = self.body(ctx.args)
@@ -70,7 +83,7 @@ class Webhook(Rule):
     async def _measured(
         self, ctx: Context, payload: bytes, claims: Any, user_token: str | None
     ) -> tuple[int, Any]:
-        metrics = getattr(ctx.runtime, "metrics", None)
+        metrics = ctx.runtime.metrics if ctx.runtime is not None else None
         if metrics is None:
             return await self._call(ctx, payload, claims, user_token)
         dep = metrics.webhook(self.label)
@@ -109,7 +122,9 @@ class Webhook(Rule):
         except Exception as exc:  # connection refused, reset, protocol errors
             raise DependencyError(f"webhook {self.label}: {type(exc).__name__}") from exc
 
-    async def _post(self, http: Any, payload: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+    async def _post(
+        self, http: httpx.AsyncClient, payload: bytes, headers: dict[str, str]
+    ) -> tuple[int, Any]:
         try:
             reply = await fetch(
                 http, "POST", self.url, limit=MAX_REPLY, timeout=self.timeout,
@@ -134,7 +149,8 @@ async def _token(identity: Any, claims: dict[str, Any] | None) -> str:
         token = identity.mint_service(claims, TOKEN_TTL)
     if inspect.isawaitable(token):
         token = await token
-    return token
+    text: str = token
+    return text
 
 
 def _decode(raw: bytes, label: str) -> Any:
@@ -159,7 +175,6 @@ def _encode(body: Any) -> bytes:
 # --- compile -----------------------------------------------------------------------------
 
 
-@compiles("webhook")
 def compile_webhook(model: WebhookRule, cc: CompileContext, path: str) -> Rule:
     rule = Webhook(path, model.error)
     rule.url = model.url
@@ -201,7 +216,7 @@ CREDENTIAL_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie"
 
 def _body(template: Any, cc: CompileContext, path: str) -> Getter:
     if template is not None:
-        return compile_template(template, cc, path)
+        return compile_structure(template, cc, path)
     cc.read("*")
     secret_headers = CREDENTIAL_HEADERS | _configured_token_headers(cc.config)
 
@@ -233,9 +248,15 @@ def _claims(claims: dict[str, Any] | None, cc: CompileContext, path: str) -> Get
     if claims is None:
         return None
     # Names are the config's keys; only values are filled, so a request cannot add a claim.
-    return compile_template(dict(claims), cc, path)
+    return compile_structure(dict(claims), cc, path)
 
 
 def _check_url(url: str, cc: CompileContext, path: str) -> None:
     if problem := url_problem(url):
         cc.error(path, problem)
+
+
+# The kinds this family compiles (the table in rules/compiler.py).
+COMPILERS: dict[str, CompileFn] = {
+    "webhook": compile_webhook,
+}

@@ -4,7 +4,7 @@ denied, because every error inside the server is a `denied_response`, never a gR
 last test shows it, which is why SECURITY.md requires `failure_mode_allow: false`.
 
 Faults are injected by a launcher (test-only) that wraps three documented seams: a rule's
-`evaluate`, the CheckRequest decoder and the response encoder used by authz.server."""
+`evaluate`, the CheckRequest decoder and the response encoder used by authz.checks."""
 
 from __future__ import annotations
 
@@ -35,10 +35,10 @@ pytestmark = pytest.mark.integration
 MARK = "__adversarial_raise__"
 LAUNCHER = f"""
 import sys
-from authz import server
+from authz import checks
 from authz.rules import match
 
-_evaluate_now, _decode, _serialize = match.Match.evaluate_now, server.decode, server.serialize
+_evaluate_now, _decode, _serialize = match.Match.evaluate_now, checks.decode, checks.serialize
 
 def evaluate_now(self, ctx):  # Match.evaluate calls it too
     if self.error == {MARK!r}:
@@ -55,7 +55,7 @@ def serialize(decision):
         raise RuntimeError("adversarial: encode")
     return _serialize(decision)
 
-match.Match.evaluate_now, server.decode, server.serialize = evaluate_now, decode, serialize
+match.Match.evaluate_now, checks.decode, checks.serialize = evaluate_now, decode, serialize
 from authz.cli import main
 sys.argv[0] = "authz"
 raise SystemExit(main())

@@ -45,9 +45,9 @@ import authz.datastores.sqlite as sqlite_module
 import authz.reload as reload_module
 from authz.authorizer import Authorizer
 from authz.config.load import load_config_text
-from authz.datastores.base import open_datastores
+from authz.datastores.factory import open_datastores
 from authz.identity.jwks import keys_from_jwks
-from authz.observability import DecisionLog
+from authz.observability.decisionlog import DecisionLog
 from authz.reload import Reloader
 from authz.request import Request
 from authz.runtime import Runtime

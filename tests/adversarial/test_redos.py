@@ -12,7 +12,7 @@ type error (same file, every slot and source). The regexes that *do* meet reques
   parameters in one segment took O(n^2)..O(n^k) on a crafted path (`/a/{x}{y}{z}` against a
   4 000-character segment: 100 s). Now matched segment by segment in linear time, with the
   same captures (checked against the regex by a property test);
-- the decision log's secret masking (`observability._SECRET_VALUE`), run on reasons that
+- the decision log's secret masking (`observability.masking._SECRET_VALUE`), run on reasons that
   quote request values: `search` was quadratic (60 KB of `a`: seconds with the GIL held by
   the writer thread). Now linear, with the same verdicts (property test against the old
   expression);
@@ -42,9 +42,10 @@ from hypothesis import strategies as st
 from authz.authorizer import Authorizer
 from authz.config.load import load_config_text
 from authz.errors import ConfigError
-from authz.observability import MASK, DecisionLog, mask
+from authz.observability.decisionlog import DecisionLog
+from authz.observability.masking import MASK, mask
 from authz.request import Request
-from authz.resolve import compile_template
+from authz.resolve import compile_path_template
 
 HANG = 20  # seconds: far above the milliseconds these take; only catches a hang
 LONG = 50_000  # Envoy's default header limit is 60 KiB: a path of this size reaches authz
@@ -101,22 +102,22 @@ EVIL = [
 
 @pytest.mark.parametrize(("template", "path", "expected"), EVIL, ids=[t for t, _, _ in EVIL])
 def test_templates_against_crafted_paths(template, path, expected):
-    tpl = compile_template(template)
+    tpl = compile_path_template(template)
     with no_hang():
         assert tpl.match(path) == expected
         assert tpl.match("!" + path) is None
 
 
 def test_template_captures_are_the_greedy_ones():
-    assert compile_template("/f/{name}.{ext}").match("/f/a.b.tar.gz") == {
+    assert compile_path_template("/f/{name}.{ext}").match("/f/a.b.tar.gz") == {
         "name": "a.b.tar",
         "ext": "gz",
     }
-    assert compile_template("/f/{a}{b}").match("/f/xyz") == {"a": "xy", "b": "z"}
-    assert compile_template("/f/{a}-{b}").match("/f/-x") is None  # each one non-empty
-    assert compile_template("/f/v{a}.json").match("/f/v%2F1.json") == {"a": "/1"}
-    assert compile_template("/f/{a}").match("/f/") is None
-    assert compile_template("/f/{a}/").match("/f/b/") == {"a": "b"}
+    assert compile_path_template("/f/{a}{b}").match("/f/xyz") == {"a": "xy", "b": "z"}
+    assert compile_path_template("/f/{a}-{b}").match("/f/-x") is None  # each one non-empty
+    assert compile_path_template("/f/v{a}.json").match("/f/v%2F1.json") == {"a": "/1"}
+    assert compile_path_template("/f/{a}").match("/f/") is None
+    assert compile_path_template("/f/{a}/").match("/f/b/") == {"a": "b"}
 
 
 _LIT = st.sampled_from(["", "a", "b", "-", ".", "ab", "a.", "%2F", "x-"])
@@ -149,7 +150,7 @@ def template_and_path(draw):
 @given(template_and_path())
 def test_template_matching_equals_the_regex(case):
     template, path = case
-    assert compile_template(template).match(path) == regex_match(template, path)
+    assert compile_path_template(template).match(path) == regex_match(template, path)
 
 
 def _authorizer() -> Authorizer:

@@ -11,9 +11,9 @@ import sqlite3
 import pytest
 
 import authz.config  # noqa: F401  (loads the schema before the settings models)
-from authz.datastores.base import create_datastore
+from authz.config.databases import PostgresSettings, SqliteSettings
+from authz.datastores.factory import create_datastore
 from authz.datastores.filters import matches
-from authz.datastores.settings import PostgresSettings, SqliteSettings
 from authz.errors import DependencyError
 from tests.helpers import PG, free_port, pg_dsn, pg_schema
 from tests.unit.datastores import cases

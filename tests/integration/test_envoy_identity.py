@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from authz.config.auth import MtlsSettings
 from authz.identity.mtls import MtlsSource
-from authz.identity.peer import XFCC_HEADER, Peer
-from authz.identity.source_settings import MtlsSettings
+from authz.peer import XFCC_HEADER, Peer
 from tests.integration.identity_stack import (
     API_KEY,
     OPAQUE,

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from authz.authorizer import Authorizer
 from authz.config.load import load_config
-from authz.observability import DecisionLog
+from authz.observability.decisionlog import DecisionLog
 from authz.request import Request
 from authz.server import AuthzServer, ServeOptions
 from tests.integration.harness import AES_KEY, EXAMPLE_CONFIG, SECRET

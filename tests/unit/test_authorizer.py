@@ -351,7 +351,7 @@ def test_a_method_override_is_denied(one_reading, target, headers):
 def test_token_failures_never_grow_metric_labels():
     """Label values come from a fixed set of failure kinds, never from the token's text."""
     from authz.errors import TOKEN_FAILURE_KINDS
-    from authz.observability import Metrics
+    from authz.observability.metrics import Metrics
 
     metrics = Metrics()
     authz = Authorizer(load_config_text(CONFIG, {"T_SECRET": SECRET}), metrics=metrics)

@@ -141,7 +141,7 @@ def test_serve_workers_metrics_directory_is_removed_unless_given(
     # ends; one the operator set is theirs and stays
     import os
 
-    import authz.server
+    import authz.workers
 
     given = tmp_path / "metrics"
     given.mkdir()
@@ -156,7 +156,7 @@ def test_serve_workers_metrics_directory_is_removed_unless_given(
         (Path(seen[0]) / "counter_1.db").write_bytes(b"x")  # what a worker leaves
         return 0
 
-    monkeypatch.setattr(authz.server, "run_server", fake_run_server)
+    monkeypatch.setattr(authz.workers, "run_server", fake_run_server)
     assert main(["serve", "--config", str(config), "--workers", "2", "--watch", "0"]) == 0
     assert Path(seen[0]).exists() is preset
     assert (os.environ.get("PROMETHEUS_MULTIPROC_DIR") == str(given)) is preset

@@ -937,7 +937,7 @@ def _pip_wheel(src: Path, dest: Path) -> str:
 def test_build_context_is_small_and_builds_the_wheel(tmp_path: Path):
     ctx = tmp_path / "ctx"
     copied = _build_context(ctx)
-    assert "pyproject.toml" in copied and "authz/observability.py" in copied
+    assert "pyproject.toml" in copied and "authz/observability/metrics.py" in copied
     assert "LICENSE" in copied
     assert not [p for p in copied if p.startswith(("tests/", "bench/", ".run/", "deploy/"))]
     assert not [p for p in copied if "__pycache__" in p or p.endswith(".pyc")]
@@ -963,7 +963,7 @@ def test_build_context_is_small_and_builds_the_wheel(tmp_path: Path):
     (wheel,) = (tmp_path / "wheels").glob("authz-*.whl")
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
-        assert "authz/observability.py" in names and "authz/cli.py" in names
+        assert "authz/observability/metrics.py" in names and "authz/cli.py" in names
         entry = next(n for n in names if n.endswith("entry_points.txt"))
         assert "authz = authz.cli:main" in z.read(entry).decode()
         meta = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import authz.config  # noqa: F401  (loads the schema before the settings models)
-from authz.datastores.base import create_datastore
-from authz.datastores.settings import SqliteSettings
+from authz.config.databases import SqliteSettings
+from authz.datastores.factory import create_datastore
 from scripts.run import CONFIG, EXAMPLE_SQL, ROOT, RunError, seed_sqlite, sqlite_files
 
 SECRET = "unit-tests-secret-0123456789abcdef0123"

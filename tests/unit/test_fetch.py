@@ -10,8 +10,8 @@ import httpx
 import pydantic
 import pytest
 
+from authz.config.auth import SecretSettings
 from authz.fetch import FetchError, fetch, is_link_local, url_problem
-from authz.identity.settings import SecretSettings
 from tests.unit.identity.support import HttpServer, make_identity
 
 METADATA = [

@@ -1,12 +1,12 @@
 import pytest
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
-from authz.resolve import Route, Router, compile_template
+from authz.resolve import Route, Router, compile_path_template
 
 
 def router():
     def r(service, endpoint, methods, path):
-        tpl = compile_template(path) if path else None
+        tpl = compile_path_template(path) if path else None
         return Route(service, endpoint, frozenset(methods) if methods else None, tpl, endpoint)
 
     return Router(
@@ -60,4 +60,4 @@ def test_resolution(method, path, context, expected):
 @pytest.mark.parametrize("bad", ["/a/{b", "/a/{b}/{b}", "/a/{1x}", "/a/b}"])
 def test_bad_templates(bad):
     with pytest.raises(ValueError):
-        compile_template(bad)
+        compile_path_template(bad)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from authz.cli import main
-from authz.ruletest import run_tests
+from authz.ruletest.report import run_tests
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "rule-test-secret-0123456789abcdef0123"

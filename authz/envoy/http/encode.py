@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
+from authz import plan
 from authz.decision import Decision
-from authz.envoy.encode import _Bounded, _error_body
-from authz.mutations import PLAN_HEADER, encode_plan
+from authz.envoy.encode import _Bounded, error_body
 
 REMOVE_HEADER = "x-envoy-auth-headers-to-remove"
 # Field rules on args.params change the query of a request without a body: a 4xx (the client
@@ -50,7 +50,7 @@ def response(decision: Decision) -> bytes:
         )
     if d.plan is None:
         key = (*d.headers, *d.headers_to_remove)
-        out = _HEADER_ONLY_ALLOWS.get(key)
+        out: bytes | None = _HEADER_ONLY_ALLOWS.get(key)
         if out is None:
             out = _HEADER_ONLY_ALLOWS.put(key, _allow(d))
         return out
@@ -64,7 +64,7 @@ def _allow(d: Decision) -> bytes:
         if d.headers_to_remove:
             lines.append(_line(REMOVE_HEADER, ",".join(d.headers_to_remove)))
         if d.plan is not None:
-            lines.append(_line(PLAN_HEADER, encode_plan(d.plan)))
+            lines.append(_line(plan.PLAN_HEADER, plan.encode(d.plan)))
     except ValueError as exc:
         return _denied(Decision(False, 500, str(exc), "internal error", request_id=d.request_id))
     lines.append(_CRLF)
@@ -84,7 +84,7 @@ def _denied(d: Decision) -> bytes:
     head = _DENIAL_HEADS.get(key)
     if head is None:
         head = _DENIAL_HEADS.put(key, _denial_head(status, d.response_headers_to_add))
-    body = _error_body(d.message or "access denied", d.request_id).encode()
+    body = error_body(d.message or "access denied", d.request_id).encode()
     return b"%scontent-length: %d\r\n\r\n%s" % (head, len(body), body)
 
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 import asyncio
 import collections
 from asyncio.tasks import _enter_task, _leave_task
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httptools
 
@@ -50,7 +50,7 @@ class Parsed:
     body: bytes
 
 
-Handler = Callable[[Parsed], Awaitable[bytes]]
+Handler = Callable[[Parsed], Coroutine[Any, Any, bytes]]
 
 
 def _denial(status: int, message: str) -> bytes:
@@ -67,15 +67,17 @@ _NOT_STARTED = object()  # a coroutine handed to the runner before its first ste
 
 
 class CheckProtocol(asyncio.Protocol):
+    transport: asyncio.Transport  # set by connection_made, before any other callback
+
     def __init__(self, handler: Handler, max_body: Callable[[], int]):
         self.handler = handler
         self.max_body = max_body
         self.parser = httptools.HttpRequestParser(self)
         self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
-        self.queue: collections.deque[Parsed | bytes | object] = collections.deque()
+        self.queue: collections.deque[Parsed | bytes | object] = collections.deque()  # or _CLOSE
         self.runner: asyncio.Task[None] | None = None
-        self.handoff: asyncio.Future[tuple[Any, Any, Parsed]] | None = None
+        # (coroutine, what it waits for, its request): a Check that waits, for the runner
+        self.handoff: asyncio.Future[tuple[Any, Any, Parsed]] = self.loop.create_future()
         self.busy = False  # the runner is answering: requests wait in the queue for it
         self.closing = False
         self.paused = False
@@ -101,9 +103,8 @@ class CheckProtocol(asyncio.Protocol):
     # --- connection ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # create_server: a stream
         self.watchdog = self.loop.call_later(self.tick, self._watch)
-        self.handoff = self.loop.create_future()
         self.runner = self.loop.create_task(self._run())
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -134,7 +135,7 @@ class CheckProtocol(asyncio.Protocol):
     def _fail(self, answer: bytes) -> None:
         """Answer, after the requests before it, and close: the stream cannot be framed."""
         self.closing = True
-        self.transport.pause_reading()  # type: ignore[union-attr]
+        self.transport.pause_reading()
         self.queue.append(answer)
         self.queue.append(_CLOSE)
         self._wake()
@@ -153,7 +154,7 @@ class CheckProtocol(asyncio.Protocol):
             self._fail(TIMEOUT)
         elif self.idle * self.tick >= IDLE_SECONDS:
             self.closing = True
-            self.transport.close()  # type: ignore[union-attr]
+            self.transport.close()
         else:
             self.watchdog = self.loop.call_later(self.tick, self._watch)
 
@@ -213,7 +214,7 @@ class CheckProtocol(asyncio.Protocol):
         self.done += 1
         if len(self.queue) > MAX_PIPELINED and not self.paused:
             self.paused = True
-            self.transport.pause_reading()  # type: ignore[union-attr]
+            self.transport.pause_reading()
 
     # --- answering, in order ---------------------------------------------------------
 
@@ -234,32 +235,33 @@ class CheckProtocol(asyncio.Protocol):
                     waiting_on: Any = _NOT_STARTED
                 else:
                     try:
-                        waiting_on = coro.send(None)  # type: ignore[attr-defined]
+                        waiting_on = coro.send(None)
                     except StopIteration as done:
                         out.append(_answer_for(item, done.value))
                         continue
                     finally:
                         _leave_task(self.loop, self.runner)
                 self.busy = True
-                self.handoff.set_result((coro, waiting_on, item))  # type: ignore[union-attr]
+                self.handoff.set_result((coro, waiting_on, item))
                 break
-            if item is _CLOSE:
+            if isinstance(item, bytes):
+                out.append(item)
+            else:  # _CLOSE
                 self._write_and_close(out)
                 return
-            out.append(item)  # type: ignore[arg-type]
         if out:
-            self.transport.write(b"".join(out))  # type: ignore[union-attr]
+            self.transport.write(b"".join(out))
 
     def _write_and_close(self, out: list[bytes]) -> None:
         self.queue.clear()
         self.closing = True
-        self.transport.write(b"".join(out))  # type: ignore[union-attr]
-        self.transport.close()  # type: ignore[union-attr]
+        self.transport.write(b"".join(out))
+        self.transport.close()
 
     async def _run(self) -> None:
         """The connection's Task: finishes the Checks that wait, then the queue behind them."""
         while not self.closing:
-            coro, waiting_on, item = await self.handoff  # type: ignore[misc]
+            coro, waiting_on, item = await self.handoff
             self.handoff = self.loop.create_future()
             try:
                 answer = await _finish(coro, waiting_on)
@@ -268,17 +270,17 @@ class CheckProtocol(asyncio.Protocol):
                     nxt = self.queue.popleft()
                     if isinstance(nxt, Parsed):
                         out.append(_answer_for(nxt, await self.handler(nxt)))
-                    elif nxt is _CLOSE:
+                    elif isinstance(nxt, bytes):
+                        out.append(nxt)
+                    else:  # _CLOSE
                         self._write_and_close(out)
                         return
-                    else:
-                        out.append(nxt)  # type: ignore[arg-type]
-                self.transport.write(b"".join(out))  # type: ignore[union-attr]
+                self.transport.write(b"".join(out))
             finally:
                 self.busy = False
             if self.paused and not self.closing:
                 self.paused = False
-                self.transport.resume_reading()  # type: ignore[union-attr]
+                self.transport.resume_reading()
 
 
 async def _finish(coro: Coroutine[Any, Any, bytes], waiting_on: Any) -> bytes:

@@ -11,7 +11,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -26,7 +26,7 @@ EXIT_OK, EXIT_STOPPED, EXIT_REPORTED = 0, 2, 3
 _ROTATED_STAND_IN = "x" * 64
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("import", help="turn another system's configuration into an authz config")
     kinds = p.add_subparsers(dest="source", required=True)
     p = kinds.add_parser("spacecloud", help="a Space Cloud project (space-cli get all, or the "
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-def _pick(projects: dict, wanted: str | None) -> str:
+def _pick(projects: dict[str, Any], wanted: str | None) -> str:
     if wanted is not None:
         if wanted not in projects:
             raise ImportStopped(f"no project {wanted!r} (found: {', '.join(sorted(projects))})")

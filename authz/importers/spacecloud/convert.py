@@ -217,7 +217,9 @@ def _with_schema(dsn: str, schema: Any) -> str:
 # --- services ----------------------------------------------------------------------------
 
 
-def _service(svc: dict[str, Any], where: str, databases: set[str], result: Result) -> dict:
+def _service(
+    svc: dict[str, Any], where: str, databases: set[str], result: Result
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if svc.get("url"):
         out["url"] = svc["url"]
@@ -236,7 +238,9 @@ def _service(svc: dict[str, Any], where: str, databases: set[str], result: Resul
     return out
 
 
-def _endpoint(ep: dict[str, Any], where: str, dbs: set[str], result: Result) -> dict | None:
+def _endpoint(
+    ep: dict[str, Any], where: str, dbs: set[str], result: Result
+) -> dict[str, Any] | None:
     report = result.report
     kind = ep.get("kind") or "internal"
     if kind != "internal":
@@ -284,7 +288,7 @@ def _endpoint(ep: dict[str, Any], where: str, dbs: set[str], result: Result) -> 
     return out
 
 
-def _headers(headers: Any, where: str, ctx: RuleContext, report: Report) -> list[dict]:
+def _headers(headers: Any, where: str, ctx: RuleContext, report: Report) -> list[dict[str, Any]]:
     """Space Cloud's header operations on the upstream call as `force` / `remove` rules on
     args.headers: values are literals or references to the body (`args.x`) or the token
     (`auth.x`); Go templates and Space Cloud secrets cannot be computed here."""
@@ -324,7 +328,9 @@ def _header_value(text: str, ctx: RuleContext) -> str:
     return text.replace("$", "$$")
 
 
-def _path(path: Any, where: str, result: Result) -> tuple[str, dict[str, str], list[dict]]:
+def _path(
+    path: Any, where: str, result: Result
+) -> tuple[str, dict[str, str], list[dict[str, Any]]]:
     """Space Cloud fills `{args.x}` from the body and `{auth.x}` from the token; authz routes
     `/…/{x}` and checks a token value with a guard clause."""
     if not isinstance(path, str) or not path:

@@ -70,11 +70,15 @@ def convert_rule(rule: Any, where: str, ctx: RuleContext) -> dict[str, Any]:
     return converted
 
 
-def _plain(rule: dict[str, Any], out: dict[str, Any], where: str, ctx: RuleContext) -> dict:
+def _plain(
+    rule: dict[str, Any], out: dict[str, Any], where: str, ctx: RuleContext
+) -> dict[str, Any]:
     return out
 
 
-def _logic(rule: dict[str, Any], out: dict[str, Any], where: str, ctx: RuleContext) -> dict:
+def _logic(
+    rule: dict[str, Any], out: dict[str, Any], where: str, ctx: RuleContext
+) -> dict[str, Any]:
     clauses = rule["clauses"]
     if not isinstance(clauses, list):
         raise ImportStopped(f"{where}.clauses: expected a list")
@@ -88,7 +92,9 @@ def _logic(rule: dict[str, Any], out: dict[str, Any], where: str, ctx: RuleConte
     return out
 
 
-def _match(rule: dict[str, Any], out: dict[str, Any], where: str, ctx: RuleContext) -> dict:
+def _match(
+    rule: dict[str, Any], out: dict[str, Any], where: str, ctx: RuleContext
+) -> dict[str, Any]:
     kind, op = rule["type"], rule["eval"]
     if kind not in EVALS or op not in EVALS[kind]:
         ctx.report.add(
@@ -133,7 +139,9 @@ def _match(rule: dict[str, Any], out: dict[str, Any], where: str, ctx: RuleConte
     return out
 
 
-def _query(rule: dict[str, Any], out: dict[str, Any], where: str, ctx: RuleContext) -> dict:
+def _query(
+    rule: dict[str, Any], out: dict[str, Any], where: str, ctx: RuleContext
+) -> dict[str, Any]:
     if rule["db"] not in ctx.databases:
         ctx.report.add(
             "not-carried", f"{where}.db", f"a query on database {rule['db']!r}, which was "
@@ -155,7 +163,9 @@ def _query(rule: dict[str, Any], out: dict[str, Any], where: str, ctx: RuleConte
     return out
 
 
-def _webhook(rule: dict[str, Any], out: dict[str, Any], where: str, ctx: RuleContext) -> dict:
+def _webhook(
+    rule: dict[str, Any], out: dict[str, Any], where: str, ctx: RuleContext
+) -> dict[str, Any]:
     out["url"] = _literal(rule["url"])
     _store_and_cache(rule, out, where, ctx)
     for key, what in (
@@ -177,12 +187,16 @@ def _webhook(rule: dict[str, Any], out: dict[str, Any], where: str, ctx: RuleCon
     return out
 
 
-def _force(rule: dict[str, Any], out: dict[str, Any], where: str, ctx: RuleContext) -> dict:
+def _force(
+    rule: dict[str, Any], out: dict[str, Any], where: str, ctx: RuleContext
+) -> dict[str, Any]:
     out.update(field=rule["field"], value=_value(rule["value"], ctx))
     return _with_clause(rule, out, where, ctx)
 
 
-def _fields(rule: dict[str, Any], out: dict[str, Any], where: str, ctx: RuleContext) -> dict:
+def _fields(
+    rule: dict[str, Any], out: dict[str, Any], where: str, ctx: RuleContext
+) -> dict[str, Any]:
     fields = rule["fields"]
     if isinstance(fields, str):
         ctx.report.add(
@@ -199,7 +213,7 @@ def _fields(rule: dict[str, Any], out: dict[str, Any], where: str, ctx: RuleCont
     return _with_clause(rule, out, where, ctx)
 
 
-def _hash(rule: dict[str, Any], fields: list[str], where: str, ctx: RuleContext) -> dict:
+def _hash(rule: dict[str, Any], fields: list[str], where: str, ctx: RuleContext) -> dict[str, Any]:
     # Space Cloud hashes request fields to base64 and response fields to hex.
     groups = [
         ([f for f in fields if not f.startswith("res.")], "base64"),
@@ -215,7 +229,9 @@ def _hash(rule: dict[str, Any], fields: list[str], where: str, ctx: RuleContext)
     return rules[0] if len(rules) == 1 else {"rule": "and", "clauses": rules}
 
 
-def _with_clause(rule: dict[str, Any], out: dict[str, Any], where: str, ctx: RuleContext) -> dict:
+def _with_clause(
+    rule: dict[str, Any], out: dict[str, Any], where: str, ctx: RuleContext
+) -> dict[str, Any]:
     if rule.get("clause"):
         out["clause"] = convert_rule(rule["clause"], f"{where}.clause", ctx)
         ctx.report.add(
@@ -225,7 +241,9 @@ def _with_clause(rule: dict[str, Any], out: dict[str, Any], where: str, ctx: Rul
     return out
 
 
-def _store_and_cache(rule: dict[str, Any], out: dict[str, Any], where: str, ctx: RuleContext):
+def _store_and_cache(
+    rule: dict[str, Any], out: dict[str, Any], where: str, ctx: RuleContext
+) -> None:
     if rule.get("store"):
         out["store"] = rule["store"]
     cache = rule.get("cache")

@@ -13,9 +13,9 @@ from bson import ObjectId
 from mockupdb import MockupDB
 
 import authz.config  # noqa: F401  (loads the schema before the settings models)
+from authz.config.databases import MongoSettings
 from authz.config.schema import QueryRule
-from authz.datastores.base import create_datastore
-from authz.datastores.settings import MongoSettings
+from authz.datastores.factory import create_datastore
 from authz.errors import DependencyError
 from authz.rules.base import Context
 from authz.rules.compiler import compile_or_raise
@@ -129,7 +129,7 @@ def _rule(raw):
 
 
 def _ctx(store, params, auth=None):
-    runtime = SimpleNamespace(datastores={"mongo": store}, http=None, identity=None)
+    runtime = SimpleNamespace(datastores={"mongo": store}, http=None, identity=None, metrics=None)
     return Context({"params": params, "auth": auth or {"id": "u2"}}, runtime)
 
 

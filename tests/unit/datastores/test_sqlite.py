@@ -16,9 +16,9 @@ import pytest
 
 import authz.config  # noqa: F401  (loads the schema before the settings models)
 import authz.datastores.sqlite as sqlite_module
-from authz.datastores.base import create_datastore, open_datastores
+from authz.config.databases import SqliteSettings
+from authz.datastores.factory import create_datastore, open_datastores
 from authz.datastores.filters import matches, parse
-from authz.datastores.settings import SqliteSettings
 from authz.datastores.sql import SqliteDialect, where
 from authz.errors import DependencyError
 from tests.unit.datastores import cases

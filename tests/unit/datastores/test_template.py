@@ -15,19 +15,19 @@ from typing import Any
 import pytest
 
 import authz.config  # noqa: F401  (loads the schema before the settings models)
+from authz.config.databases import PostgresSettings, SqliteSettings
 from authz.datastores import sql
-from authz.datastores.base import create_datastore
+from authz.datastores.factory import create_datastore
 from authz.datastores.filters import evaluate, parse
-from authz.datastores.settings import PostgresSettings, SqliteSettings
 from authz.datastores.sql import PostgresDialect, SqliteDialect, params, statement, where
-from authz.datastores.template import Template
-from authz.rules.compiler import CompileContext
+from authz.datastores.template import FilterTemplate
+from authz.rules.compiling import CompileContext
 from authz.rules.query import compile_filter
 from tests.helpers import pg_dsn, pg_schema
 from tests.unit.datastores import cases
 
 
-def _template(raw: dict[str, Any]) -> Template:
+def _template(raw: dict[str, Any]) -> FilterTemplate:
     cc = CompileContext()
     t = compile_filter(raw, cc, "find")
     assert cc.errors == []

@@ -67,7 +67,7 @@ def test_reading_the_protobuf_maps_never_adds_keys():
 
 
 def test_peer_is_the_connection_envoy_reports():
-    from authz.identity.peer import NO_PEER, Peer
+    from authz.peer import NO_PEER, Peer
 
     msg = CheckRequest.FromString(data())
     assert decode(msg.SerializeToString()).peer is NO_PEER  # no client certificate
@@ -82,7 +82,7 @@ def test_peer_is_the_connection_envoy_reports():
 
 
 def test_peer_is_skipped_for_a_config_without_mtls():
-    from authz.identity.peer import NO_PEER
+    from authz.peer import NO_PEER
 
     msg = CheckRequest.FromString(data())
     msg.attributes.source.principal = "spiffe://td/sa/x"

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, get_default_algorithms
 
+from authz.config.auth import AuthSettings
 from authz.identity.identity import Identity
-from authz.identity.settings import AuthSettings
 from tests.helpers import free_port
 
 ALGS = get_default_algorithms()

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from authz.config.auth import ApiKeySettings
 from authz.errors import ConfigError, TokenError
 from authz.identity import apikeys
 from authz.identity.apikeys import ApiKeys, config_line, digest, new_key
 from authz.identity.keys import Problems
-from authz.identity.source_settings import ApiKeySettings
 
 KEY = "azk_test-key-for-billing-0123456789"
 OTHER = "azk_test-key-for-reports-0123456789"

@@ -9,9 +9,9 @@ import pydantic
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from authz.config.auth import AuthSettings
 from authz.errors import ConfigError
 from authz.identity.keys import MIN_RSA_BITS, PUBLISHED_SECRETS
-from authz.identity.settings import AuthSettings
 from tests.unit.identity.support import (
     HS_SECRET,
     ec_key,

@@ -9,10 +9,10 @@ from urllib.parse import quote
 import pytest
 from pydantic import ValidationError
 
+from authz.config.auth import MtlsSettings
 from authz.errors import TokenError
 from authz.identity.mtls import MtlsSource, certificate_claims, peer_claims
-from authz.identity.peer import NO_PEER, Peer
-from authz.identity.source_settings import MtlsSettings
+from authz.peer import NO_PEER, Peer
 from tests.unit.identity.certs import Issued, issue, make_ca
 
 SPIFFE = "spiffe://example.org/ns/default/sa/billing"

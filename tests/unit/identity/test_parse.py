@@ -3,13 +3,12 @@ key is trusted: J1 alg none, J5 stripped signatures, J10 crit/b64, J22 encodings
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 
 from authz.errors import TokenError
-from authz.identity.parse import b64url_decode, parse_payload, parse_token, strict_json
+from authz.identity.parse import b64url_decode, parse_payload, parse_token
 from tests.unit.identity.support import (
     HS_SECRET,
     HttpServer,
@@ -185,18 +184,6 @@ def test_parse_token_keeps_payload_encoded():
     parsed = parse_token(tok, 8192)
     assert parsed.alg == "HS256" and parsed.kid == "k1"
     assert parse_payload(parsed.payload_segment) == CLAIMS
-
-
-@pytest.mark.parametrize("text", ['{"a":1,"a":2}', '{"a":Infinity}', '{"a":-Infinity}', "[1e400]"])
-def test_strict_json_rejects(text):
-    with pytest.raises(ValueError):
-        strict_json(text.encode())
-
-
-def test_strict_json_accepts_plain_json():
-    assert strict_json(json.dumps({"a": [1, 2.5, None, True]}).encode()) == {
-        "a": [1, 2.5, None, True]
-    }
 
 
 def test_b64url_decode_canonical_only():

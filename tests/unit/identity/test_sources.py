@@ -12,7 +12,7 @@ from authz.authorizer import Authorizer
 from authz.config.load import load_config_text
 from authz.errors import ConfigError
 from authz.identity.apikeys import digest
-from authz.identity.peer import NO_PEER, Peer
+from authz.peer import NO_PEER, Peer
 from authz.request import Request
 from tests.unit.identity.certs import issue, make_ca
 from tests.unit.identity.providers import IntrospectionServer

@@ -10,7 +10,8 @@ from pydantic import TypeAdapter
 from authz.config.schema import AnyRule
 from authz.errors import ConfigError
 from authz.rules.base import Context, Failure, Rule
-from authz.rules.compiler import CompileContext, compile_rule
+from authz.rules.compiler import compile_rule
+from authz.rules.compiling import CompileContext
 
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyRule)
 

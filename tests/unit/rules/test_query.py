@@ -11,14 +11,15 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from authz.config.databases import SqliteSettings
 from authz.config.load import load_config_text
 from authz.config.schema import QueryRule
-from authz.datastores.base import create_datastore
+from authz.datastores.factory import create_datastore
 from authz.datastores.memory import MemoryDatastore
-from authz.datastores.settings import SqliteSettings
 from authz.errors import ConfigError, DependencyError
 from authz.rules.base import Context
-from authz.rules.compiler import CompileContext, compile_or_raise, compile_rule
+from authz.rules.compiler import compile_or_raise, compile_rule
+from authz.rules.compiling import CompileContext
 
 CONFIG = load_config_text("project: t\ndatabases:\n  main: {type: sqlite, path: x.db}\n")
 FOLLOWERS = [
@@ -42,7 +43,7 @@ def _errors(raw, config=CONFIG) -> list[str]:
 
 def _ctx(store=None, params=None, auth=None, **extra):
     store = store if store is not None else MemoryDatastore("main", {"followers": FOLLOWERS})
-    runtime = SimpleNamespace(datastores={"main": store}, http=None, identity=None)
+    runtime = SimpleNamespace(datastores={"main": store}, http=None, identity=None, metrics=None)
     args = {"params": params or {}, "auth": auth or {"id": "alice"}, **extra}
     return Context(args, runtime)
 
@@ -205,7 +206,10 @@ async def test_cache_keys_are_type_exact():
 
 
 async def test_missing_datastore_is_a_dependency_error():
-    ctx = Context({"params": {"userId": "bob"}, "auth": {"id": "a"}}, SimpleNamespace())
+    ctx = Context(
+        {"params": {"userId": "bob"}, "auth": {"id": "a"}},
+        SimpleNamespace(datastores={}, metrics=None),
+    )
     with pytest.raises(DependencyError):
         await _rule(FOLLOWS).evaluate(ctx)
 
@@ -237,7 +241,7 @@ async def instagram(tmp_path):
     rule, _ = compile_or_raise(endpoint.rule, "services.social.endpoints.profile.rule", config)
     store = create_datastore("main", config.databases["main"], config.base_dir)
     await store.open()
-    yield rule, SimpleNamespace(datastores={"main": store}, http=None, identity=None)
+    yield rule, SimpleNamespace(datastores={"main": store}, http=None, identity=None, metrics=None)
     await store.close()
 
 
@@ -271,7 +275,7 @@ async def test_instagram_rule_refuses_an_undeclared_alias():
 
 
 async def test_cache_and_datastore_metrics():
-    from authz.observability import Metrics
+    from authz.observability.metrics import Metrics
 
     metrics = Metrics()
     store = MemoryDatastore("main", {"followers": FOLLOWERS})

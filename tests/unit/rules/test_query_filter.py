@@ -1,4 +1,4 @@
-"""A query rule's compiled filter (a Template) gives the datastore the expression
+"""A query rule's compiled filter (a FilterTemplate) gives the datastore the expression
 `filters.parse` would make of the filled filter (the datastore no longer parses it per
 request), with its holes numbered in the order the SQL translator binds values."""
 
@@ -8,7 +8,7 @@ import pytest
 
 from authz.datastores import sql
 from authz.datastores.filters import parse
-from authz.rules.compiler import CompileContext
+from authz.rules.compiling import CompileContext
 from authz.rules.query import SlotError, compile_filter
 
 ARGS = {

@@ -1,7 +1,8 @@
 import pytest
 
-from authz.rules.compiler import CompileContext
-from authz.rules.refs import MISSING, compile_template, compile_value, split_path
+from authz.rules.compiling import CompileContext
+from authz.rules.refs import compile_structure, compile_value, split_path
+from authz.values import MISSING
 
 ARGS = {
     "auth": {"id": "u1", "k": "b"},
@@ -59,9 +60,9 @@ def test_split_path():
 
 def test_template_fills_references_and_returns_missing_when_one_does_not_resolve():
     cc = CompileContext()
-    g = compile_template({"user": "args.auth.id", "list": ["x", "args.params.m.a"]}, cc, "p")
+    g = compile_structure({"user": "args.auth.id", "list": ["x", "args.params.m.a"]}, cc, "p")
     assert g(ARGS) == {"user": "u1", "list": ["x", 1]}
-    g2 = compile_template({"user": "args.auth.nope"}, cc, "p")
+    g2 = compile_structure({"user": "args.auth.nope"}, cc, "p")
     assert g2(ARGS) is MISSING
-    const = compile_template({"a": [1, 2]}, cc, "p")
+    const = compile_structure({"a": [1, 2]}, cc, "p")
     assert const(ARGS) == {"a": [1, 2]}

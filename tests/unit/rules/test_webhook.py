@@ -16,7 +16,8 @@ import pytest
 from authz.config.schema import WebhookRule
 from authz.errors import DependencyError
 from authz.rules.base import Context
-from authz.rules.compiler import CompileContext, compile_or_raise, compile_rule
+from authz.rules.compiler import compile_or_raise, compile_rule
+from authz.rules.compiling import CompileContext
 from authz.rules.webhook import MAX_REPLY
 from tests.helpers import free_port
 
@@ -113,7 +114,7 @@ class FakeIdentity:
 @pytest.fixture
 async def runtime():
     http = httpx.AsyncClient(follow_redirects=False, trust_env=False)
-    yield SimpleNamespace(http=http, identity=FakeIdentity(), datastores={})
+    yield SimpleNamespace(http=http, identity=FakeIdentity(), datastores={}, metrics=None)
     await http.aclose()
 
 
@@ -318,7 +319,7 @@ def test_default_body_leaves_out_the_configured_token_header():
 
 
 async def test_a_secret_in_the_url_stays_out_of_labels_and_reasons(runtime):
-    from authz.observability import Metrics
+    from authz.observability.metrics import Metrics
 
     runtime.metrics = Metrics()
     url = f"http://127.0.0.1:{free_port()}/hook?api_key=SECRET-IN-URL#frag"

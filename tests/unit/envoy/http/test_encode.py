@@ -6,7 +6,7 @@ import json
 
 from authz.decision import Decision
 from authz.envoy.http.encode import REMOVE_HEADER, response
-from authz.mutations import PLAN_HEADER
+from authz.plan import PLAN_HEADER
 
 
 def _parse(data: bytes) -> tuple[int, list[tuple[str, str]], bytes]:

@@ -1,4 +1,5 @@
-"""A small TTL + LRU cache for the results of `query` and `webhook` rules (`cache: {ttl}`).
+"""A small TTL + LRU cache for the results of `query` and `webhook` rules (`cache: {ttl}`)
+and of token introspection (`auth.introspection[].cache`).
 
 The one cache-key rule: a key holds every input that can change the answer (for a query,
 the values of its filter; for a webhook, the body, the minted claims and the forwarded

@@ -1,31 +1,20 @@
-"""Metrics (Prometheus) and the decision log (JSON lines), both cheap on the hot path.
+"""Metrics (Prometheus), cheap on the hot path.
 
 Metrics live on a dedicated `CollectorRegistry` (never the global one, so tests and several
 `Metrics` objects do not collide). Per-request helpers are pre-bound label children created
 when a config loads (`Metrics.endpoint(...)`, `.datastore(...)`, `.webhook(...)`, `.cache(...)`),
 so a Check never calls `.labels()`; its count and latency go to plain ints that are added to
 the prometheus metrics when they are collected.
-
-The decision log only appends to an in-memory deque on the event loop; a background thread
-masks, serialises and writes the records in batches.
 """
 
 from __future__ import annotations
 
-import collections
-import json
-import logging
-import math
 import os
-import random
-import re
-import sys
 import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
-from typing import IO, Any
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -55,8 +44,6 @@ _COMMON_OUTCOMES = (
 
 # The only values of the `kind` label of dependency errors.
 DEPENDENCY_ERROR_KINDS = frozenset(("timeout", "error", "connection", "status"))
-
-log = logging.getLogger("authz.observability")
 
 
 class BufferedHistogram:
@@ -96,7 +83,7 @@ class EndpointMetrics:
 
     Counts and latencies are kept in plain ints and floats and added to the prometheus
     children when the registry is collected (`flush`): a Check costs a few list and dict
-    updates instead of three locked prometheus calls (~12k instructions, 10% of a Check).
+    updates instead of three locked prometheus calls (docs/performance.md has the figures).
     """
 
     __slots__ = ("_checks", "_counts", "_done", "_factory", "_latency", "_lock")
@@ -180,7 +167,7 @@ class DependencyMetrics:
         self.observe: Callable[[float], None] = (
             self._latency.child.observe if _multiprocess() else self._latency.observe
         )
-        self._factory = lambda kind: errors.labels(name, kind)
+        self._factory: Callable[[str], Any] = lambda kind: errors.labels(name, kind)
         self._errors: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -319,7 +306,9 @@ class Metrics:
             )
         return found
 
-    def endpoints(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], EndpointMetrics]:
+    def endpoints(
+        self, pairs: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str | None, str | None], EndpointMetrics]:
         """`endpoint()` for every (service, endpoint) of a config."""
         return {pair: self.endpoint(*pair) for pair in pairs}
 
@@ -390,9 +379,10 @@ class Metrics:
 
     def flush(self) -> None:
         """Add the buffered observations (endpoints, datastores, webhooks) to the metrics."""
-        for buffered in (self._endpoints, self._datastores, self._webhooks):
-            for m in list(buffered.values()):
-                m.flush()
+        for endpoint in list(self._endpoints.values()):
+            endpoint.flush()
+        for dependency in [*self._datastores.values(), *self._webhooks.values()]:
+            dependency.flush()
 
     def render(self) -> bytes:
         """The /metrics body (text format 0.0.4; content type `CONTENT_TYPE`).
@@ -422,204 +412,3 @@ def worker_exited(pid: int) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)
-
-
-# --- decision log ------------------------------------------------------------------------
-
-MASK = "***"
-# Key names (lower-case, '-' and '_' removed) whose values are never written.
-_SENSITIVE_KEY_PARTS = (
-    "token", "authorization", "cookie", "secret", "password", "passwd", "apikey", "privatekey",
-    "credential",
-)  # fmt: skip
-# A JWT/JWS/JWE (header segment is base64url JSON: starts with "eyJ" or "ew"), any three long
-# base64url segments, or our field-encryption envelope v1.<kid>.<base64url>.
-# Linear time on request text (decision-log reasons quote request values): the first two
-# shapes are only tried where a base64url run starts (the lookbehind), and the atomic group
-# commits to the run's first "eyJ"/"ew" (a later one has less room, so cannot match where the
-# first did not). Without this, `search` rescanned the run from every position: quadratic, and
-# a 60 KB header held the GIL for seconds in the writer thread. Same matches as the plain
-# `(?:eyJ|ew)B{4,}\.B+\.B*|B{16,}\.B{16,}\.B{16,}|\bv1\.[^.\s]+\.B{20,}` (B = base64url).
-_SECRET_VALUE = re.compile(
-    r"(?<![A-Za-z0-9_-])"
-    r"(?:(?>[A-Za-z0-9_-]*?(?:eyJ|ew))[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+\."
-    r"|[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16})"
-    r"|\bv1\.[^.\s]+\.[A-Za-z0-9_-]{20}"
-)
-_MAX_DEPTH = 64  # records are built by us, but a trace could nest request data
-
-
-def _sensitive_key(key: str) -> bool:
-    k = key.lower().replace("-", "").replace("_", "")
-    return any(part in k for part in _SENSITIVE_KEY_PARTS)
-
-
-_REFERENCE_PARTS = re.compile(r"[^A-Za-z0-9_-]+")
-
-
-def sensitive_reference(text: str) -> bool:
-    """True when a rule reference names a place whose values are never written anywhere:
-    `args.token`, `args.headers.authorization`, `args.headers.x-api-key`,
-    `args.params.password`, `utils.length(args.params.password)`..."""
-    return any(_sensitive_key(part) for part in _REFERENCE_PARTS.split(text) if part)
-
-
-def mask(value: Any, depth: int = 0) -> Any:
-    """A copy of `value` with secrets replaced by "***" (keys by name, strings by shape)."""
-    if isinstance(value, str):
-        return MASK if _SECRET_VALUE.search(value) else value
-    if depth >= _MAX_DEPTH:
-        return MASK
-    if isinstance(value, dict):
-        return {
-            k: MASK if isinstance(k, str) and _sensitive_key(k) else mask(v, depth + 1)
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [mask(v, depth + 1) for v in value]
-    if isinstance(value, bytes | bytearray):
-        return mask(bytes(value).decode("utf-8", "replace"), depth)
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
-
-
-def _is_allow(record: dict[str, Any]) -> bool:
-    return record.get("allowed") is True or record.get("outcome") == "allow"
-
-
-class DecisionLog:
-    """JSON-lines decision log written off the event loop.
-
-    `target` is "off", "stdout" or a file path (appended to). `sample_allows` is the fraction
-    of *allowed* decisions written (denials are always written). `log()` takes ownership of
-    the record: the caller must not change it afterwards.
-    """
-
-    def __init__(
-        self,
-        target: str = "off",
-        sample_allows: float = 1.0,
-        *,
-        batch_size: int = 256,
-        flush_interval: float = 0.2,
-        max_queue: int = 100_000,
-        on_drop: Callable[[int], None] | None = None,
-        sink: IO[str] | None = None,  # tests: any text stream instead of `target`
-        rng: Callable[[], float] = random.random,
-    ):
-        if not 0.0 <= sample_allows <= 1.0:
-            raise ValueError("sample_allows must be between 0 and 1")
-        self.target = target
-        self.enabled = target != "off" or sink is not None
-        self.sample_allows = sample_allows
-        self.dropped = 0
-        self._batch_size = batch_size
-        self._interval = flush_interval
-        self._max_queue = max_queue
-        self._on_drop = on_drop
-        self._rng = rng
-        self._queue: collections.deque[tuple[float, dict[str, Any]]] = collections.deque()
-        self._wake = threading.Event()
-        self._stop = False
-        self._thread: threading.Thread | None = None
-        self._sink, self._own_sink = self._open(target, sink)
-        if self.enabled:
-            self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
-            self._thread.start()
-
-    @staticmethod
-    def _open(target: str, sink: IO[str] | None) -> tuple[IO[str] | None, bool]:
-        if sink is not None:
-            return sink, False
-        if target == "off":
-            return None, False
-        if target == "stdout":
-            return sys.stdout, False
-        # A large buffer and one flush per batch: a batch reaches the O_APPEND file in one
-        # write(), so several worker processes can share a file without tearing lines.
-        return open(target, "a", encoding="utf-8", buffering=1 << 20), True
-
-    # --- hot path ------------------------------------------------------------------------
-
-    def log(self, record: dict[str, Any]) -> None:
-        """Queue one decision (O(1), no I/O, no lock on the common path)."""
-        if not self.enabled or self._stop:
-            return
-        if self.sample_allows < 1.0 and _is_allow(record) and self._rng() >= self.sample_allows:
-            return
-        q = self._queue
-        if len(q) >= self._max_queue:
-            self._drop(1)
-            return
-        q.append((time.time(), record))
-        if len(q) >= self._batch_size:
-            self._wake.set()
-
-    # --- writer thread ---------------------------------------------------------------------
-
-    def _run(self) -> None:
-        while not self._stop:
-            self._wake.wait(self._interval)
-            self._wake.clear()
-            self._drain()
-        self._drain()
-
-    def _drain(self) -> None:
-        q = self._queue
-        while q:
-            batch = []
-            while q and len(batch) < self._batch_size:
-                batch.append(q.popleft())
-            self._write(batch)
-
-    def _write(self, batch: list[tuple[float, dict[str, Any]]]) -> None:
-        lines = []
-        for ts, record in batch:
-            try:
-                lines.append(_encode(ts, record))
-            except Exception:  # a record we cannot serialise must not stop the log
-                log.exception("decision log: cannot encode a record")
-                self._drop(1)
-        if not lines or self._sink is None:
-            return
-        try:
-            self._sink.write("".join(lines))
-            self._sink.flush()
-        except (OSError, ValueError) as exc:
-            log.warning("decision log: write failed: %s", exc)
-            self._drop(len(lines))
-
-    def _drop(self, n: int) -> None:
-        self.dropped += n
-        if self._on_drop is not None:
-            self._on_drop(n)
-
-    def flush(self, timeout: float = 5.0) -> None:
-        """Ask the writer to write what is queued now, and wait (bounded) until it has."""
-        if self._thread is None:
-            return
-        deadline = time.monotonic() + timeout
-        self._wake.set()
-        while self._queue and time.monotonic() < deadline:
-            time.sleep(0.005)
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Write everything queued, stop the writer and close the file. Idempotent."""
-        if self._stop:
-            return
-        self._stop = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        if self._own_sink and self._sink is not None:
-            self._sink.close()
-
-
-def _encode(ts: float, record: dict[str, Any]) -> str:
-    out = {"time": datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")}
-    out.update(mask(record))  # a record's own "time" wins
-    # ensure_ascii: request text (an x-request-id, a path) may hold U+2028, U+0085 or other
-    # line separators that would split the record for line readers; escaped, a record is
-    # one line of ASCII whatever the client sent
-    return json.dumps(out, separators=(",", ":"), default=str, ensure_ascii=True) + "\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from authz.identity.peer import MAX_XFCC_BYTES, NO_PEER, Peer, XfccError, peer_from_xfcc
+from authz.peer import MAX_XFCC_BYTES, NO_PEER, Peer, XfccError, peer_from_xfcc
 
 
 def test_one_element_with_quoted_commas_and_semicolons():

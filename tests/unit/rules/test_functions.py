@@ -3,9 +3,10 @@ from datetime import UTC, datetime
 import pytest
 from bson import ObjectId
 
-from authz.rules.compiler import CompileContext
-from authz.rules.refs import MISSING, compile_value
-from authz.rules.utils import parse_date
+from authz.rules.compiling import CompileContext
+from authz.rules.functions import parse_date
+from authz.rules.refs import compile_value
+from authz.values import MISSING
 
 ARGS = {
     "params": {"s": "héllo", "l": [1, 2], "o": {"a": 1}, "n": 5, "nul": None},

@@ -1,19 +1,20 @@
-"""The `utils.*` functions of the rule language (docs/rules.md), parsed and bound at load."""
+"""The `utils.*` functions of the rule language: dates, lengths, numbers, ObjectIds
+(docs/rules.md).
+
+Each function takes its argument getters and returns the call's getter; the call syntax is
+parsed next to the other references (rules/refs.py), which binds it through `FUNCTIONS`.
+"""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from authz.durations import parse_duration
 from authz.numeric import parse_canonical
-from authz.rules.compiler import CompileContext
-from authz.rules.refs import MISSING, Getter, compile_path, constant, is_constant
+from authz.values import MISSING, Getter, is_constant, literal
 
-_NAME = re.compile(r"utils\.([A-Za-z]+)\(")
-_NUMBER = re.compile(r"-?\d+(\.\d+)?")
 _UNITS = ("year", "month", "day", "hour", "minute", "second")
 MAX_OFFSET = timedelta(hours=14)  # Kiribati (+14:00) and Baker Island (-12:00) bound real zones
 
@@ -180,88 +181,9 @@ FUNCTIONS: dict[str, tuple[Callable[..., Getter], int, tuple[int, ...]]] = {
 }
 
 
-# --- parsing -----------------------------------------------------------------------------
-
-
-def compile_call(text: str, cc: CompileContext, path: str) -> Getter:
-    """Compile `utils.name(arg, ...)`; arguments are references, quoted strings, numbers,
-    booleans, null or nested utils calls."""
-    try:
-        getter, rest = _parse_call(text.strip(), cc, path)
-        if rest.strip():
-            raise ValueError(f"unexpected text after the call: {rest.strip()!r}")
-        return getter
-    except ValueError as exc:
-        cc.error(path, f"invalid utils call {text!r}: {exc}")
-        return constant(MISSING)
-
-
-def _parse_call(text: str, cc: CompileContext, path: str) -> tuple[Getter, str]:
-    m = _NAME.match(text)
-    if not m:
-        raise ValueError("expected utils.name(...)")
-    name = m.group(1)
-    if name not in FUNCTIONS:
-        raise ValueError(f"unknown function utils.{name} (known: {', '.join(FUNCTIONS)})")
-    factory, arity, path_args = FUNCTIONS[name]
-    rest = text[m.end() :]
-    args: list[Getter] = []
-    kinds: list[str] = []
-    rest = rest.lstrip()
-    while not rest.startswith(")"):
-        if args:
-            if not rest.startswith(","):
-                raise ValueError("expected ',' or ')'")
-            rest = rest[1:].lstrip()
-        getter, kind, rest = _parse_arg(rest, cc, path)
-        args.append(getter)
-        kinds.append(kind)
-        rest = rest.lstrip()
-        if not rest:
-            raise ValueError("missing ')'")
-    rest = rest[1:]
-    if len(args) != arity:
-        raise ValueError(f"utils.{name} takes {arity} argument(s), got {len(args)}")
-    for i in path_args:
-        if kinds[i] != "ref":
-            raise ValueError(f"argument {i + 1} of utils.{name} must be an args.* reference")
+def check_literals(name: str, args: list[Getter]) -> None:
+    """Reject, at load, a literal argument the function can never use; ValueError."""
     if name == "addDuration" and is_constant(args[1]):
-        try:
-            parse_duration(args[1].value)  # type: ignore[attr-defined]
-        except ValueError as exc:
-            raise ValueError(str(exc)) from None
-    if name == "roundUpDate" and is_constant(args[1]) and args[1].value not in _UNITS:  # type: ignore[attr-defined]
+        parse_duration(literal(args[1]))
+    if name == "roundUpDate" and is_constant(args[1]) and literal(args[1]) not in _UNITS:
         raise ValueError(f"unit must be one of {', '.join(_UNITS)}")
-    return factory(*args), rest
-
-
-def _parse_arg(text: str, cc: CompileContext, path: str) -> tuple[Getter, str, str]:
-    if text.startswith("utils."):
-        getter, rest = _parse_call(text, cc, path)
-        return getter, "call", rest
-    if text[:1] in ("'", '"'):
-        end = text.find(text[0], 1)
-        if end < 0:
-            raise ValueError("unterminated string")
-        return constant(text[1:end]), "literal", text[end + 1 :]
-    if text.startswith("args."):
-        depth, i = 0, 0
-        while i < len(text):
-            ch = text[i]
-            if ch == "[":
-                depth += 1
-            elif ch == "]":
-                depth -= 1
-            elif depth == 0 and ch in ",)":
-                break
-            i += 1
-        ref = text[:i].strip()
-        return compile_path(ref, cc, path), "ref", text[i:]
-    for word, value in (("true", True), ("false", False), ("null", None)):
-        if text.startswith(word):
-            return constant(value), "literal", text[len(word) :]
-    m = _NUMBER.match(text)
-    if m:
-        num = float(m.group(0)) if m.group(1) else int(m.group(0))
-        return constant(num), "literal", text[m.end() :]
-    raise ValueError(f"cannot read argument at {text[:20]!r}")
