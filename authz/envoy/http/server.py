@@ -113,6 +113,8 @@ class CheckProtocol(asyncio.Protocol):
             self.watchdog.cancel()
         if self.runner is not None:
             self.runner.cancel()
+        if self.handoff.done() and not self.handoff.cancelled():
+            self.handoff.result()[0].close()  # handed over, never taken up: not left unawaited
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
