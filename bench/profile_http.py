@@ -50,18 +50,22 @@ async def run(n: int) -> None:
     proto = CheckProtocol(server.check_http, lambda: 1 << 20)
     proto.connection_made(transport)
 
+    loop = asyncio.get_running_loop()
+
     async def one() -> None:
-        proto.data_received(data)
-        while proto.worker is not None:
+        loop.call_soon(proto.data_received, data)  # from the loop, as a socket read is
+        await asyncio.sleep(0)
+        while proto.busy:
             await asyncio.sleep(0)
 
     for _ in range(500):
         await one()
     assert transport.out.startswith(b"HTTP/1.1 200"), bytes(transport.out[:200])
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(n):
         await one()
     whole = (time.perf_counter() - start) / n * 1e6
+    whole_cpu = (time.process_time() - cpu) / n * 1e6  # less sensitive to a loaded machine
     headers = _headers(data)  # as the server hands them over (decode takes them over: copies)
     stages = {
         "decode": lambda: decode("GET", "/", dict(headers), b"", ""),
@@ -70,7 +74,7 @@ async def run(n: int) -> None:
     }
     req = decode("GET", "/", dict(headers), b"", "")
     decision = await server.authorizer.check(req)
-    print(f"whole request through the server: {whole:.1f} µs")
+    print(f"whole request through the server: {whole:.1f} µs ({whole_cpu:.1f} µs of CPU)")
     for name, fn in stages.items():
         if fn is None:
             start = time.perf_counter()

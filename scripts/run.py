@@ -7,9 +7,13 @@ until all three are ready, prints curl lines with freshly minted tokens, and run
 Ctrl-C / SIGTERM, then stops everything (Envoy first, so no request reaches a stopped authz).
 Logs go to .run/logs/.
 
-    python scripts/run.py [--envoy-port 8000] [--grpc-port 9001] ... [--logs]
+    python scripts/run.py [--transport grpc|http] [--envoy-port 8000] [--grpc-port 9001] ...
 
-Every port flag also reads an environment variable (AUTHZ_RUN_ENVOY_PORT, ...).
+Every port flag also reads an environment variable (AUTHZ_RUN_ENVOY_PORT, ...). With
+`--transport http` (AUTHZ_RUN_TRANSPORT=http) Envoy asks authz over ext_authz's HTTP transport
+instead: authz also serves `--check-http-listen` (AUTHZ_RUN_CHECK_HTTP_PORT, 9003) and the
+Envoy config is the one `authz envoy-config --transport http` generates for the example
+(ext_proc, for the body and response field rules, stays on the gRPC port).
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / ".run"  # git-ignored: the secret, the rendered Envoy config, logs
 CONFIG = ROOT / "config" / "example.yaml"
 ENVOY_TEMPLATE = ROOT / "envoy" / "envoy.yaml"
+TRANSPORTS = ("grpc", "http")  # how Envoy's ext_authz reaches authz
+AUTHZ_CLUSTERS = ("authz", "authz-http")  # `authz envoy-config`'s names for authz itself
 EXAMPLE_SQL = ROOT / "authz" / "datastores" / "examples" / "instagram.sql"  # the seeds' data
 HOST = "127.0.0.1"
 READY_TIMEOUT = 30.0  # seconds each component gets to become ready
@@ -54,6 +60,7 @@ class Ports:
     http: int = 9002  # authz /healthz, /readyz
     admin: int = 9901  # Envoy admin
     upstream: int = 8001  # demo/echo.py
+    check_http: int = 9003  # authz Check over HTTP (--transport http only)
 
 
 class RunError(Exception):
@@ -98,6 +105,32 @@ def render_envoy_config(
     _cluster(config, "authz")["load_assignment"]["endpoints"] = _endpoints(authz_ports)
     _cluster(config, "orders")["load_assignment"]["endpoints"] = _endpoints([upstream])
     return config
+
+
+def render_http_envoy_config(generated: str, *, upstream: int) -> dict[str, Any]:
+    """`authz envoy-config --transport http`'s bootstrap with every service cluster (all
+    but authz's own) sent to the demo upstream's port instead of config/example.yaml's."""
+    config = yaml.safe_load(generated)
+    for cluster in config["static_resources"]["clusters"]:
+        if cluster["name"] not in AUTHZ_CLUSTERS:
+            cluster["load_assignment"]["endpoints"] = _endpoints([upstream])
+    return config
+
+
+def envoy_config(transport: str, ports: Ports, env: dict[str, str]) -> dict[str, Any]:
+    """gRPC: envoy/envoy.yaml with the ports; HTTP: generated for the example's endpoints."""
+    if transport == "grpc":
+        return render_envoy_config(
+            load_envoy_template(), listen=ports.envoy, authz=ports.grpc,
+            upstream=ports.upstream, admin=ports.admin,
+        )  # fmt: skip
+    generated = run_authz(
+        env, "envoy-config", "--config", str(CONFIG), "--transport", "http",
+        "--authz-address", f"{HOST}:{ports.grpc}",
+        "--authz-http-address", f"{HOST}:{ports.check_http}",
+        "--listen", f"{HOST}:{ports.envoy}", "--admin", f"{HOST}:{ports.admin}",
+    )  # fmt: skip
+    return render_http_envoy_config(generated, upstream=ports.upstream)
 
 
 def envoy_binary() -> str:
@@ -214,8 +247,15 @@ def prepare_data(env: dict[str, str]) -> None:
             print(f"  using {shown} as it is (it has the tables already)", flush=True)
 
 
-def check_ports_free(ports: Ports) -> None:
-    for name, port in vars(ports).items():
+def used_ports(ports: Ports, transport: str) -> dict[str, int]:
+    used = vars(ports).copy()
+    if transport != "http":
+        del used["check_http"]
+    return used
+
+
+def check_ports_free(ports: Ports, transport: str) -> None:
+    for name, port in used_ports(ports, transport).items():
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
@@ -304,23 +344,23 @@ def wait_ready(child: Child, url: str, timeout: float = READY_TIMEOUT) -> None:
 
 
 def start_stack(
-    ports: Ports, env: dict[str, str], run_dir: Path, log_dir: Path | None, children: list[Child]
+    opts: Options, env: dict[str, str], log_dir: Path | None, children: list[Child]
 ) -> None:
     """Upstream, authz, Envoy, each ready before the next starts. Each started process is
     appended to `children` at once, so the caller can stop them whatever happens."""
-    envoy_yaml = run_dir / "envoy.yaml"
-    rendered = render_envoy_config(
-        load_envoy_template(), listen=ports.envoy, authz=ports.grpc,
-        upstream=ports.upstream, admin=ports.admin,
-    )  # fmt: skip
+    ports = opts.ports
+    envoy_yaml = opts.run_dir / "envoy.yaml"
+    rendered = envoy_config(opts.transport, ports, env)
     envoy_yaml.write_text(yaml.safe_dump(rendered, sort_keys=False), encoding="utf-8")
+    check_http = ["--check-http-listen", f"{HOST}:{ports.check_http}"]
     steps = [
         ("echo", [sys.executable, str(ROOT / "demo" / "echo.py"), "--port", str(ports.upstream),
                   "--verbose"], f"http://{HOST}:{ports.upstream}/ready"),
         ("authz", authz_cmd("serve", "--config", str(CONFIG),
                             "--listen", f"{HOST}:{ports.grpc}",
                             "--http-listen", f"{HOST}:{ports.http}",
-                            "--drain", "0s"),  # Envoy stops first: no one to drain for
+                            "--drain", "0s",  # Envoy stops first: no one to drain for
+                            *(check_http if opts.transport == "http" else [])),
          f"http://{HOST}:{ports.http}/readyz"),
         ("envoy", [envoy_binary(), "-c", str(envoy_yaml), "--disable-hot-restart",
                    "--log-level", "warn"], f"http://{HOST}:{ports.admin}/ready"),
@@ -370,7 +410,8 @@ def write_check_request(token: str, run_dir: Path) -> Path:
     return path
 
 
-def banner(ports: Ports, tokens: dict[str, str], run_dir: Path, envelope: str, api_key: str) -> str:
+def banner(opts: Options, tokens: dict[str, str], envelope: str, api_key: str) -> str:
+    ports, run_dir = opts.ports, opts.run_dir
     base = f"http://localhost:{ports.envoy}"
     admin = '-H "authorization: Bearer $ADMIN_TOKEN"'
     user = '-H "authorization: Bearer $USER_TOKEN"'
@@ -417,8 +458,9 @@ def banner(ports: Ports, tokens: dict[str, str], run_dir: Path, envelope: str, a
     ]  # fmt: skip
     out = [
         "",
-        f"Ready: Envoy {base} -> authz (gRPC {HOST}:{ports.grpc}, HTTP {HOST}:{ports.http})"
-        f" -> demo upstream {HOST}:{ports.upstream}. Envoy admin: http://localhost:{ports.admin}",
+        f"Ready: Envoy {base} -> authz ({_checks_via(opts)}; gRPC {HOST}:{ports.grpc}, "
+        f"HTTP {HOST}:{ports.http}) -> demo upstream {HOST}:{ports.upstream}. "
+        f"Envoy admin: http://localhost:{ports.admin}",
         f"Config {rel(CONFIG)}, secret {rel(run_dir / 'secret')}, logs {rel(run_dir)}/logs/",
         "",
         "Paste the tokens first (12h, signed with the demo secret):",
@@ -443,6 +485,12 @@ def banner(ports: Ports, tokens: dict[str, str], run_dir: Path, envelope: str, a
     return "\n".join(out)
 
 
+def _checks_via(opts: Options) -> str:
+    if opts.transport == "http":
+        return f"ext_authz over HTTP to {HOST}:{opts.ports.check_http}, ext_proc over gRPC"
+    return "ext_authz and ext_proc over gRPC"
+
+
 # --- main --------------------------------------------------------------------------------
 
 
@@ -451,22 +499,28 @@ class Options:
     ports: Ports
     run_dir: Path
     show_logs: bool
+    transport: str = "grpc"
 
 
 def parse_args(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(description="Run authz + Envoy + a demo upstream.")
     for name, default in vars(Ports()).items():
         env_name = f"AUTHZ_RUN_{name.upper()}_PORT"
-        parser.add_argument(f"--{name}-port", type=int, default=int(os.environ.get(env_name,
-                            default)), help=f"default {default} (env {env_name})")  # fmt: skip
+        flag = f"--{name.replace('_', '-')}-port"
+        parser.add_argument(flag, type=int, default=int(os.environ.get(env_name, default)),
+                            help=f"default {default} (env {env_name})")  # fmt: skip
     parser.add_argument(
         "--run-dir", type=Path, default=Path(os.environ.get("AUTHZ_RUN_DIR", RUN_DIR)),
         help="secret, rendered Envoy config, logs (default .run/, env AUTHZ_RUN_DIR)",
     )  # fmt: skip
+    parser.add_argument(
+        "--transport", choices=TRANSPORTS, default=os.environ.get("AUTHZ_RUN_TRANSPORT", "grpc"),
+        help="how Envoy's ext_authz asks authz (default grpc, env AUTHZ_RUN_TRANSPORT)",
+    )  # fmt: skip
     parser.add_argument("--logs", action="store_true", help="show the logs here, not in files")
     args = parser.parse_args(argv)
     ports = Ports(**{n: getattr(args, f"{n}_port") for n in vars(Ports())})
-    return Options(ports, args.run_dir.resolve(), args.logs)
+    return Options(ports, args.run_dir.resolve(), args.logs, args.transport)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -485,7 +539,7 @@ def wait_for_exit(children: list[Child]) -> int:
 
 
 def run(opts: Options, children: list[Child]) -> int:
-    check_ports_free(opts.ports)
+    check_ports_free(opts.ports, opts.transport)
     opts.run_dir.mkdir(parents=True, exist_ok=True)
     api_key = ensure_api_key(opts.run_dir)
     env = {
@@ -500,11 +554,11 @@ def run(opts: Options, children: list[Child]) -> int:
         log_dir.mkdir(parents=True, exist_ok=True)
     prepare_data(env)
     print(run_authz(env, "validate", "--config", str(CONFIG)))
-    start_stack(opts.ports, env, opts.run_dir, log_dir, children)
+    start_stack(opts, env, log_dir, children)
     tokens = mint_tokens(env)
     write_check_request(tokens["user"], opts.run_dir)
     envelope = encrypt_demo_email(env)
-    print(banner(opts.ports, tokens, opts.run_dir, envelope, api_key), flush=True)
+    print(banner(opts, tokens, envelope, api_key), flush=True)
     return wait_for_exit(children)
 
 

@@ -93,7 +93,7 @@ def serve_bytes(
         proto.data_received(data)
         for _ in range(50):  # let the answering task finish (bounded)
             await asyncio.sleep(0)
-            if proto.worker is None:
+            if not proto.busy:
                 break
         proto.connection_lost(None)
 

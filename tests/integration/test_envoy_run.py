@@ -2,7 +2,9 @@
 starts everything, the curl, `authz check` and grpcurl lines it prints work as printed, the
 README's debug API example works as written (`AUTHZ_DEBUG_API=1 make run`), and SIGINT stops
 every process with exit 0 even when run.py started with SIGINT ignored (`make run &` in a
-script). A busy port is a clear error."""
+script). A busy port is a clear error. All of it for both transports: `make run` and
+`AUTHZ_RUN_TRANSPORT=http make run` (ext_authz over HTTP, Envoy config from `authz
+envoy-config --transport http`)."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 START_TIMEOUT = 60.0
 LAST_LINE = "Ctrl-C stops everything."
-PORT_NAMES = ("envoy", "grpc", "http", "admin", "upstream")
+PORT_NAMES = ("envoy", "grpc", "http", "admin", "upstream", "check-http")
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Running:
     ports: dict[str, int]
     lines: list[str]
     run_dir: Path
+    transport: str
 
 
 def _reader(stream, out: queue.Queue[str | None]) -> None:
@@ -47,21 +50,24 @@ def _reader(stream, out: queue.Queue[str | None]) -> None:
     out.put(None)
 
 
-def _start(run_dir: Path, ports: dict[str, int]) -> subprocess.Popen[str]:
+def _start(run_dir: Path, ports: dict[str, int], transport: str = "grpc") -> subprocess.Popen[str]:
     args = [f"--{name}-port={port}" for name, port in ports.items()]
+    env = {**authz_env(), "AUTHZ_DEBUG_API": "1", "AUTHZ_RUN_TRANSPORT": transport}
     return subprocess.Popen(
         [sys.executable, "scripts/run.py", "--run-dir", str(run_dir), *args],
-        cwd=ROOT, env={**authz_env(), "AUTHZ_DEBUG_API": "1"},
+        cwd=ROOT, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         # as `make run &` from a script: a shell without job control ignores SIGINT for it
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def running(log_dir: Path) -> Iterator[Running]:
+@pytest.fixture(scope="module", params=["grpc", "http"])
+def running(request: pytest.FixtureRequest, log_dir: Path) -> Iterator[Running]:
+    transport = request.param
+    run_dir = log_dir / transport
     ports = {name: free_port() for name in PORT_NAMES}
-    proc = _start(log_dir, ports)
+    proc = _start(run_dir, ports, transport)
     lines: list[str] = []
     q: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=_reader, args=(proc.stdout, q), daemon=True).start()
@@ -79,7 +85,7 @@ def running(log_dir: Path) -> Iterator[Running]:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
         raise
-    yield Running(proc, ports, lines, log_dir)
+    yield Running(proc, ports, lines, run_dir, transport)
     if proc.poll() is None:  # the SIGTERM test normally stopped it
         proc.send_signal(signal.SIGTERM)
         try:
@@ -114,6 +120,15 @@ def test_every_printed_curl_line_gives_its_status(running: Running) -> None:
             capture_output=True, text=True, timeout=30,
         )  # fmt: skip
         assert done.stdout == expected, f"{line}\n-> {done.stdout} {done.stderr}"
+
+
+def test_envoy_asks_authz_over_the_chosen_transport(running: Running) -> None:
+    envoy_yaml = (running.run_dir / "envoy.yaml").read_text()
+    check_http = f"port_value: {running.ports['check-http']}"
+    assert ("http_service:" in envoy_yaml) == (running.transport == "http")
+    assert (check_http in envoy_yaml) == (running.transport == "http")
+    ready = next(line for line in running.lines if line.startswith("Ready: "))
+    assert ("ext_authz over HTTP" in ready) == (running.transport == "http"), ready
 
 
 def test_tokens_work_through_envoy(running: Running) -> None:

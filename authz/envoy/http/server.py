@@ -5,15 +5,24 @@ Every request gets an answer, never a crash or a hang: what cannot be evaluated 
 body over the bounds, a request that times out half-sent) gets a denial; a connection is only
 closed once a request cannot be framed at all (malformed, a head that never ends, upgrade),
 after the answers to the requests before it. Envoy then denies (`failure_mode_allow: false`).
+
+Checks run eagerly: most never wait (no datastore, no webhook), and a Task per request was
+the largest cost of the transport. Each connection has one Task, its `runner`; a Check's
+coroutine is first stepped at once, inside the runner's context (so asyncio.timeout and
+current_task() see the runner, as they would inside a Task). If it finishes, it is answered
+at once; if it waits, the runner takes the same suspended coroutine over and drives it to the
+end as a Task would (awaiting what it waits for, passing a cancellation into it), then
+answers the requests queued behind it, in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Awaitable, Callable
+from asyncio.tasks import _enter_task, _leave_task
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import httptools
 
@@ -41,7 +50,7 @@ class Parsed:
     body: bytes
 
 
-Handler = Callable[[Parsed], Awaitable[bytes]]
+Handler = Callable[[Parsed], Coroutine[Any, Any, bytes]]
 
 
 def _denial(status: int, message: str) -> bytes:
@@ -54,6 +63,7 @@ BODY_TOO_LARGE = _denial(413, "the request body is larger than the authorization
 BAD_HEADER = _denial(400, "a request header is not valid UTF-8")
 TIMEOUT = _denial(408, "the authorization request was not received in time")
 _CLOSE = object()  # in the queue: close once everything before it is written
+_NOT_STARTED = object()  # a coroutine handed to the runner before its first step
 
 
 class CheckProtocol(asyncio.Protocol):
@@ -65,7 +75,10 @@ class CheckProtocol(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.loop = asyncio.get_running_loop()
         self.queue: collections.deque[Parsed | bytes | object] = collections.deque()  # or _CLOSE
-        self.worker: asyncio.Task[None] | None = None
+        self.runner: asyncio.Task[None] | None = None
+        # (coroutine, what it waits for, its request): a Check that waits, for the runner
+        self.handoff: asyncio.Future[tuple[Any, Any, Parsed]] = self.loop.create_future()
+        self.busy = False  # the runner is answering: requests wait in the queue for it
         self.closing = False
         self.paused = False
         self._new_message()
@@ -92,13 +105,16 @@ class CheckProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # create_server: a stream
         self.watchdog = self.loop.call_later(self.tick, self._watch)
+        self.runner = self.loop.create_task(self._run())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         if self.watchdog is not None:
             self.watchdog.cancel()
-        if self.worker is not None:
-            self.worker.cancel()
+        if self.runner is not None:
+            self.runner.cancel()
+        if self.handoff.done() and not self.handoff.cancelled():
+            self.handoff.result()[0].close()  # handed over, never taken up: not left unawaited
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -115,6 +131,8 @@ class CheckProtocol(asyncio.Protocol):
             return
         if self.in_head and self.head_bytes > MAX_HEAD_BYTES:
             self._fail(HEAD_TOO_LARGE)  # a head that does not end cannot be framed
+        elif self.queue:
+            self._wake()  # once per read: pipelined requests get one write
 
     def _fail(self, answer: bytes) -> None:
         """Answer, after the requests before it, and close: the stream cannot be framed."""
@@ -131,7 +149,7 @@ class CheckProtocol(asyncio.Protocol):
             return
         progressed, self.done_seen = self.done != self.done_seen, self.done
         partial = not self.in_head or self.head_bytes > 0
-        busy = self.worker is not None  # a Check still running: its datastore's timeout rules
+        busy = self.busy  # a Check still running: its datastore's timeout rules
         self.stalled = 0 if progressed or busy or not partial else self.stalled + 1
         self.idle = 0 if progressed or busy or partial else self.idle + 1
         if self.stalled >= _TICKS:
@@ -199,37 +217,104 @@ class CheckProtocol(asyncio.Protocol):
         if len(self.queue) > MAX_PIPELINED and not self.paused:
             self.paused = True
             self.transport.pause_reading()
-        self._wake()
 
     # --- answering, in order ---------------------------------------------------------
 
     def _wake(self) -> None:
-        if self.worker is None:
-            self.worker = self.loop.create_task(self._answer())
-
-    async def _answer(self) -> None:
-        """Answer every queued request in order; one write per burst of pipelined ones."""
+        """Answer what is queued now, in order; a Check that has to wait goes to the runner,
+        with everything behind it."""
+        if self.busy or self.runner is None:
+            return
         out: list[bytes] = []
         queue = self.queue
-        try:
-            while queue:
-                item = queue.popleft()
-                if isinstance(item, Parsed):
-                    answer = await self.handler(item)
-                    out.append(_head_of(answer) if item.method == "HEAD" else answer)
-                elif isinstance(item, bytes):
-                    out.append(item)
-                else:  # _CLOSE
-                    queue.clear()
-                    self.transport.write(b"".join(out))
-                    self.transport.close()
-                    return
+        while queue:
+            item = queue.popleft()
+            if isinstance(item, Parsed):
+                coro = self.handler(item)
+                try:
+                    _enter_task(self.loop, self.runner)  # asyncio.timeout needs a current task
+                except RuntimeError:  # called from inside a task (not by the loop): no eager step
+                    waiting_on: Any = _NOT_STARTED
+                else:
+                    try:
+                        waiting_on = coro.send(None)
+                    except StopIteration as done:
+                        out.append(_answer_for(item, done.value))
+                        continue
+                    finally:
+                        _leave_task(self.loop, self.runner)
+                self.busy = True
+                self.handoff.set_result((coro, waiting_on, item))
+                break
+            if isinstance(item, bytes):
+                out.append(item)
+            else:  # _CLOSE
+                self._write_and_close(out)
+                return
+        if out:
             self.transport.write(b"".join(out))
-        finally:
-            self.worker = None
-        if self.paused and not self.closing:
-            self.paused = False
-            self.transport.resume_reading()
+
+    def _write_and_close(self, out: list[bytes]) -> None:
+        self.queue.clear()
+        self.closing = True
+        self.transport.write(b"".join(out))
+        self.transport.close()
+
+    async def _run(self) -> None:
+        """The connection's Task: finishes the Checks that wait, then the queue behind them."""
+        while not self.closing:
+            coro, waiting_on, item = await self.handoff
+            self.handoff = self.loop.create_future()
+            try:
+                answer = await _finish(coro, waiting_on)
+                out = [_answer_for(item, answer)]
+                while self.queue:  # in this Task already: each Check is simply awaited
+                    nxt = self.queue.popleft()
+                    if isinstance(nxt, Parsed):
+                        out.append(_answer_for(nxt, await self.handler(nxt)))
+                    elif isinstance(nxt, bytes):
+                        out.append(nxt)
+                    else:  # _CLOSE
+                        self._write_and_close(out)
+                        return
+                self.transport.write(b"".join(out))
+            finally:
+                self.busy = False
+            if self.paused and not self.closing:
+                self.paused = False
+                self.transport.resume_reading()
+
+
+async def _finish(coro: Coroutine[Any, Any, bytes], waiting_on: Any) -> bytes:
+    """Drive a suspended coroutine to its end from inside a Task, as the Task itself would:
+    wait for the future it yielded (a bare yield: one loop turn), resume it; a cancellation
+    of this Task (asyncio.timeout's deadline, a closed connection) is thrown into it."""
+    while True:
+        try:
+            if waiting_on is _NOT_STARTED:
+                pass
+            elif waiting_on is None:
+                await asyncio.sleep(0)
+            else:
+                waiting_on._asyncio_future_blocking = False
+                await waiting_on  # its result or error is the coroutine's to read
+        except asyncio.CancelledError as exc:
+            if waiting_on is None or not waiting_on.done():
+                try:
+                    waiting_on = coro.throw(exc)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+                continue
+        except BaseException:  # the coroutine reads the future itself
+            pass
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+def _answer_for(item: Parsed, answer: bytes) -> bytes:
+    return _head_of(answer) if item.method == "HEAD" else answer
 
 
 def _head_of(answer: bytes) -> bytes:

@@ -22,7 +22,18 @@ async def handler(parsed: Parsed) -> bytes:
     comes back in a header so the order of answers shows."""
     if parsed.target.startswith("/slow"):
         await asyncio.sleep(0.05)
-    if parsed.target.startswith(("/ok", "/slow")):
+    if parsed.target.startswith("/deadline"):  # a datastore that outlives its timeout
+        try:
+            async with asyncio.timeout(0.05):
+                await asyncio.sleep(5)
+        except TimeoutError:
+            return response(Decision(False, 503, "timed out", parsed.target))
+    if parsed.target.startswith("/task"):  # what a Check sees: always inside a Task
+        task = asyncio.current_task()
+        assert task is not None and not task.done()
+        await asyncio.sleep(0)
+        assert asyncio.current_task() is task
+    if parsed.target.startswith(("/ok", "/slow", "/task")):
         return response(Decision(True, headers=[("x-target", parsed.target)]))
     return response(Decision(False, 403, "no", parsed.target))
 
@@ -120,3 +131,33 @@ async def test_slowloris_gets_a_timeout_denial(port: int, monkeypatch: pytest.Mo
 async def test_header_that_is_not_utf8_is_denied(port: int) -> None:
     out = await exchange(port, b"GET /ok1 HTTP/1.1\r\nx-a: \xff\xfe\r\n\r\n", wait=0.5)
     assert statuses(out) == [400]
+
+
+async def test_a_timeout_inside_a_check_fires_and_the_connection_goes_on(port: int) -> None:
+    """Checks start eagerly, outside the loop's scheduling: asyncio.timeout must still find
+    its task and cancel exactly the waiting Check, which answers; the next request is served
+    on the same connection, and the timeout leaves no cancellation behind."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for target in ("/deadline1", "/ok2", "/deadline3", "/slow4", "/ok5"):
+        writer.write(f"GET {target} HTTP/1.1\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+        expected = b"HTTP/1.1 503" if target.startswith("/deadline") else b"HTTP/1.1 200"
+        assert head.startswith(expected), (target, head)
+        length = int(re.search(rb"content-length: (\d+)", head, re.I)[1])
+        await reader.readexactly(length)
+    writer.close()
+
+
+async def test_a_check_runs_inside_one_task_across_its_awaits(port: int) -> None:
+    out = await exchange(port, b"GET /task1 HTTP/1.1\r\n\r\nGET /ok2 HTTP/1.1\r\n\r\n", 0.5)
+    assert statuses(out) == [200, 200]
+    assert out.index(b"/task1") < out.index(b"/ok2")
+
+
+async def test_pipelined_timeouts_and_fast_checks_keep_their_order(port: int) -> None:
+    targets = ("/ok1", "/deadline2", "/ok3", "/slow4", "/no5", "/deadline6", "/ok7")
+    reqs = b"".join(f"GET {t} HTTP/1.1\r\n\r\n".encode() for t in targets)
+    out = await exchange(port, reqs, wait=1.0)
+    assert statuses(out) == [200, 503, 200, 200, 403, 503, 200]
+    positions = [out.index(t.encode()) for t in targets]
+    assert positions == sorted(positions)
