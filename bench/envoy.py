@@ -1,4 +1,4 @@
-"""Envoy bootstraps for the scenarios, after reference/envoy/{a-none,b-jwt-rbac,c-extauthz}."""
+"""Envoy bootstraps for the scenarios: Envoy alone, jwt_authn + RBAC, ext_authz."""
 
 from __future__ import annotations
 

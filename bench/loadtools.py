@@ -159,7 +159,7 @@ def run_tool(argv: list[str], limit_s: float, workdir: Path) -> tuple[str, float
 
 
 def wrk(url: str, seconds: float, workdir: Path, headers: dict[str, str]) -> LoadResult:
-    """Closed-loop throughput, as in reference/PERFORMANCE.md: wrk -t1 -c32 --latency."""
+    """Closed-loop throughput: wrk -t1 -c32 --latency."""
     argv = ["wrk", "-t1", "-c32", f"-d{_secs(seconds)}s", "--latency", "--timeout", "5s"]
     for k, v in headers.items():
         argv += ["-H", f"{k}: {v}"]

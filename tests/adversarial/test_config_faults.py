@@ -1,6 +1,6 @@
 """Bad configs: at start the process never reports ready and exits non-zero; at reload the
 last good version keeps serving through Envoy and the failure is exposed in /readyz and
-/metrics (SECURITY-CHECKLIST rows 16, 26, 28)."""
+/metrics."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Datastore injection through the whole Check pipeline (SECURITY-CHECKLIST rows 14 and 37).
+"""Datastore injection through the whole Check pipeline.
 
 Row 14, operator injection: `{"$ne": null}`, `{"$gt": ""}`, `{"$regex": ".*"}` and
 `{"$where": "1"}` arrive from every request source (JSON body params, query parameters,

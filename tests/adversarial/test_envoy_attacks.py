@@ -3,7 +3,7 @@ routes, free ports) in front of `authz serve` with config/example.yaml plus a co
 source and an RS256 public key (for key-confusion attacks).
 
 Every denial must leave the upstream untouched; every allow of a mangled path must be an
-allow the canonical path would get too (SECURITY-CHECKLIST rows 3-5, 8-12, 18-20, 22-23).
+allow the canonical path would get too.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Envoy with `failure_mode_allow: true` in front of a server that hits internal errors: still
-denied, because every error inside the server is a `denied_response`, never a gRPC error
-(SECURITY-CHECKLIST rows 1, 2). Only an unreachable server is decided by Envoy's setting; the
+denied, because every error inside the server is a `denied_response`, never a gRPC error.
+Only an unreachable server is decided by Envoy's setting; the
 last test shows it, which is why SECURITY.md requires `failure_mode_allow: false`.
 
 Faults are injected by a launcher (test-only) that wraps three documented seams: a rule's

@@ -1,6 +1,6 @@
 """CheckRequests that Envoy would never send, straight to the gRPC port (anything that can
-reach it can send them): each gets a CheckResponse denial, never a gRPC error, quickly
-(SECURITY-CHECKLIST rows 21, 22). tests/unit/test_server.py has the basic shapes; these are
+reach it can send them): each gets a CheckResponse denial, never a gRPC error, quickly.
+tests/unit/test_server.py has the basic shapes; these are
 the ones beyond it."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Race detection (SECURITY-CHECKLIST row 52): concurrent Checks while the config is reloaded
+"""Race detection: concurrent Checks while the config is reloaded
 and swapped, and while a JWKS key set is swapped, with assertions on shared state.
 
 - asyncio: many Check tasks go through `AuthzServer.check` (bytes in, bytes out: decode,

@@ -1,4 +1,4 @@
-"""ReDoS (SECURITY-CHECKLIST row 39): no request text can make a regular expression run for
+"""ReDoS: no request text can make a regular expression run for
 long, and no request can supply a pattern.
 
 The rule language has no regex operator: `match` evals are `== != < <= > >= in notIn`, and a
