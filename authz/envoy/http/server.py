@@ -93,6 +93,7 @@ class ConnectionCap:
         self.open += 1
         return True
 
+
 _NOT_STARTED = object()  # a coroutine handed to the runner before its first step
 
 
