@@ -4,6 +4,7 @@ unframeable streams closed after their answers, never an allow by default."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -201,10 +202,8 @@ def flood(port: int, n: int, target: str = "/ok") -> socket.socket:
     sock.connect(("127.0.0.1", port))
     sock.setblocking(False)
     data = f"GET {target} HTTP/1.1\r\n\r\n".encode() * n
-    try:
+    with contextlib.suppress(BlockingIOError):
         sock.send(data)  # as much as the kernel takes
-    except BlockingIOError:
-        pass
     return sock
 
 
