@@ -2,7 +2,7 @@
 tiny requests per send and never read their answers (hold.py of the finding) get at most
 MAX_PIPELINED parsed at a time, a turn like every other connection, and nothing more done
 once their answers pile up; meanwhile a request through Envoy gets its normal answer, and
-authz's memory stays bounded (SECURITY.md, "The HTTP Check port")."""
+authz's memory stays bounded (SECURITY.md, "The HTTP Check port's limits")."""
 
 from __future__ import annotations
 

@@ -15,10 +15,10 @@ end as a Task would (awaiting what it waits for, passing a cancellation into it)
 answers the requests queued behind it, in order.
 
 What one connection can make the server hold or do is bounded, whatever its client sends
-(SECURITY.md, "The HTTP Check port"): at most MAX_PIPELINED requests parsed and waiting,
-the rest of a read kept unparsed while reading is paused; a turn of the loop to other
-connections after every MAX_PIPELINED answers; nothing more read or answered while the
-client does not read its answers (write backpressure), and the connection closed if that
+(SECURITY.md, "The HTTP Check port's limits"): at most MAX_PIPELINED requests parsed and
+waiting, the rest of a read kept unparsed while reading is paused; a turn of the loop to
+other connections after every MAX_PIPELINED answers; nothing more read or answered while the
+client does not read its answers (write backpressure), and the connection dropped if that
 lasts REQUEST_SECONDS. A listener keeps at most `max_connections` open at once.
 """
 
@@ -390,7 +390,8 @@ class CheckProtocol(asyncio.Protocol):
                 self.transport.write(b"".join(out))
             finally:
                 self.busy = False
-            self._pump()
+            if self.pumping is None:  # from the loop, not this Task: eager again, and fair
+                self.pumping = self.loop.call_soon(self._pump)
 
 
 async def _finish(coro: Coroutine[Any, Any, bytes], waiting_on: Any) -> bytes:
