@@ -30,6 +30,12 @@ def _hops(text: str) -> int:
     return int(text)
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return int(text)
+
+
 def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config", default=_env("config"), required=_env("config") is None,
@@ -55,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--check-http-prefix", default=_env("check-http-prefix", ""),
         help="the http_service path_prefix Envoy puts before every Check path",
+    )  # fmt: skip
+    p.add_argument(
+        "--check-http-max-connections", type=_positive,
+        default=_env("check-http-max-connections", "1024"),
+        help="open connections to the HTTP Check port per process; more are closed at once",
     )  # fmt: skip
     p.add_argument("--workers", type=int, default=int(_env("workers", "1")))
     p.add_argument("--drain", default=_env("drain", "5s"), help="not-ready time after SIGTERM")
@@ -268,6 +279,7 @@ def _serve_options(args: argparse.Namespace) -> int:
         decision_log_sample_allows=args.decision_log_sample_allows,
         debug_api=args.debug_api, check_http_listen=args.check_http_listen,
         check_http_prefix=args.check_http_prefix, tls_cert=args.tls_cert,
+        check_http_max_connections=args.check_http_max_connections,
         tls_key=args.tls_key, client_ca=args.client_ca,
     )  # fmt: skip
     prefix = args.check_http_prefix

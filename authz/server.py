@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from authz.authorizer import Authorizer
 from authz.checks import AUTH_SERVICE, CheckHandler
 from authz.envoy.extproc import ExtProcServicer
-from authz.envoy.http.server import start_check_http
+from authz.envoy.http.server import MAX_CONNECTIONS, start_check_http
 from authz.errors import ListenError
 from authz.http import start_http
 from authz.observability.decisionlog import DecisionLog
@@ -55,6 +55,7 @@ class ServeOptions:
     client_ca: str | None = None
     check_http_listen: str = ""  # Envoy's ext_authz HTTP transport, beside gRPC ("": off)
     check_http_prefix: str = ""  # http_service.path_prefix, removed from every Check path
+    check_http_max_connections: int = MAX_CONNECTIONS  # per process; beyond: closed at once
 
 
 class AuthzServer(CheckHandler):
@@ -124,8 +125,9 @@ class AuthzServer(CheckHandler):
         try:
             host, port = _split(address)
             self.check_http_server = await start_check_http(
-                host, port, self.check_http, self._max_body, reuse
-            )
+                host, port, self.check_http, self._max_body, reuse,
+                self.options.check_http_max_connections,
+            )  # fmt: skip
         except (OSError, ValueError) as exc:
             await self.grpc.stop(None)
             if self.http is not None:

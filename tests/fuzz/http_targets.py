@@ -39,6 +39,9 @@ class FakeTransport(asyncio.Transport):
     def resume_reading(self) -> None:
         pass
 
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass  # everything written is kept: writing never pauses
+
 
 def make_handler(authorizer: Any, seen: list[Any]):  # type: ignore[no-untyped-def]
     async def handle(parsed: Parsed) -> bytes:

@@ -13,6 +13,13 @@ current_task() see the runner, as they would inside a Task). If it finishes, it 
 at once; if it waits, the runner takes the same suspended coroutine over and drives it to the
 end as a Task would (awaiting what it waits for, passing a cancellation into it), then
 answers the requests queued behind it, in order.
+
+What one connection can make the server hold or do is bounded, whatever its client sends
+(SECURITY.md, "The HTTP Check port's limits"): at most MAX_PIPELINED requests parsed and
+waiting, the rest of a read kept unparsed while reading is paused; a turn of the loop to
+other connections after every MAX_PIPELINED answers; nothing more read or answered while the
+client does not read its answers (write backpressure), and the connection dropped if that
+lasts REQUEST_SECONDS. A listener keeps at most `max_connections` open at once.
 """
 
 from __future__ import annotations
@@ -34,7 +41,15 @@ REQUEST_SECONDS = 10.0  # from a request's first byte to its last (slowloris)
 # Longer than the idle timeout `authz envoy-config` gives Envoy's pool, so Envoy closes first
 # and never sends a Check on a connection this side is closing.
 IDLE_SECONDS = 600.0
-MAX_PIPELINED = 64  # requests waiting for an answer before reading pauses
+MAX_PIPELINED = 64  # requests parsed and waiting for an answer, at most
+MAX_CONNECTIONS = 1024  # open connections per listener (--check-http-max-connections)
+# Unanswered bytes buffered for a client before reading and answering pause (Envoy reads its
+# answers at once: only a client that does not read reaches this).
+WRITE_HIGH = 64 * 1024
+WRITE_LOW = 16 * 1024
+# The shortest request llhttp completes ("GET / HTTP/1.1\r\n\r\n"; an HTTP/0.9 line is
+# shorter but ends the connection): n * _MIN_REQUEST bytes never complete more than n.
+_MIN_REQUEST = 18
 _MAX_HEADERS = 1000
 _TICKS = 5  # watchdog ticks per REQUEST_SECONDS
 _END_OF_HEAD = b"\r\n\r\n"
@@ -63,15 +78,34 @@ BODY_TOO_LARGE = _denial(413, "the request body is larger than the authorization
 BAD_HEADER = _denial(400, "a request header is not valid UTF-8")
 TIMEOUT = _denial(408, "the authorization request was not received in time")
 _CLOSE = object()  # in the queue: close once everything before it is written
+
+
+class ConnectionCap:
+    """The connections one listener has open; beyond `limit`, a new one is closed at once."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.open = 0
+
+    def take(self) -> bool:
+        if self.open >= self.limit:
+            return False
+        self.open += 1
+        return True
+
+
 _NOT_STARTED = object()  # a coroutine handed to the runner before its first step
 
 
 class CheckProtocol(asyncio.Protocol):
     transport: asyncio.Transport  # set by connection_made, before any other callback
 
-    def __init__(self, handler: Handler, max_body: Callable[[], int]):
+    def __init__(
+        self, handler: Handler, max_body: Callable[[], int], cap: ConnectionCap | None = None
+    ):
         self.handler = handler
         self.max_body = max_body
+        self.cap = cap
         self.parser = httptools.HttpRequestParser(self)
         self.loop = asyncio.get_running_loop()
         self.queue: collections.deque[Parsed | bytes | object] = collections.deque()  # or _CLOSE
@@ -80,7 +114,11 @@ class CheckProtocol(asyncio.Protocol):
         self.handoff: asyncio.Future[tuple[Any, Any, Parsed]] = self.loop.create_future()
         self.busy = False  # the runner is answering: requests wait in the queue for it
         self.closing = False
-        self.paused = False
+        self.counted = False  # holds one of the cap's connections
+        self.rest: memoryview | None = None  # read, not parsed yet: the queue was full
+        self.reading = True  # not paused by us
+        self.write_paused = False  # the transport's buffer is over WRITE_HIGH
+        self.pumping: asyncio.Handle | None = None  # parsing goes on at the next turn
         self._new_message()
         self.in_head = True
         self.head_bytes = 0  # bytes read since the head being parsed began (bounded)
@@ -89,6 +127,7 @@ class CheckProtocol(asyncio.Protocol):
         self.tick = REQUEST_SECONDS / _TICKS
         self.done = self.done_seen = 0  # requests completed, and as of the last tick
         self.stalled = self.idle = 0  # ticks with a request half-read / with nothing
+        self.closing_ticks = 0
         self.watchdog: asyncio.TimerHandle | None = None
 
     def _new_message(self) -> None:
@@ -104,13 +143,25 @@ class CheckProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # create_server: a stream
+        if self.cap is not None:
+            self.counted = self.cap.take()
+            if not self.counted:  # over the cap: closed at once, nothing read
+                self.closing = True
+                self.transport.abort()
+                return
+        self.transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)
         self.watchdog = self.loop.call_later(self.tick, self._watch)
         self.runner = self.loop.create_task(self._run())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        if self.watchdog is not None:
-            self.watchdog.cancel()
+        self.rest = None
+        if self.counted and self.cap is not None:
+            self.counted = False
+            self.cap.open -= 1
+        for timer in (self.watchdog, self.pumping):
+            if timer is not None:
+                timer.cancel()
         if self.runner is not None:
             self.runner.cancel()
         if self.handoff.done() and not self.handoff.cancelled():
@@ -119,6 +170,18 @@ class CheckProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        if self.rest is None and not self.write_paused:
+            if len(data) <= (MAX_PIPELINED - len(self.queue)) * _MIN_REQUEST:
+                self._feed(data)  # the usual read: one request, or a few, with room
+                return
+            self.rest = memoryview(data)
+        else:  # reading is paused: only what the transport had read already
+            self.rest = memoryview(bytes(self.rest or b"") + data)
+        self._pump()
+
+    def _feed(self, data: bytes | memoryview) -> None:
+        """Parse `data`, which cannot complete more requests than the queue has room for,
+        and answer what it completed."""
         if self.in_head:
             self.head_bytes += len(data)
         try:
@@ -134,25 +197,73 @@ class CheckProtocol(asyncio.Protocol):
         elif self.queue:
             self._wake()  # once per read: pipelined requests get one write
 
+    def _pump(self) -> None:
+        """Parse the rest of what was read, as far as the queue has room and the client reads
+        its answers; after MAX_PIPELINED requests, go on at the next turn of the loop (other
+        connections' turn). Read again only once all of it is parsed."""
+        self.pumping = None
+        budget = self.done + MAX_PIPELINED
+        while (rest := self.rest) is not None and not self.closing and not self.write_paused:
+            room = MAX_PIPELINED - len(self.queue)
+            if room <= 0:
+                break  # the runner's answers make room, then pump again
+            if self.done >= budget:
+                self.pumping = self.loop.call_soon(self._pump)
+                break
+            size = room * _MIN_REQUEST
+            self.rest = rest[size:] if len(rest) > size else None
+            self._feed(rest[:size])
+        self._read(self.rest is None and not self.write_paused)
+
+    def _read(self, on: bool) -> None:
+        if self.closing or on == self.reading:
+            return
+        self.reading = on
+        if on:
+            self.transport.resume_reading()
+        else:
+            self.transport.pause_reading()
+
+    def pause_writing(self) -> None:
+        """The client is not reading its answers: read nothing more, answer nothing more."""
+        self.write_paused = True
+        self._read(False)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.queue:
+            self._wake()
+        self._pump()
+
     def _fail(self, answer: bytes) -> None:
         """Answer, after the requests before it, and close: the stream cannot be framed."""
+        self._read(False)
         self.closing = True
-        self.transport.pause_reading()
         self.queue.append(answer)
         self.queue.append(_CLOSE)
         self._wake()
 
     def _watch(self) -> None:
         """Every tick: a request half-read for REQUEST_SECONDS gets 408 and the connection
-        closes (slowloris); a connection with nothing to do for IDLE_SECONDS closes."""
-        if self.closing:
+        closes (slowloris); a connection with nothing to do for IDLE_SECONDS closes; one
+        whose client does not read its answers for REQUEST_SECONDS is dropped."""
+        if self.closing:  # its last answers have REQUEST_SECONDS to get out, then dropped
+            self.closing_ticks = 0 if self.busy else self.closing_ticks + 1
+            if self.closing_ticks >= _TICKS:
+                self.transport.abort()
+            else:
+                self.watchdog = self.loop.call_later(self.tick, self._watch)
             return
         progressed, self.done_seen = self.done != self.done_seen, self.done
-        partial = not self.in_head or self.head_bytes > 0
+        # a request half-read, or answers the client does not read
+        partial = not self.in_head or self.head_bytes > 0 or self.write_paused
         busy = self.busy  # a Check still running: its datastore's timeout rules
         self.stalled = 0 if progressed or busy or not partial else self.stalled + 1
         self.idle = 0 if progressed or busy or partial else self.idle + 1
-        if self.stalled >= _TICKS:
+        if self.stalled >= _TICKS and self.write_paused:
+            self.closing = True  # no answer gets through: drop the connection and its buffer
+            self.transport.abort()
+        elif self.stalled >= _TICKS:
             self._fail(TIMEOUT)
         elif self.idle * self.tick >= IDLE_SECONDS:
             self.closing = True
@@ -214,16 +325,13 @@ class CheckProtocol(asyncio.Protocol):
         self._new_message()
         self.in_head = True
         self.done += 1
-        if len(self.queue) > MAX_PIPELINED and not self.paused:
-            self.paused = True
-            self.transport.pause_reading()
 
     # --- answering, in order ---------------------------------------------------------
 
     def _wake(self) -> None:
         """Answer what is queued now, in order; a Check that has to wait goes to the runner,
         with everything behind it."""
-        if self.busy or self.runner is None:
+        if self.busy or self.runner is None or self.write_paused:
             return
         out: list[bytes] = []
         queue = self.queue
@@ -268,7 +376,9 @@ class CheckProtocol(asyncio.Protocol):
             try:
                 answer = await _finish(coro, waiting_on)
                 out = [_answer_for(item, answer)]
-                while self.queue:  # in this Task already: each Check is simply awaited
+                # in this Task already: each Check is simply awaited; once the client stops
+                # reading, the rest waits for resume_writing
+                while self.queue and not self.write_paused:
                     nxt = self.queue.popleft()
                     if isinstance(nxt, Parsed):
                         out.append(_answer_for(nxt, await self.handler(nxt)))
@@ -280,9 +390,8 @@ class CheckProtocol(asyncio.Protocol):
                 self.transport.write(b"".join(out))
             finally:
                 self.busy = False
-            if self.paused and not self.closing:
-                self.paused = False
-                self.transport.resume_reading()
+            if self.pumping is None:  # from the loop, not this Task: eager again, and fair
+                self.pumping = self.loop.call_soon(self._pump)
 
 
 async def _finish(coro: Coroutine[Any, Any, bytes], waiting_on: Any) -> bytes:
@@ -323,9 +432,15 @@ def _head_of(answer: bytes) -> bytes:
 
 
 async def start_check_http(
-    host: str, port: int, handler: Handler, max_body: Callable[[], int], reuse_port: bool
+    host: str,
+    port: int,
+    handler: Handler,
+    max_body: Callable[[], int],
+    reuse_port: bool,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> asyncio.Server:
     loop = asyncio.get_running_loop()
+    cap = ConnectionCap(max_connections)
     return await loop.create_server(
-        lambda: CheckProtocol(handler, max_body), host, port, reuse_port=reuse_port
+        lambda: CheckProtocol(handler, max_body, cap), host, port, reuse_port=reuse_port
     )

@@ -4,8 +4,10 @@ unframeable streams closed after their answers, never an allow by default."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -161,3 +163,138 @@ async def test_pipelined_timeouts_and_fast_checks_keep_their_order(port: int) ->
     assert statuses(out) == [200, 503, 200, 200, 403, 503, 200]
     positions = [out.index(t.encode()) for t in targets]
     assert positions == sorted(positions)
+
+
+# --- what one client can make the server hold or do --------------------------------------
+
+
+class Recording(server.CheckProtocol):
+    """The server's protocol, keeping its instances and the most requests ever queued."""
+
+    made: list[Recording] = []
+    peak = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        Recording.made.append(self)
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # a full pipe, soon
+        super().connection_made(transport)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        Recording.peak = max(Recording.peak, len(self.queue))
+
+
+@pytest.fixture
+async def recorded(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[int]:
+    monkeypatch.setattr(server, "CheckProtocol", Recording)
+    monkeypatch.setattr(Recording, "made", [])
+    monkeypatch.setattr(Recording, "peak", 0)
+    srv = await start_check_http("127.0.0.1", 0, handler, lambda: MAX_BODY, False)
+    yield srv.sockets[0].getsockname()[1]
+    srv.close()
+
+
+def flood(port: int, n: int, target: str = "/ok") -> socket.socket:
+    """A client that sends n pipelined requests at once and reads nothing."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    data = f"GET {target} HTTP/1.1\r\n\r\n".encode() * n
+    with contextlib.suppress(BlockingIOError):
+        sock.send(data)  # as much as the kernel takes
+    return sock
+
+
+async def wait_until(condition: Callable[[], bool], deadline: float = 3.0) -> None:
+    async with asyncio.timeout(deadline):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_a_flood_that_is_never_read_is_bounded_and_others_are_answered(
+    recorded: int,
+) -> None:
+    calls = 0
+
+    async def counting(parsed: Parsed) -> bytes:
+        nonlocal calls
+        calls += 1
+        return await handler(parsed)
+
+    srv = await start_check_http("127.0.0.1", 0, counting, lambda: MAX_BODY, False)
+    port = srv.sockets[0].getsockname()[1]
+    sock = flood(port, 20_000)  # 400 kB of requests in one send
+    try:
+        await wait_until(lambda: bool(Recording.made))
+        (proto,) = Recording.made
+        await wait_until(lambda: proto.write_paused)  # its answers are not read
+        seen = calls
+        await asyncio.sleep(0.3)
+        assert calls == seen < 20_000  # no more work done for it
+        assert Recording.peak <= server.MAX_PIPELINED
+        assert proto.transport.get_write_buffer_size() <= server.WRITE_HIGH + 64 * 1024
+        # another connection is answered meanwhile
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /ok-other HTTP/1.1\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+        assert head.startswith(b"HTTP/1.1 200") and b"/ok-other" in head
+        writer.close()
+    finally:
+        sock.close()
+        srv.close()
+
+
+async def test_a_client_that_never_reads_is_dropped(
+    recorded: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server, "REQUEST_SECONDS", 0.2)
+    sock = flood(recorded, 20_000)
+    try:
+        await wait_until(lambda: bool(Recording.made))
+        (proto,) = Recording.made
+        await wait_until(lambda: proto.write_paused)
+        await wait_until(lambda: proto.transport.is_closing())
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("target", ["/ok", "/task"])  # answered at once / by the runner
+async def test_more_than_max_pipelined_in_one_read_are_all_answered(
+    recorded: int, target: str
+) -> None:
+    n = 40 * server.MAX_PIPELINED
+    reader, writer = await asyncio.open_connection("127.0.0.1", recorded)
+    writer.write(f"GET {target} HTTP/1.1\r\n\r\n".encode() * n)
+    out = b""
+    async with asyncio.timeout(10):
+        while out.count(b"HTTP/1.1 200") < n:
+            out += await reader.read(65536)
+    assert statuses(out) == [200] * n
+    assert Recording.peak <= server.MAX_PIPELINED
+    writer.write(b"GET /ok-last HTTP/1.1\r\n\r\n")  # and the connection reads on
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+    assert b"/ok-last" in head
+    writer.close()
+
+
+async def test_connections_over_the_cap_are_closed_at_once() -> None:
+    srv = await start_check_http("127.0.0.1", 0, handler, lambda: MAX_BODY, False, 2)
+    port = srv.sockets[0].getsockname()[1]
+    held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+    try:
+        assert await exchange(port, b"GET /ok1 HTTP/1.1\r\n\r\n") == b""  # closed, unanswered
+        for _, writer in held:  # the held ones are served
+            writer.write(b"GET /ok2 HTTP/1.1\r\n\r\n")
+        for reader, _ in held:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+            assert head.startswith(b"HTTP/1.1 200")
+        held.pop()[1].close()
+        async with asyncio.timeout(3):  # its place is free once the server saw it close
+            while statuses(await exchange(port, b"GET /ok3 HTTP/1.1\r\n\r\n", 0.3)) != [200]:
+                pass
+    finally:
+        for _, writer in held:
+            writer.close()
+        srv.close()
