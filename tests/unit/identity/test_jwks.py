@@ -330,3 +330,54 @@ async def test_close_during_a_refresh_gives_token_errors(server, http, mono):
     mono.now += 31
     await rejected(ident, rs(KEY_B, "b"), "unknown kid")  # closed: no new fetch
     assert len(server.requests) == 2
+
+
+# When a verification re-fetches the JWKS on demand (past the rate limit): only when no key
+# of the token's kid is known. Each case: the keys served, the token, whether it fetches.
+async def test_no_refetch_for_a_known_kid(started, server, mono):
+    mono.now += 31
+    assert await started.verify(rs(KEY_A, "a"))
+    await rejected(started, rs(KEY_B, "a"), "bad signature")  # known kid, wrong key
+    assert len(server.requests) == 1
+
+
+async def test_no_refetch_for_a_token_without_kid(started, server, mono):
+    mono.now += 31
+    assert await started.verify(rs(KEY_A, None))
+    await rejected(started, rs(KEY_B, None), "bad signature")
+    assert len(server.requests) == 1
+
+
+async def test_unknown_kid_refetches_while_kidless_keys_exist(server, http, mono):
+    server.set_keys(jwk(KEY_A, None, "RS256"))  # a kid-less key would be tried for any kid
+    ident = make_identity({"secrets": [{"jwksUrl": server.url}]}, monotonic=mono)
+    await ident.start(http)
+    try:
+        server.set_keys(jwk(KEY_A, None, "RS256"), JWK_B)
+        mono.now += 31
+        assert (await ident.verify(rs(KEY_B, "b")))["id"] == "u1"  # rotated in by the re-fetch
+        assert len(server.requests) == 2
+        assert await ident.verify(rs(KEY_A, "zzz"))  # unknown kid, the kid-less key after a
+        assert len(server.requests) == 2  # fetch that the rate limit skipped
+    finally:
+        await ident.close()
+
+
+async def test_no_key_of_the_alg_refetches(started, server, mono):
+    server.set_keys(JWK_A, jwk(ec_key("P-256"), None, "ES256"))
+    mono.now += 31
+    assert await started.verify(rs(ec_key("P-256"), None, alg="ES256"))
+    assert len(server.requests) == 2
+
+
+async def test_static_keys_never_fetch(server, http, mono):
+    ident = make_identity(
+        {"secrets": [{"secret": HS_SECRET}, {"jwksUrl": server.url}]}, monotonic=mono
+    )
+    await ident.start(http)
+    try:
+        mono.now += 31
+        assert await ident.verify(hs_token({"id": "u1"}))
+        assert len(server.requests) == 1
+    finally:
+        await ident.close()
