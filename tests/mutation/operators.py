@@ -58,8 +58,12 @@ class _Slot:
         else:
             getattr(self.parent, self.field)[self.index] = node
 
-    def is_last_statement(self) -> bool:
-        return self.index is not None and self.index == len(getattr(self.parent, self.field)) - 1
+    def ends_a_function(self) -> bool:
+        """The last statement of a function body (a bare `return` there changes nothing)."""
+        body = getattr(self.parent, self.field)
+        return isinstance(self.parent, ast.FunctionDef | ast.AsyncFunctionDef) and (
+            self.field == "body" and self.index == len(body) - 1
+        )
 
 
 # A change: (the node shown before, the node that replaces it) applied at a slot.
@@ -89,7 +93,7 @@ def _changes(node: ast.AST, slot: _Slot) -> Iterator[Change]:
             isinstance(node.value, ast.Constant) and node.value.value is None
         ):
             yield node, ast.Return(value=ast.Constant(None))
-        elif not slot.is_last_statement():
+        elif not slot.ends_a_function():
             yield node, ast.Pass()
     elif isinstance(node, ast.Dict):
         yield from _table_changes(node)
