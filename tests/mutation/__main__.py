@@ -5,7 +5,8 @@ copy of the tree (one copy per job; the working tree is never changed) and that 
 run against it with `pytest -x`: a failing run kills the mutant. MUTATE_SECONDS bounds the whole
 run (default 3600; mutants not reached are reported as such), MUTATE_JOBS the parallel jobs
 (default 2). Mutants recorded in tests/mutation/equivalent.txt are not run. The summary goes to
-tests/mutation/last-summary.json; `--survivors` reruns only the survivors it lists.
+tests/mutation/last-summary.json; `--survivors` reruns only the mutants it does not list as
+killed (the survivors and new mutants).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Tally:
     mutants: int = 0
     killed: int = 0
     survived: list[Mutant] = field(default_factory=list)
+    killed_keys: list[str] = field(default_factory=list)
     equivalent: int = 0
     not_run: int = 0
     timeouts: int = 0
@@ -131,8 +133,9 @@ def main(argv: list[str]) -> int:
             tallies[module].mutants += 1
             if mutant.key in equivalent:
                 tallies[module].equivalent += 1
-            elif only_survivors and mutant.key not in previous.get(module, {}).get("survived", []):
+            elif only_survivors and mutant.key in previous.get(module, {}).get("killed", []):
                 tallies[module].killed += 1  # killed in the previous run
+                tallies[module].killed_keys.append(mutant.key)
             else:
                 queue.append((module, mutant))
 
@@ -161,6 +164,7 @@ def main(argv: list[str]) -> int:
                 tally.survived.append(mutant)
             else:
                 tally.killed += 1
+                tally.killed_keys.append(mutant.key)
                 tally.timeouts += outcome == "timeout"
         progress.record(outcome)
 
@@ -172,9 +176,11 @@ def main(argv: list[str]) -> int:
             ws.remove()
     sys.stderr.write("\n")
     print(report(tallies, time.monotonic() - progress.start))
-    SUMMARY.write_text(json.dumps(
-        {m: {"survived": [s.key for s in t.survived]} for m, t in tallies.items()}, indent=1
-    ))  # fmt: skip
+    summary = json.loads(SUMMARY.read_text()) if SUMMARY.exists() else {}
+    for m, t in tallies.items():
+        if not t.not_run:
+            summary[m] = {"survived": [s.key for s in t.survived], "killed": t.killed_keys}
+    SUMMARY.write_text(json.dumps(summary, indent=1))
     short = [m for m, t in tallies.items() if t.score() < 97.0 or t.not_run]
     return 1 if short else 0
 
