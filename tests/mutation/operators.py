@@ -32,11 +32,13 @@ class Mutant:
     before: str  # the changed code, unparsed (first line)
     after: str
     source: str  # the whole mutated module
+    nth: int = 1  # the same change in the same scope: the how-manyth in source order
 
     @property
     def key(self) -> str:
         """What the equivalent-mutants file records (stable when unrelated lines move)."""
-        return f"{self.path} {self.scope}: `{self.before}` -> `{self.after}`"
+        again = f" #{self.nth}" if self.nth > 1 else ""
+        return f"{self.path} {self.scope}: `{self.before}` -> `{self.after}`{again}"
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line} {self.scope}: `{self.before}` -> `{self.after}`"
@@ -169,6 +171,7 @@ def mutants(path: str, source: str) -> Iterator[Mutant]:
     """Every mutant of one module's source, in source order."""
     tree = ast.parse(source)
     root = _Slot(ast.Module(body=[tree], type_ignores=[]), "body", 0)
+    seen: dict[tuple[str, str, str], int] = {}
     for slot, scope, (old, new) in list(_walk(tree, [], root)):
         original = slot.get()
         real_new = ast.Dict(keys=new.keys, values=new.values) if isinstance(new, _Entries) else new
@@ -178,7 +181,9 @@ def mutants(path: str, source: str) -> Iterator[Mutant]:
         finally:
             slot.put(original)
         line = getattr(old, "lineno", 0)
-        yield Mutant(path, line, scope, _show(old), _show(new), text + "\n")
+        before, after = _show(old), _show(new)
+        nth = seen[scope, before, after] = seen.get((scope, before, after), 0) + 1
+        yield Mutant(path, line, scope, before, after, text + "\n", nth)
 
 
 def _show(node: ast.AST) -> str:
