@@ -25,7 +25,7 @@ TARGETS: dict[str, list[str]] = {
         _VERIFY, _PARSE, _U + "identity/test_claims.py", _KEYS, _U + "identity/test_cache.py",
         _U + "identity/test_mint.py",
     ],
-    "authz/identity/keys.py": [_KEYS, _VERIFY, _JWKS],
+    "authz/identity/keys.py": [_KEYS, _VERIFY, _U + "identity/test_mint.py", _JWKS],
     "authz/identity/jwks.py": [_JWKS, _KEYS],
     "authz/request.py": [_REQUEST, _NAMES, _DECODE, "tests/property/test_pipeline.py"],
     "authz/param_names.py": [_NAMES, _REQUEST, _DECODE],
