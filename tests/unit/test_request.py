@@ -549,3 +549,63 @@ def test_a_float_that_overflows_is_refused(number):
 def test_nan_and_infinity_are_refused_by_name(constant):
     message = refused(b'{"a": ' + constant + b"}")
     assert message == f"the JSON body contains {constant.decode()}, which is not JSON"
+
+
+@pytest.mark.parametrize(
+    ("reads", "flags"),
+    [
+        ({"headers"}, (True, False, False)),
+        ({"query"}, (False, True, False)),
+        ({"params"}, (False, True, True)),
+        ({"*"}, (True, True, True)),
+        ({"auth"}, (False, False, False)),
+    ],
+)
+def test_reading_records_which_parts_rules_read(reads, flags):
+    reading = Reading.of(reads, {})
+    assert (reading.headers, reading.query, reading.params) == flags
+
+
+def test_a_raw_control_character_in_a_query_name_is_refused():
+    with pytest.raises(RequestError, match="control character"):
+        interpret(_req("/e?a\x01b=1", method="GET"), Reading(), LIM)
+
+
+def test_a_body_that_is_not_a_form_is_not_read_as_one():
+    for content_type in ("text/plain", "application/json", None):
+        headers = {"content-type": content_type} if content_type else {}
+        req = _req("/e", method="POST", body=b"_method=PUT", **headers)
+        interpret(req, Reading(), LIM)  # no override: the upstream does not read a form
+    form = _req("/e", method="POST", body=b"_method=PUT",
+                **{"content-type": "application/x-www-form-urlencoded"})  # fmt: skip
+    with pytest.raises(RequestError, match="_method form field"):
+        interpret(form, Reading(), LIM)
+
+
+def test_a_partial_body_is_refused_where_the_rules_read_it():
+    req = Request.from_target("POST", "/e", headers=JSON_CT, body=b'{"a": 1}', body_partial=True)
+    with pytest.raises(RequestError) as e:
+        interpret(req, WHOLE_PARAMS, LIM)
+    assert str(e.value) == "the request body is larger than the authorization limit"
+
+
+def test_long_names_are_cut_in_refusals():
+    name = "owner" + "x" * 100
+    with pytest.raises(RequestError) as e:
+        interpret(_req(f"/e?{name}=1", method="POST", body=b"{}", **JSON_CT),
+                  Reading.of({"params"}, {"params": {name}}), LIM)  # fmt: skip
+    assert repr(name[:64]) in str(e.value) and repr(name[:65]) not in str(e.value)
+    with pytest.raises(RequestError) as e:
+        interpret(_req(f"/e?{name.upper()}=1", method="GET"),
+                  Reading.of({"query"}, {"query": {name}}), LIM)  # fmt: skip
+    assert repr(name.upper()[:64]) in str(e.value) and repr(name.upper()[:65]) not in str(e.value)
+
+
+def test_strings_beside_an_escaped_surrogate_pair_and_numbers_are_checked_alike():
+    body = b'{"e": "\\ud83d\\ude00", "n": 1, "l": [2, "x"], "o": {"k": true}}'
+    assert parse_json_body(body, LIM) == {
+        "e": "\U0001f600",
+        "n": 1,
+        "l": [2, "x"],
+        "o": {"k": True},
+    }
