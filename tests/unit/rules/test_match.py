@@ -1,4 +1,5 @@
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 
@@ -233,3 +234,20 @@ def test_a_side_of_the_wrong_type_is_an_error_not_a_fail(rule, reason):
 )
 def test_each_operator_at_its_boundary(rule, expected):
     assert outcome(rule, ARGS) == expected
+
+
+def test_a_literal_filled_from_the_environment_is_never_shown():
+    config = SimpleNamespace(_interpolated=frozenset({"sekrit", "args.params.owner"}))
+    args = {"params": {"owner": "a-guess"}}
+    secret = compile_dict(m("==", "string", "args.params.owner", "sekrit"), config)[0]
+    failure = evaluate(secret, args)
+    assert failure.reason == "args.params.owner == <literal> is false (values not shown)"
+    # another literal, or a reference that happens to equal a configured string: shown
+    plain = compile_dict(m("==", "string", "args.params.owner", "other"), config)[0]
+    assert evaluate(plain, args).reason == "'a-guess' == 'other' is false"
+
+
+def test_a_utils_call_that_folds_to_a_constant_is_not_a_literal():
+    assert outcome(m("==", "number", "utils.length('abc')", 3), ARGS) == "pass"
+    with pytest.raises(ConfigError, match="must be a list"):
+        compile_dict(m("in", "string", "x", "y"))
