@@ -67,11 +67,12 @@ class Workspace:
         self.dir = Path(tempfile.mkdtemp(prefix=f"authz-mutate-{index}-"))
         shutil.copytree(ROOT, self.dir / "tree", ignore=_COPY_IGNORE)
         self.tree = self.dir / "tree"
+        self.originals: dict[str, str] = {}
 
     def run(self, mutant: Mutant | None, module: str, tests: list[str], timeout: float) -> str:
         """'passed', 'failed' or 'timeout' for the tests against the mutant (None: the original)."""
         target = self.tree / module
-        original = (ROOT / module).read_text()
+        original = self.originals.setdefault(module, target.read_text())  # as copied
         if mutant is not None:
             target.write_text(mutant.source)
         _drop_bytecode(target)
