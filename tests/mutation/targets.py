@@ -23,7 +23,7 @@ TARGETS: dict[str, list[str]] = {
     "authz/identity/parse.py": [_PARSE, _VERIFY, _U + "identity/test_extract.py"],
     "authz/identity/verify.py": [
         _VERIFY, _PARSE, _U + "identity/test_claims.py", _KEYS, _U + "identity/test_cache.py",
-        _U + "identity/test_mint.py",
+        _U + "identity/test_mint.py", _JWKS,
     ],
     "authz/identity/keys.py": [_KEYS, _VERIFY, _U + "identity/test_mint.py", _JWKS],
     "authz/identity/jwks.py": [_JWKS, _KEYS],

@@ -12,6 +12,7 @@ from authz.documents import (
     FieldPath,
     PathError,
     ResponseAction,
+    apply_response,
     find,
     json_type,
     replay,
@@ -142,3 +143,10 @@ def test_changes_and_actions_print_as_their_json():
     )
     action = ResponseAction("remove", fp("res.a"))
     assert repr(action) == f"ResponseAction({action.to_json()!r})" and "'remove'" in repr(action)
+
+
+def test_a_response_action_on_a_field_the_response_lacks_changes_nothing():
+    body = {"name": "A", "list": []}
+    for op in ("encrypt", "decrypt", "hash"):
+        apply_response([ResponseAction(op, fp("res.email"), KEYRING)], body)
+    assert body == {"name": "A", "list": []}

@@ -243,3 +243,32 @@ def test_unreadable_and_empty_key_files(tmp_path):
         "auth.secrets[2].privateKeyFile: cannot read 'gone.pem': No such file or directory",
         "auth.secrets[2].privateKeyFile: empty",
     ]
+
+
+def test_a_key_that_cannot_check_a_signature_says_false():
+    hs = make_identity({"secrets": [{"secret": HS_SECRET}]}).verifier.providers[0]
+    assert hs.verify(b"input", "a str, not bytes") is False  # raises inside: still False
+
+
+@pytest.mark.parametrize(
+    ("entry", "error"),
+    [
+        # each entry has one problem, and only that one is reported
+        ({"secret": "changeme"}, "auth.secrets[0].secret: HS256 needs a secret of at least 32"),
+        ({"secret": "-----BEGIN PUBLIC KEY----- changeme " + "x" * 40},
+         "auth.secrets[0].secret: is an example value published with authz"),
+        ({"alg": "ES256", "publicKey": public_pem(rsa_key()), "privateKey": private_pem(rsa_key())},
+         "auth.secrets[0].publicKey: ES256 needs an EC key"),
+        ({"alg": "RS256", "publicKeyFile": "nope.pem", "privateKey": private_pem(rsa_key())},
+         "auth.secrets[0].publicKeyFile: cannot read 'nope.pem'"),
+    ],
+)  # fmt: skip
+def test_one_problem_one_error(entry, error, tmp_path):
+    errors = config_errors({"secrets": [entry]}, base_dir=tmp_path)
+    assert len(errors) == 1 and errors[0].startswith(error), errors
+
+
+def test_two_primaries_are_one_error_whatever_the_keys():
+    public_only = {"alg": "RS256", "publicKey": public_pem(rsa_key()), "primary": True}
+    errors = config_errors({"secrets": [public_only, {"secret": HS_SECRET, "primary": True}]})
+    assert errors == ["auth.secrets: only one key may be primary (got secrets[0], secrets[1])"]

@@ -579,3 +579,18 @@ def test_encrypting_a_response_field_needs_no_hash_key():
     assert [a.to_json()["op"] for a in ctx.changes] == ["encrypt"]
     with pytest.raises(AuthzError, match=r"^the crypto keyring is not loaded$"):
         run({"rule": "hash", "fields": ["res.a"]}, make_args(), None, KEYED)
+
+
+def test_a_field_path_that_names_no_field_is_a_config_error():
+    with pytest.raises(ConfigError) as e:
+        compile_dict(force("args.params", 1), CONFIG)
+    assert e.value.errors == [
+        "rule.field: a field path is args.params.*, args.query.*, args.headers.* or res.*, "
+        "got 'args.params'"
+    ]
+
+
+def test_transforms_compile_without_a_config():
+    # rule tests and unit tests compile without one: the keys are checked when they run
+    rule, _ = compile_dict({"rule": "encrypt", "fields": ["args.params.a"]})
+    assert rule.kind == "encrypt"

@@ -251,3 +251,9 @@ def test_a_utils_call_that_folds_to_a_constant_is_not_a_literal():
     assert outcome(m("==", "number", "utils.length('abc')", 3), ARGS) == "pass"
     with pytest.raises(ConfigError, match="must be a list"):
         compile_dict(m("in", "string", "x", "y"))
+
+
+def test_an_invalid_reference_is_one_error_not_also_a_wrong_literal():
+    with pytest.raises(ConfigError) as e:
+        compile_dict(m("==", "number", "args.", 1))
+    assert e.value.errors == ["rule.f1: invalid reference 'args.': path ends with '.'"]

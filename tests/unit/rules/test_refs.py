@@ -97,6 +97,7 @@ def test_split_path_brackets(text, parts):
         ("args.a.", "path ends with '.'"),
         ("args..a", "empty path segment"),
         ("args.a[ ]", "empty '[]'"),
+        ("args.a[]", "empty '[]'"),
         ("args.a]", "unmatched ']'"),
     ],
 )
@@ -167,6 +168,7 @@ def test_a_computed_key_indexes_arrays_only_with_a_non_negative_int(key, value):
         ("utils.length(null)", MISSING),
         ("utils.length( args.auth.id )", 2),
         ("utils.exists(args.auth.id)", True),
+        ("utils.addDuration('2026-01-01T00:00:00Z','2h')", "2026-01-01T02:00:00Z"),
         ("utils.addDuration('2026-01-01T00:00:00Z', '1h')", "2026-01-01T01:00:00Z"),
     ],
 )
@@ -186,6 +188,7 @@ def test_utils_arguments(call, value):
         ("utils.length('abc)", "unterminated string"),
         ("utils.length(" + "x" * 30 + ")", "cannot read argument at " + repr("x" * 20)),
         ("utils.length(1, 2)", "utils.length takes 1 argument(s), got 2"),
+        ("utils.exists('x')", "argument 1 of utils.exists must be an args.* reference"),
     ],
 )
 def test_utils_call_errors(call, why):
