@@ -15,6 +15,7 @@ from authz.config.schema import Config, Endpoint
 from authz.datastores.schema import query_uses
 from authz.decision import Decision
 from authz.errors import ConfigError, DependencyError, RequestError, TokenError
+from authz.identity.sources import Accepted
 from authz.mutations import apply_changes
 from authz.observability.metrics import EndpointMetrics, Metrics
 from authz.request import Reading, Request, interpret
@@ -50,6 +51,11 @@ class CompiledEndpoint:
     dry_run: bool  # denials are allowed and marked (never on an endpoint with field rules)
     body_plan: bool  # body or response field rules: ext_proc applies a plan decided here
     reading: Reading  # how a request to this endpoint is interpreted (authz/request.py)
+    # what field rules change (params, query, headers, res): `envoy-config --transport http`
+    # refuses what that transport cannot carry
+    field_targets: frozenset[str] = frozenset()
+    # the endpoint's `identity:` sources; None for the default [jwt] (today's Check path)
+    accepted: Accepted | None = None
 
     @property
     def field_rules(self) -> bool:
@@ -89,6 +95,8 @@ class Authorizer:
         underscored = [h.replace("-", "_") for h in ours]
         self._remove = [*underscored, *([] if self._sign else [self._token_header])]
         self._remove_unless_dry_run = [*self._remove, DRY_RUN_HEADER]
+        # decode reads the client certificate only for a config that can use it (auth.mtls)
+        self.reads_peer = auth.mtls is not None
         self._www = f'Bearer realm="{config.project}"'
         self._www_invalid = self._www + ', error="invalid_token"'
 
@@ -139,6 +147,7 @@ class Authorizer:
             log.warning("%s: has field rules, so it keeps enforcing under --dry-run", path)
         errors.extend(cc.errors)
         reading = Reading.of(cc.reads, cc.names)
+        accepted = self._accepted(ep, path, errors)
         compiled = CompiledEndpoint(
             service=sname,
             name=ename,
@@ -150,6 +159,8 @@ class Authorizer:
             dry_run=(ep.mode == "dry-run" or self.dry_run) and not cc.field_targets,
             body_plan=bool(cc.field_targets & {"params", "res"}),
             reading=reading,
+            field_targets=frozenset(cc.field_targets),
+            accepted=None if accepted.jwt_only else accepted,
         )
         methods = (
             None
@@ -157,6 +168,19 @@ class Authorizer:
             else frozenset([ep.method] if isinstance(ep.method, str) else ep.method)
         )
         return compiled, Route(sname, ename, methods, template, compiled)
+
+    def _accepted(self, ep: Endpoint, path: str, errors: list[str]) -> Accepted:
+        """The endpoint's identity sources; each must be configured under `auth`."""
+        auth = self.config.auth
+        configured = {
+            "jwt": True, "apiKey": auth.apiKeys is not None, "mtls": auth.mtls is not None,
+            "introspection": bool(auth.introspection),
+        }  # fmt: skip
+        for name in ep.identity:
+            if not configured[name]:
+                section = {"apiKey": "apiKeys"}.get(name, name)
+                errors.append(f"{path}.identity: {name} needs auth.{section} in the config")
+        return Accepted.of(ep.identity)
 
     # --- per request -------------------------------------------------------------------
 
@@ -175,15 +199,24 @@ class Authorizer:
             ctx: Context | None = None
             try:
                 claims: dict[str, Any] = {}
-                token = None
-                if ep.needs_token:
+                token = source = None
+                if ep.needs_token and ep.accepted is not None:  # an `identity:` list
+                    caller = await self.runtime.identity.authenticate(
+                        ep.accepted, req.headers, req.peer
+                    )
+                    if caller is None:
+                        return self._unauthorized(req, ep, "no token", self._www)
+                    source, token, claims = caller
+                elif ep.needs_token:
                     token, known = self.runtime.identity.identify(req.headers)
                     if token is None:
                         return self._unauthorized(req, ep, "no token", self._www)
                     if known is None:
                         known = await self.runtime.identity.verify(token)
-                    claims = known
+                    claims, source = known, "jwt"
                 args = self._args(ep, req, claims, token, path_params)
+                if source is not None:
+                    args["identity"] = source  # jwt | apiKey | mtls | introspection
                 ctx = Context(args, self.runtime, trace)
                 if rule.sync and not trace:
                     failure = rule.evaluate_now(ctx)
@@ -198,7 +231,10 @@ class Authorizer:
                 if ctx is not None:  # --explain: what ran before the failure, and where
                     denied.trace = ctx.trace
                 return denied
-            return self._decide(req, ep, ctx, failure, claims)
+            decision = self._decide(req, ep, ctx, failure, claims)
+            if trace:  # `authz check`, explain: who the caller was
+                decision.identity, decision.auth = source, claims
+            return decision
         except Exception:
             log.exception("internal error in Check (request id %a)", req.request_id or "-")
             return self._deny(req, None, 500, "internal error", "internal error")

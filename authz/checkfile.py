@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from authz.peer import NO_PEER, Peer
 from authz.request import Request
 
 if TYPE_CHECKING:
     from authz.authorizer import Authorizer
 
-_KEYS = {"service", "endpoint", "method", "path", "headers", "body"}
+_KEYS = {"service", "endpoint", "method", "path", "headers", "body", "peer"}
 
 
 def read_requests(text: str) -> tuple[list[dict[str, Any]], bool]:
@@ -31,6 +32,15 @@ def read_requests(text: str) -> tuple[list[dict[str, Any]], bool]:
             raise ValueError(f"request [{n}]: path must be a string starting with '/'")
         if not isinstance(item.get("headers", {}), dict):
             raise ValueError(f"request [{n}]: headers must be an object")
+        peer = item.get("peer")
+        if peer is not None and (
+            not isinstance(peer, dict)
+            or set(peer) - {"principal", "certificate"}
+            or not all(isinstance(v, str) for v in peer.values())
+        ):
+            raise ValueError(
+                f"request [{n}]: peer must be an object of strings: principal, certificate"
+            )
     return items, single
 
 
@@ -53,7 +63,20 @@ def to_request(item: dict[str, Any], n: int) -> Request:
         body=raw,
         context=context,
         request_id=headers.get("x-request-id", f"check-{n}"),
+        peer=_peer(item),
     )
+
+
+def _peer(item: dict[str, Any]) -> Peer | None:
+    """As the gRPC transport reports the connection: a `peer` (principal and PEM, as Envoy
+    verified them), else a connection without a client certificate. Only `"peer": null` asks
+    for the HTTP transport's view (no connection facts; XFCC when auth.mtls.xfcc is on)."""
+    if "peer" not in item:
+        return NO_PEER
+    peer = item["peer"]
+    if peer is None:
+        return None
+    return Peer(peer.get("principal", ""), peer.get("certificate", "")) or NO_PEER
 
 
 async def run_checks(authorizer: Authorizer, items: list[dict[str, Any]], trace: bool) -> list[Any]:

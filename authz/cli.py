@@ -41,6 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--listen", default=_env("listen", "0.0.0.0:9001"), help="gRPC address")
     p.add_argument("--http-listen", default=_env("http-listen", "0.0.0.0:9002"))
+    p.add_argument(
+        "--check-http-listen", default=_env("check-http-listen", ""),
+        help="also serve Check over Envoy's ext_authz HTTP transport here (off by default; "
+        "docs suggest :9003)",
+    )  # fmt: skip
+    p.add_argument(
+        "--check-http-prefix", default=_env("check-http-prefix", ""),
+        help="the http_service path_prefix Envoy puts before every Check path",
+    )  # fmt: skip
     p.add_argument("--workers", type=int, default=int(_env("workers", "1")))
     p.add_argument("--drain", default=_env("drain", "5s"), help="not-ready time after SIGTERM")
     p.add_argument(
@@ -63,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also serve authz.v1.Debug/Explain (rule traces; keep the port operators-only)",
     )  # fmt: skip
     p.add_argument("--log-level", default=_env("log-level", "info"))
+    p.add_argument("--tls-cert", default=_env("tls-cert"), help="gRPC over TLS: cert chain (PEM)")
+    p.add_argument("--tls-key", default=_env("tls-key"), help="gRPC over TLS: private key (PEM)")
+    p.add_argument(
+        "--client-ca", default=_env("client-ca"),
+        help="gRPC mTLS: accept only callers (Envoy) with a certificate this CA signed",
+    )  # fmt: skip
 
     p = sub.add_parser("check", help="evaluate requests from a JSON file, print decisions")
     _add_config(p)
@@ -87,11 +102,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("envoy-config", help="print an Envoy bootstrap routing every endpoint")
     _add_config(p)
     p.add_argument("--authz-address", default=_env("authz-address", "127.0.0.1:9001"))
+    p.add_argument(
+        "--transport", choices=("grpc", "http"), default=_env("transport", "grpc"),
+        help="ext_authz over gRPC (default) or HTTP (ext_proc, when needed, stays gRPC)",
+    )  # fmt: skip
+    p.add_argument(
+        "--authz-http-address", default=_env("authz-http-address", "127.0.0.1:9003"),
+        help="authz's HTTP Check address (serve --check-http-listen), for --transport http",
+    )  # fmt: skip
     p.add_argument("--listen", default=_env("envoy-listen", "0.0.0.0:8000"))
     p.add_argument("--admin", default=_env("envoy-admin", "127.0.0.1:9901"))
     p.add_argument(
         "--timeout", default=_env("authz-timeout", "500ms"), help="ext_authz/ext_proc deadline"
     )
+    # TLS on Envoy's listener; --client-ca makes it mTLS for auth.mtls (docs/identity.md)
+    p.add_argument(
+        "--tls-cert", default=_env("envoy-tls-cert"), help="server cert chain (PEM path)"
+    )
+    p.add_argument("--tls-key", default=_env("envoy-tls-key"), help="its private key (PEM path)")
+    p.add_argument(
+        "--client-ca", default=_env("envoy-client-ca"),
+        help="CA bundle for client certificates: require and verify them (mTLS)",
+    )  # fmt: skip
 
     p = sub.add_parser("token", help="mint a JWT signed by the primary key")
     _add_config(p)
@@ -107,6 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="the rule's field path, e.g. args.query.email or res.card (bound into the cipher)",
     )  # fmt: skip
     p.add_argument("value", help="the plaintext ('-' reads one line from stdin)")
+    p = sub.add_parser(
+        "apikey", help="make a random API key and its auth.apiKeys line (or hash a key)"
+    )
+    p.add_argument(
+        "--claims", default=_env("claims", "{}"), help="JSON object: the key's args.auth"
+    )
+    p.add_argument(
+        "--hash", metavar="KEY", default=None,
+        help="print the sha256 of an existing key instead ('-' reads one line from stdin)",
+    )  # fmt: skip
     add_import_parser(sub)
     return parser
 
@@ -124,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {
         "serve": _serve, "check": _check, "validate": _validate, "token": _token,
         "test": _test, "envoy-config": _envoy_config, "encrypt": _encrypt, "import": _import,
+        "apikey": _apikey,
     }  # fmt: skip
     try:
         return handler[args.command](args)
@@ -207,14 +250,38 @@ def _serve_options(args: argparse.Namespace) -> int:
         raise UsageError("--workers must be at least 1")
     if not 0 <= args.decision_log_sample_allows <= 1:
         raise UsageError("--decision-log-sample-allows must be between 0 and 1")
+    _check_grpc_tls(args)
     options = ServeOptions(
         config=args.config, listen=args.listen, http_listen=args.http_listen,
         workers=args.workers, drain=drain, dry_run=args.dry_run, watch=watch,
         decision_log=args.decision_log,
         decision_log_sample_allows=args.decision_log_sample_allows,
-        debug_api=args.debug_api,
+        debug_api=args.debug_api, check_http_listen=args.check_http_listen,
+        check_http_prefix=args.check_http_prefix, tls_cert=args.tls_cert,
+        tls_key=args.tls_key, client_ca=args.client_ca,
     )  # fmt: skip
+    prefix = args.check_http_prefix
+    if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
+        raise UsageError("--check-http-prefix must start with '/' and not end with it")
     return run_server(options)
+
+
+def _check_grpc_tls(args: argparse.Namespace) -> None:
+    """`serve`'s TLS files, checked before anything is bound: readable PEM, complete set."""
+    files = {"tls_cert": args.tls_cert, "tls_key": args.tls_key, "client_ca": args.client_ca}
+    if not any(files.values()):
+        return
+    if not (args.tls_cert and args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together (and --client-ca needs both)")
+    for name, path in files.items():
+        if path is None:
+            continue
+        try:
+            head = Path(path).read_bytes()[:4096]
+        except OSError as exc:
+            raise UsageError(f"--{name.replace('_', '-')}: {path}: {exc.strerror}") from None
+        if b"-----BEGIN " not in head:
+            raise UsageError(f"--{name.replace('_', '-')}: {path} is not PEM")
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -227,6 +294,28 @@ def _token(args: argparse.Namespace) -> int:
     if not isinstance(claims, dict):
         raise UsageError("--claims must be a JSON object")
     print(authorizer.runtime.identity.mint(claims, ttl))
+    return 0
+
+
+def _apikey(args: argparse.Namespace) -> int:
+    from authz.identity.apikeys import config_line, digest, new_key
+
+    if args.hash is not None:
+        key = sys.stdin.readline().rstrip("\n") if args.hash == "-" else args.hash
+        if not key:
+            raise UsageError("--hash: the key is empty")
+        print(digest(key))
+        return 0
+    try:
+        claims = json.loads(args.claims)
+    except ValueError as exc:
+        raise UsageError(f"--claims: {exc}") from None
+    if not isinstance(claims, dict):
+        raise UsageError("--claims must be a JSON object")
+    key = new_key()
+    print(f"key: {key}")
+    print("# give the key to its client; put only this line under auth.apiKeys.keys:")
+    print(config_line(digest(key), claims))
     return 0
 
 
@@ -280,12 +369,15 @@ def _import(args: argparse.Namespace) -> int:
 
 def _envoy_config(args: argparse.Namespace) -> int:
     from authz.envoy.bootstrap import BootstrapOptions, render_bootstrap
+    from authz.envoy.tls import ListenerTls
 
     authorizer = _load(args)
     try:
         options = BootstrapOptions(
             authz=args.authz_address, listen=args.listen, admin=args.admin,
-            timeout=parse_duration(args.timeout),
+            timeout=parse_duration(args.timeout), transport=args.transport,
+            authz_http=args.authz_http_address,
+            tls=ListenerTls.of(args.tls_cert, args.tls_key, args.client_ca),
         )  # fmt: skip
         text = render_bootstrap(authorizer, options)
     except ValueError as exc:

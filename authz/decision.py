@@ -26,6 +26,8 @@ class Decision:
     trace: list[TraceEntry] | None = None
     dry_run: bool = False  # the rules denied, but the endpoint is in dry-run mode
     plan: Any = None  # body changes for ext_proc (request and response), when any
+    identity: str | None = None  # traced checks only: the source that authenticated the caller
+    auth: Any = None  # traced checks only: args.auth
 
     def __init__(
         self,
@@ -45,6 +47,8 @@ class Decision:
         trace: list[TraceEntry] | None = None,
         dry_run: bool = False,
         plan: Any = None,
+        identity: str | None = None,
+        auth: Any = None,
     ):
         # The generated __init__, but `[]` for a missing list: the dataclass's default_factory
         # calls list(), up to five times per Decision, and every Check makes one.
@@ -70,6 +74,8 @@ class Decision:
         self.trace = trace
         self.dry_run = dry_run
         self.plan = plan
+        self.identity = identity
+        self.auth = auth
 
     def to_json(self) -> dict[str, Any]:
         """The decision object of `authz check` (field names follow OPA-Envoy's)."""
@@ -90,6 +96,8 @@ class Decision:
             out["error"] = self.message
         if self.dry_run:
             out["dry_run"] = True
+        if self.identity is not None:
+            out["identity"], out["auth"] = self.identity, self.auth
         if self.trace is not None:
             out["trace"] = [
                 {

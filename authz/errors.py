@@ -23,7 +23,9 @@ class ConfigError(AuthzError):
 # value never comes from a request, so a flood of odd tokens cannot grow /metrics).
 TOKEN_FAILURE_KINDS = frozenset(
     ("malformed", "too_large", "unknown_key", "signature", "expired", "not_yet_valid",
-     "issuer", "audience", "claims", "service_token", "error")
+     "issuer", "audience", "claims", "service_token", "error",
+     # the other identity sources (docs/identity.md)
+     "ambiguous", "inactive", "untrusted")
 )  # fmt: skip
 
 

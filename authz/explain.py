@@ -8,6 +8,7 @@ stopped early, an `or` decided by its first clause) are shown too, marked `skipp
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -130,6 +131,9 @@ def explain_lines(decision: Decision, rule: Rule | None = None) -> list[str]:
         lines.append(f"error:    {decision.message}  (sent to the client)")
     if decision.dry_run:
         lines.append("dry-run:  the rules denied; the endpoint is in dry-run mode")
+    if decision.identity is not None:  # who the caller was, and what the rules saw of them
+        auth = json.dumps(decision.auth, sort_keys=True, default=str)
+        lines.append(f"identity: {decision.identity}  args.auth = {auth}")
     trace = decision.trace or []
     if not trace:
         lines.append("rules:    none evaluated (decided before the rule ran)")

@@ -1,5 +1,5 @@
-"""The one policy for every outbound HTTP fetch: JWKS, webhooks (and any later key or token
-service).
+"""The one policy for every outbound HTTP fetch: JWKS, OIDC discovery, token introspection,
+webhooks (and any later key or token service).
 
 - The URL (checked at config load): http or https, a host, no credentials in it, and never a
   link-local address (169.254.0.0/16, fe80::/10: the cloud metadata service) in any spelling

@@ -22,6 +22,12 @@ from authz.errors import PlanError, ResponseError
 
 VERSION = 1
 PLAN_KEY = "plan"  # key in the ext_authz dynamic metadata (namespace envoy.filters.http.ext_authz)
+# Over Envoy's HTTP transport the plan travels as this Check response header, which Envoy
+# turns into dynamic metadata under the same namespace (`dynamic_metadata_from_headers`).
+PLAN_HEADER = "x-authz-body-plan"
+# Where ext_proc looks for the plan in that namespace, in order: PLAN_KEY from a gRPC Check,
+# PLAN_HEADER from an HTTP one (never both from one Check).
+METADATA_KEYS = (PLAN_KEY, PLAN_HEADER)
 # gRPC metadata (`x-authz-plan: required`) that the generated Envoy config sets on the ext_proc
 # streams of routes whose endpoint has body or response field rules: there, no plan is an error.
 PLAN_REQUIRED_METADATA = "x-authz-plan"

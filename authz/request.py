@@ -21,6 +21,7 @@ from authz.param_names import (
     multipart_names,
     readings,
 )
+from authz.peer import Peer
 
 
 def split_target(target: str) -> tuple[str, str]:
@@ -43,6 +44,7 @@ class Request:
     body_partial: bool = False  # Envoy sent only the first max_request_bytes
     context: Mapping[str, str] = field(default_factory=dict)  # the route's context_extensions
     request_id: str = ""
+    peer: Peer | None = None  # the TLS client as the transport reports it; None: unknown
 
     @classmethod
     def from_target(
@@ -55,6 +57,7 @@ class Request:
         body_partial: bool = False,
         context: Mapping[str, str] | None = None,
         request_id: str = "",
+        peer: Peer | None = None,
     ) -> Request:
         """Split `/path?query#fragment` as it arrives from the CLI or a test."""
         path, query = split_target(target)
@@ -67,6 +70,7 @@ class Request:
             body_partial,
             {} if context is None else context,
             request_id,
+            peer,
         )
 
 

@@ -90,6 +90,7 @@ class Runtime:
         detail: dict[str, Any] = {"identity": "ok" if self.identity.ready else "no key set yet"}
         for alias, store in self.datastores.items():
             detail[f"datastore:{alias}"] = "ok" if store.healthy else "unreachable"
+        detail.update(self.identity.dependencies())  # OIDC issuers, introspection, key file
         if self.schema:
             detail["tables"] = [p for problems in self.schema.values() for p in problems]
         return detail

@@ -12,6 +12,7 @@ import logging
 import signal
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -21,6 +22,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from authz.authorizer import Authorizer
 from authz.checks import AUTH_SERVICE, CheckHandler
 from authz.envoy.extproc import ExtProcServicer
+from authz.envoy.http.server import start_check_http
 from authz.errors import ListenError
 from authz.http import start_http
 from authz.observability.decisionlog import DecisionLog
@@ -47,15 +49,23 @@ class ServeOptions:
     decision_log: str = "off"  # off | stdout | a file path
     decision_log_sample_allows: float = 1.0  # fraction of allows logged (denials: all)
     debug_api: bool = False  # serve authz.v1.Debug/Explain (rule traces: operators only)
+    # gRPC over TLS (PEM paths); client_ca: only clients it signed may call (Envoy's identity)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    client_ca: str | None = None
+    check_http_listen: str = ""  # Envoy's ext_authz HTTP transport, beside gRPC ("": off)
+    check_http_prefix: str = ""  # http_service.path_prefix, removed from every Check path
 
 
 class AuthzServer(CheckHandler):
     def __init__(self, options: ServeOptions):
         self.options = options
+        self.check_http_prefix = options.check_http_prefix
         self.authorizer: Authorizer | None = None
         self.draining = False
         self.grpc: grpc.aio.Server | None = None
         self.http: asyncio.Server | None = None
+        self.check_http_server: asyncio.Server | None = None
         self.health = health.aio.HealthServicer()
         self._stopped = asyncio.Event()
         self.reloader: Reloader | None = None
@@ -95,6 +105,7 @@ class AuthzServer(CheckHandler):
             await self.grpc.stop(None)
             why = exc.strerror or str(exc)
             raise ListenError(f"cannot listen on {self.options.http_listen}: {why}") from None
+        await self._listen_check_http(reuse)
         await self.grpc.start()
         for name in ("", AUTH_SERVICE):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -105,12 +116,38 @@ class AuthzServer(CheckHandler):
         )  # fmt: skip
         self.reloader.start_watching()
 
+    async def _listen_check_http(self, reuse: bool) -> None:
+        address = self.options.check_http_listen
+        if not address:
+            return
+        assert self.grpc is not None  # created by start()
+        try:
+            host, port = _split(address)
+            self.check_http_server = await start_check_http(
+                host, port, self.check_http, self._max_body, reuse
+            )
+        except (OSError, ValueError) as exc:
+            await self.grpc.stop(None)
+            if self.http is not None:
+                self.http.close()
+            why = getattr(exc, "strerror", None) or exc
+            raise ListenError(f"cannot listen on {address}: {why}") from None
+        log.info("authz serving Check over HTTP on %s", address)
+
+    def _max_body(self) -> int:
+        authorizer = self.authorizer
+        return authorizer.config.limits.maxBodyBytes if authorizer is not None else 0
+
     def _listen_grpc(self, reuse: bool) -> None:
         address = self.options.listen
         probe(address, reuse)  # the OS's reason, before grpc logs its own lines
         try:
             assert self.grpc is not None  # created by start()
-            bound = self.grpc.add_insecure_port(address)
+            credentials = grpc_credentials(self.options)
+            if credentials is None:
+                bound = self.grpc.add_insecure_port(address)
+            else:
+                bound = self.grpc.add_secure_port(address, credentials)
         except RuntimeError:  # grpc's "Failed to bind to address ...": in use, or not ours
             bound = 0
         if bound == 0:
@@ -140,6 +177,8 @@ class AuthzServer(CheckHandler):
             self.reloader.stop_watching()
         if self.http is not None:
             self.http.close()
+        if self.check_http_server is not None:
+            self.check_http_server.close()  # open connections finish their requests
         if self.grpc is not None:
             await self.grpc.stop(self.options.grace)
         if self.authorizer is not None:
@@ -211,6 +250,20 @@ class _GenericHandlersOnly:
 
     def add_registered_method_handlers(self, service: str, handlers: Any) -> None:
         pass  # the generic handler registered alongside serves these methods
+
+
+def grpc_credentials(options: ServeOptions) -> grpc.ServerCredentials | None:
+    """TLS for the gRPC port; with a client CA, a caller without a certificate it signed is
+    refused in the handshake (so only Envoy can ask for decisions). None: plaintext."""
+    if options.tls_cert is None:
+        return None
+    read = Path.read_bytes  # the CLI checked that each file is readable PEM
+    ca = read(Path(options.client_ca)) if options.client_ca else None
+    return grpc.ssl_server_credentials(
+        [(read(Path(options.tls_key or "")), read(Path(options.tls_cert)))],
+        root_certificates=ca,
+        require_client_auth=ca is not None,
+    )
 
 
 def _split(address: str) -> tuple[str, int]:

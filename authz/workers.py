@@ -22,7 +22,8 @@ log = logging.getLogger("authz.server")
 
 def run_server(options: ServeOptions) -> int:
     """Run one server process (or several sharing the ports) until SIGTERM/SIGINT."""
-    for address in (options.listen, options.http_listen):  # a taken port: one line, no forks
+    addresses = (options.listen, options.http_listen, options.check_http_listen)
+    for address in filter(None, addresses):  # a taken port: one line, no forks
         probe(address, options.workers > 1)
     if options.workers > 1:
         return _run_workers(options)

@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import chart, report
 from bench.keys import make_key
 from bench.loadtools import FIXED_CLIENTS, ensure_tools
 from bench.procs import Procs
@@ -186,6 +186,8 @@ def main() -> int:
     if "soak" in document:
         print("\n" + format_soak(document["soak"]))
     print(f"\nwrote {report.write_json(RESULTS, stamp, document)}")
+    if not interrupted and (svg := chart.write(results, f"make bench {stamp}")):
+        print(f"wrote {svg}")
     if failed or interrupted or os.environ.get("BENCH_KEEP"):
         print(f"work dir kept (configs, logs): {workdir}")
     else:

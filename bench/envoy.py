@@ -143,6 +143,53 @@ def ext_authz(
     return [filt], per_route, [cluster]
 
 
+def ext_authz_http(
+    authz_port: int,
+) -> tuple[list[dict[str, Any]], None, list[dict[str, Any]]]:
+    """ext_authz over HTTP (`http_service`, fail closed) to 127.0.0.1:authz_port, configured
+    as `authz envoy-config --transport http` does (every header to authz, the client's
+    content-length beside, the service token upstream). Returns (filters, None, clusters)."""
+    exact = lambda *names: {"patterns": [{"exact": n} for n in names]}  # noqa: E731
+    filt = {
+        "name": "envoy.filters.http.ext_authz",
+        "typed_config": {
+            "@type": f"{_T}.filters.http.ext_authz.v3.ExtAuthz",
+            "transport_api_version": "V3",
+            "failure_mode_allow": False,
+            "allowed_headers": {"patterns": [{"safe_regex": {"regex": ".*"}}]},
+            "disallowed_headers": exact("x-authz-content-length"),
+            "http_service": {
+                "server_uri": {"uri": "http://authz-http", "cluster": "authz-http",
+                               "timeout": "2s"},
+                "authorization_request": {"headers_to_add": [
+                    {"key": "x-authz-content-length", "value": "%REQ(content-length)%"}]},
+                "authorization_response": {
+                    "allowed_upstream_headers": exact("x-sc-token", "x-authz-dry-run"),
+                    "allowed_client_headers": exact("content-type", "www-authenticate"),
+                    "dynamic_metadata_from_headers": exact("x-authz-body-plan"),
+                },
+            },
+        },
+    }  # fmt: skip
+    cluster = {
+        "name": "authz-http",
+        "connect_timeout": "1s",
+        "type": "STATIC",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": f"{_T}.upstreams.http.v3.HttpProtocolOptions",
+                "common_http_protocol_options": {"idle_timeout": "60s"},
+                "explicit_http_config": {"http_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": "authz-http",
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _addr(authz_port)}}]}],
+        },
+    }
+    return [filt], None, [cluster]
+
+
 def start(procs: Procs, config: dict[str, Any], admin_port: int, port: int) -> Proc:
     """Envoy --concurrency 1 as in the reference; ready when admin /ready is 200 and the
     listener accepts connections."""

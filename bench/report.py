@@ -71,8 +71,8 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
     def rps(a: str, b: str) -> float | None:
         return paired(results, (a, "wrk", "rps"), (b, "wrk", "rps"), ratio)
 
-    def added(key: str) -> float | None:
-        return paired(results, ("authz", "fixed", key), ("envoy", "fixed", key), operator.sub)
+    def added(key: str, scenario: str = "authz") -> float | None:
+        return paired(results, (scenario, "fixed", key), ("envoy", "fixed", key), operator.sub)
 
     return {
         "authz/floor req/s": rps("authz", "floor"),
@@ -81,6 +81,13 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
         "authz-query-sqlite/authz req/s": rps("authz-query-sqlite", "authz"),
         "authz-query-sqlite-rollback/authz req/s": rps("authz-query-sqlite-rollback", "authz"),
         "authz-query-postgres/authz req/s": rps("authz-query-postgres", "authz"),
+        "authz-http/native req/s": rps("authz-http", "native"),
+        "authz-http/authz req/s": rps("authz-http", "authz"),
+        "authz-http/http-floor req/s": rps("authz-http", "http-floor"),
+        "authz-query-sqlite-http/authz-http req/s": rps("authz-query-sqlite-http", "authz-http"),
+        "authz-query-postgres-http/authz-http req/s": rps(
+            "authz-query-postgres-http", "authz-http"
+        ),
         "direct CPU µs authz/floor": paired(
             results,
             ("direct-authz", "direct", "cpu.server"),
@@ -89,6 +96,8 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
         ),
         "added p50 ms @fixed rate (authz - envoy)": added("p50_ms"),
         "added p99 ms @fixed rate (authz - envoy)": added("p99_ms"),
+        "added p50 ms @fixed rate (authz-http - envoy)": added("p50_ms", "authz-http"),
+        "added p99 ms @fixed rate (authz-http - envoy)": added("p99_ms", "authz-http"),
     }
 
 

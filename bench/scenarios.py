@@ -109,13 +109,26 @@ def validate(b: Bench, config: Path) -> None:
         raise Skip(f"authz validate rejected {config.name}: " + "; ".join(why[-6:]))
 
 
-def start_authz(b: Bench, procs: Procs, config: Path) -> tuple[Proc, int]:
+def start_authz(b: Bench, procs: Procs, config: Path, http: bool = False) -> tuple[Proc, int]:
+    """`authz serve`; the port Envoy's ext_authz talks to: gRPC, or with `http` the HTTP
+    Check listener (--check-http-listen)."""
     validate(b, config)
-    port, http_port = free_port(), free_port()
-    argv = [str(AUTHZ), "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}"]
-    proc = procs.start("authz", [*argv, "--http-listen", f"127.0.0.1:{http_port}"], b.server_env())
+    port, http_port, check_http = free_port(), free_port(), free_port()
+    argv = [str(AUTHZ), "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}",
+            "--http-listen", f"127.0.0.1:{http_port}"]  # fmt: skip
+    if http:
+        argv += ["--check-http-listen", f"127.0.0.1:{check_http}"]
+    proc = procs.start("authz", argv, b.server_env())
     ready = f"http://127.0.0.1:{http_port}/readyz"
     proc.wait_until(lambda: http_status(ready) == 200 and port_open(port), 60, "ready (/readyz)")
+    return proc, check_http if http else port
+
+
+def start_http_floor(procs: Procs) -> tuple[Proc, int]:
+    port = free_port()
+    argv = [str(PYTHON), "-m", "bench.http_floor", "--listen", f"127.0.0.1:{port}"]
+    proc = procs.start("http-floor", argv, {"PYTHONPATH": str(ROOT)})
+    proc.wait_until(lambda: port_open(port), 30, "listening")
     return proc, port
 
 
@@ -175,9 +188,18 @@ def s_floor(b: Bench, procs: Procs) -> Target:
     return Target(url, b.auth(), {"envoy": proxy, "server": server})
 
 
-def s_authz(b: Bench, procs: Procs) -> Target:
-    server, authz_port = start_authz(b, procs, CONFIGS / "authz.yaml")
-    proxy, port = start_envoy(procs, *envoy.ext_authz(authz_port, ADMIN))
+def s_http_floor(b: Bench, procs: Procs) -> Target:
+    server, authz_port = start_http_floor(procs)
+    proxy, port = start_envoy(procs, *envoy.ext_authz_http(authz_port))
+    url = f"http://127.0.0.1:{port}/"
+    expect(url, b.auth(), True)
+    return Target(url, b.auth(), {"envoy": proxy, "server": server})
+
+
+def s_authz(b: Bench, procs: Procs, http: bool = False) -> Target:
+    server, authz_port = start_authz(b, procs, CONFIGS / "authz.yaml", http)
+    filters = envoy.ext_authz_http(authz_port) if http else envoy.ext_authz(authz_port, ADMIN)
+    proxy, port = start_envoy(procs, *filters)
     url = f"http://127.0.0.1:{port}/"
     expect(url, b.auth(), True)
     expect(url, b.auth("user"), False, 403)
@@ -185,8 +207,14 @@ def s_authz(b: Bench, procs: Procs) -> Target:
     return Target(url, b.auth(), {"envoy": proxy, "server": server})
 
 
-def s_query(db: str, journal: str = "wal") -> Callable[[Bench, Procs], Target]:
-    """The Instagram rule on `db`; SQLite in `journal` mode (WAL, or "delete": rollback)."""
+def s_authz_http(b: Bench, procs: Procs) -> Target:
+    """`authz`'s policy, over Envoy's ext_authz HTTP transport (endpoints by method + path)."""
+    return s_authz(b, procs, http=True)
+
+
+def s_query(db: str, journal: str = "wal", http: bool = False) -> Callable[[Bench, Procs], Target]:
+    """The Instagram rule on `db`; SQLite in `journal` mode (WAL, or "delete": rollback);
+    `http`: over the ext_authz HTTP transport."""
 
     def setup(b: Bench, procs: Procs) -> Target:
         try:
@@ -197,8 +225,9 @@ def s_query(db: str, journal: str = "wal") -> Callable[[Bench, Procs], Target]:
                 procs.cleanups.append(lambda: drop_postgres(PG_DSN))  # leave the db as found
         except Exception as exc:  # psycopg raises its own OperationalError
             raise Skip(f"cannot prepare the {db} tables: {exc}") from None
-        server, authz_port = start_authz(b, procs, CONFIGS / f"authz-query-{db}.yaml")
-        proxy, port = start_envoy(procs, *envoy.ext_authz(authz_port, PROFILE))
+        server, authz_port = start_authz(b, procs, CONFIGS / f"authz-query-{db}.yaml", http)
+        filters = envoy.ext_authz_http(authz_port) if http else envoy.ext_authz(authz_port, PROFILE)
+        proxy, port = start_envoy(procs, *filters)
         base = f"http://127.0.0.1:{port}/profile?userId="
         expect(base + "p2", b.auth(), True)  # private, u1 follows it: both queries run
         expect(base + "p4", b.auth(), False, 403)  # private, not followed
@@ -233,9 +262,13 @@ SCENARIOS: dict[str, tuple[Callable[[Bench, Procs], Target], bool]] = {
     "native": (s_native, True),
     "floor": (s_floor, True),
     "authz": (s_authz, True),
+    "http-floor": (s_http_floor, True),
+    "authz-http": (s_authz_http, True),
     "authz-query-sqlite": (s_query("sqlite"), True),
     "authz-query-sqlite-rollback": (s_query("sqlite", "delete"), True),
     "authz-query-postgres": (s_query("postgres"), True),
+    "authz-query-sqlite-http": (s_query("sqlite", http=True), True),
+    "authz-query-postgres-http": (s_query("postgres", http=True), True),
     "direct-floor": (s_direct_floor, False),
     "direct-authz": (s_direct_authz, False),
 }

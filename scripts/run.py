@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -119,6 +120,19 @@ def ensure_secret(run_dir: Path = RUN_DIR) -> str:
             return value
     run_dir.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(48)  # 64 characters
+    path.write_text(value + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return value
+
+
+def ensure_api_key(run_dir: Path = RUN_DIR) -> str:
+    """The demo's API key (config/example.yaml's apiKeys entry holds only its SHA-256):
+    generated on first run (the way `authz apikey` makes one), kept in .run/api-key."""
+    path = run_dir / "api-key"
+    if path.exists() and (value := path.read_text(encoding="utf-8").strip()):
+        return value
+    run_dir.mkdir(parents=True, exist_ok=True)
+    value = "azk_" + secrets.token_urlsafe(32)
     path.write_text(value + "\n", encoding="utf-8")
     path.chmod(0o600)
     return value
@@ -356,11 +370,12 @@ def write_check_request(token: str, run_dir: Path) -> Path:
     return path
 
 
-def banner(ports: Ports, tokens: dict[str, str], run_dir: Path, envelope: str) -> str:
+def banner(ports: Ports, tokens: dict[str, str], run_dir: Path, envelope: str, api_key: str) -> str:
     base = f"http://localhost:{ports.envoy}"
     admin = '-H "authorization: Bearer $ADMIN_TOKEN"'
     user = '-H "authorization: Bearer $USER_TOKEN"'
     alice = '-H "authorization: Bearer $ALICE_TOKEN"'
+    key = '-H "x-api-key: $API_KEY"'
     post = "-H 'content-type: application/json' -d"
     ok_order, big_order = '{"item":"book","amount":12}', '{"item":"car","amount":5000}'
     update = '{"item":"book","amount":900,"userId":"admin-1"}'
@@ -381,6 +396,10 @@ def banner(ports: Ports, tokens: dict[str, str], run_dir: Path, envelope: str) -
         ("200 today's report", f"curl -i {user} {base}/v1/reports/{today}"),
         ("403 admins only", f"curl -i {user} {base}/v1/admin/stats"),
         ("200 admin", f"curl -i {admin} {base}/v1/admin/stats"),
+        ("200 a service's API key", f"curl -i {key} {base}/v1/stats/orders"),
+        ("200 or an admin's token", f"curl -i {admin} {base}/v1/stats/orders"),
+        ("403 a user's token", f"curl -i {user} {base}/v1/stats/orders"),
+        ("401 an unknown API key", f"curl -i -H 'x-api-key: nope' {base}/v1/stats/orders"),
         ("403 deny: retired endpoint", f"curl -i {admin} {base}/v1/legacy/export"),
         ("403 endpoint without a rule", f"curl -i -X POST {admin} {base}/v1/orders/o-1/refund"),
         ("403 no endpoint matches", f"curl -i {admin} {base}/v1/nothing-here"),
@@ -406,6 +425,7 @@ def banner(ports: Ports, tokens: dict[str, str], run_dir: Path, envelope: str) -
         f"  export ADMIN_TOKEN={tokens['admin']}",
         f"  export USER_TOKEN={tokens['user']}",
         f"  export ALICE_TOKEN={tokens['alice']}",
+        f"  export API_KEY={api_key}  # a machine caller's key ({rel(run_dir / 'api-key')})",
         "",
         "Then try (the upstream echoes what it received, with the x-sc-token authz added):",
     ]
@@ -467,10 +487,12 @@ def wait_for_exit(children: list[Child]) -> int:
 def run(opts: Options, children: list[Child]) -> int:
     check_ports_free(opts.ports)
     opts.run_dir.mkdir(parents=True, exist_ok=True)
+    api_key = ensure_api_key(opts.run_dir)
     env = {
         **os.environ,
         "AUTHZ_SECRET": ensure_secret(opts.run_dir),
         "AUTHZ_AES_KEY": ensure_aes_key(opts.run_dir),
+        "AUTHZ_DEMO_API_KEY_SHA256": hashlib.sha256(api_key.encode()).hexdigest(),
         "PYTHONUNBUFFERED": "1",
     }
     log_dir = None if opts.show_logs else opts.run_dir / "logs"
@@ -482,7 +504,7 @@ def run(opts: Options, children: list[Child]) -> int:
     tokens = mint_tokens(env)
     write_check_request(tokens["user"], opts.run_dir)
     envelope = encrypt_demo_email(env)
-    print(banner(opts.ports, tokens, opts.run_dir, envelope), flush=True)
+    print(banner(opts.ports, tokens, opts.run_dir, envelope, api_key), flush=True)
     return wait_for_exit(children)
 
 

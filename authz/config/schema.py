@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator
 
-from authz.config.auth import AuthSettings
+from authz.config.auth import AuthSettings, Source
 from authz.config.base import Duration, StrictModel
 from authz.config.databases import DatabaseSettings
 
@@ -141,11 +141,17 @@ for _model in (AndRule, OrRule, QueryRule, ForceRule, RemoveRule, EncryptRule, D
 # --- services ----------------------------------------------------------------------------
 
 
+def _jwt_only() -> list[Source]:
+    return ["jwt"]
+
+
 class Endpoint(StrictModel):
     method: str | list[str] = "*"
     path: str | None = None  # template: /v1/orders/{orderId}
     rule: AnyRule | None = None  # no rule: every request is denied (403)
     mode: Literal["enforce", "dry-run"] = "enforce"
+    # which identity sources may authenticate callers here (docs/identity.md)
+    identity: list[Source] = Field(default_factory=_jwt_only, min_length=1)
 
     @field_validator("method")
     @classmethod

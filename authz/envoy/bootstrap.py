@@ -20,18 +20,19 @@ JSON with snake_case names), so a misspelt field is an error here, not in Envoy.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import betterproto2
 import yaml
 
 from authz.authorizer import Authorizer
+from authz.envoy import bootstrap_http
+from authz.envoy.clusters import Upstream, cluster, socket_address, split_address, upstream
+from authz.envoy.tls import ListenerTls, client_cert_settings, forward_name, transport_socket
 from authz.plan import PLAN_REQUIRED_METADATA
 from authz.resolve import compile_path_template
 
@@ -44,28 +45,17 @@ with warnings.catch_warnings():
         Bootstrap,
         BootstrapStaticResources,
     )
-    from envoy_data_plane.envoy.config.cluster.v3 import Cluster, ClusterDiscoveryType
     from envoy_data_plane.envoy.config.core.v3 import (
-        Address,
         ApiVersion,
         DataSource,
         GrpcService,
         GrpcServiceEnvoyGrpc,
         HeaderValue,
         HeaderValueOption,
-        Http2ProtocolOptions,
         HttpProtocolOptionsHeadersWithUnderscoresAction,
-        SocketAddress,
         SubstitutionFormatString,
-        TransportSocket,
     )
     from envoy_data_plane.envoy.config.core.v3 import HttpProtocolOptions as CommonHttpOptions
-    from envoy_data_plane.envoy.config.endpoint.v3 import (
-        ClusterLoadAssignment,
-        Endpoint,
-        LbEndpoint,
-        LocalityLbEndpoints,
-    )
     from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
     from envoy_data_plane.envoy.config.route.v3 import (
         DirectResponseAction,
@@ -99,11 +89,6 @@ with warnings.catch_warnings():
         HttpConnectionManagerPathWithEscapedSlashesAction,
         HttpFilter,
     )
-    from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import UpstreamTlsContext
-    from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
-        HttpProtocolOptions,
-        HttpProtocolOptionsExplicitHttpConfig,
-    )
     from envoy_data_plane.envoy.type.matcher.v3 import RegexMatcher, StringMatcher
     from envoy_data_plane.envoy.type.v3 import HttpStatus, StatusCode
     from envoy_data_plane.google.protobuf import Any as AnyProto
@@ -113,7 +98,6 @@ EXT_AUTHZ = "envoy.filters.http.ext_authz"
 EXT_PROC = "envoy.filters.http.ext_proc"
 ROUTER = "envoy.filters.http.router"
 HCM = "envoy.filters.network.http_connection_manager"
-HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 AUTHZ_CLUSTER = "authz"
 NO_ROUTE_BODY = '{"error": "no rule for this endpoint"}'
 
@@ -124,80 +108,9 @@ class BootstrapOptions:
     listen: str = "0.0.0.0:8000"  # Envoy's listener
     admin: str = "127.0.0.1:9901"  # Envoy's admin interface
     timeout: float = 0.5  # seconds: ext_authz/ext_proc gRPC deadline
-
-
-@dataclass
-class Upstream:
-    cluster: str
-    host: str
-    port: int
-    tls: bool
-
-
-# --- addresses ---------------------------------------------------------------------------
-
-
-def split_address(text: str, what: str) -> tuple[str, int]:
-    """`host:port` or `[v6]:port`; ValueError naming the flag."""
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{what}: expected host:port, got {text!r}")
-    return host, int(port)
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _socket(host: str, port: int) -> Address:
-    return Address(socket_address=SocketAddress(address=host, port_value=port))
-
-
-def upstream(service: str, url: str) -> Upstream:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"services.{service}.url: expected http(s)://host[:port], got {url!r}")
-    if parts.path not in ("", "/") or parts.query:
-        raise ValueError(f"services.{service}.url: a path is not supported ({url!r})")
-    tls = parts.scheme == "https"
-    return Upstream(service, parts.hostname, parts.port or (443 if tls else 80), tls)
-
-
-# --- clusters ----------------------------------------------------------------------------
-
-
-def cluster(name: str, host: str, port: int, *, http2: bool = False, sni: str = "") -> Cluster:
-    c = Cluster(
-        name=name,
-        type=ClusterDiscoveryType.STATIC if _is_ip(host) else ClusterDiscoveryType.STRICT_DNS,
-        connect_timeout=timedelta(seconds=0.25),
-        load_assignment=ClusterLoadAssignment(
-            cluster_name=name,
-            endpoints=[
-                LocalityLbEndpoints(
-                    lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=_socket(host, port)))]
-                )
-            ],
-        ),
-    )
-    if http2:  # gRPC
-        options = HttpProtocolOptions(
-            explicit_http_config=HttpProtocolOptionsExplicitHttpConfig(
-                http2_protocol_options=Http2ProtocolOptions()
-            )
-        )
-        c.typed_extension_protocol_options = {HTTP_OPTIONS: AnyProto.pack(options)}
-    if sni:
-        tls = UpstreamTlsContext(sni=sni)
-        c.transport_socket = TransportSocket(
-            name="envoy.transport_sockets.tls", typed_config=AnyProto.pack(tls)
-        )
-    return c
+    tls: ListenerTls | None = None  # TLS / mTLS on the listener (authz/envoy/tls.py)
+    transport: str = "grpc"  # ext_authz's transport: grpc | http (authz/envoy/bootstrap_http.py)
+    authz_http: str = "127.0.0.1:9003"  # authz's HTTP Check address (--transport http)
 
 
 # --- routes ------------------------------------------------------------------------------
@@ -232,10 +145,12 @@ def route_match(path: str, method: str | list[str]) -> RouteMatch:
 
 
 def endpoint_route(
-    ep: Any, declared: Any, cluster_name: str, max_body: int, with_ext_proc: bool
+    ep: Any, declared: Any, cluster_name: str, max_body: int, with_ext_proc: bool, http: bool
 ) -> Route:
     """The route of one compiled endpoint (`ep`) declared as `declared` in the config."""
-    settings = CheckSettings(context_extensions={"service": ep.service, "endpoint": ep.name})
+    # The HTTP transport has no context_extensions: there authz resolves method + path.
+    context = {} if http else {"service": ep.service, "endpoint": ep.name}
+    settings = CheckSettings(context_extensions=context)
     if ep.reads_params or ep.field_rules:  # Check needs the body (field rules hash it)
         settings.with_request_body = BufferSettings(
             max_request_bytes=max_body, allow_partial_message=False, pack_as_bytes=True
@@ -280,8 +195,9 @@ def _grpc(timeout: float) -> GrpcService:
     )
 
 
-def ext_authz_filter(timeout: float) -> HttpFilter:
+def ext_authz_filter(timeout: float, peer_certificate: bool = False) -> HttpFilter:
     config = ExtAuthz(
+        include_peer_certificate=peer_certificate,  # mTLS: the verified client certificate
         grpc_service=_grpc(timeout),
         transport_api_version=ApiVersion.V3,
         failure_mode_allow=False,  # authz down or slow: deny (503), never allow
@@ -337,6 +253,11 @@ def build_bootstrap(
             upstreams[sname] = upstream(sname, service.url)
         elif service.endpoints:
             notes.append(f"service {sname}: no url, its endpoints are not routed")
+    http = options.transport == "http"
+    if options.transport not in ("grpc", "http"):
+        raise ValueError(f"--transport: expected grpc or http, got {options.transport!r}")
+    if http and (reasons := bootstrap_http.refusals(authorizer)):
+        raise ValueError("--transport http cannot serve this config:\n  " + "\n  ".join(reasons))
     with_ext_proc = any(ep.field_rules for ep in authorizer.endpoints)
     exact: list[Route] = []
     templated: list[Route] = []
@@ -348,9 +269,14 @@ def build_bootstrap(
             notes.append(f"{ep.service}.{ep.name}: no path, not routed")
             continue
         max_body = config.limits.maxBodyBytes
-        route = endpoint_route(ep, declared, ep.service, max_body, with_ext_proc)
+        route = endpoint_route(ep, declared, ep.service, max_body, with_ext_proc, http)
         (templated if compile_path_template(declared.path).has_parameters else exact).append(route)
-    filters = [ext_authz_filter(options.timeout)]
+    mtls = options.tls is not None and options.tls.client_ca is not None
+    filters = [
+        bootstrap_http.ext_authz_http_filter(authorizer, options.timeout, "")
+        if http  # XFCC (SANITIZE_SET) carries the client certificate on this transport
+        else ext_authz_filter(options.timeout, peer_certificate=mtls)
+    ]
     if with_ext_proc:
         filters.append(ext_proc_filter(options.timeout))
     filters.append(HttpFilter(name=ROUTER, typed_config=AnyProto.pack(Router())))
@@ -368,6 +294,7 @@ def build_bootstrap(
             )
         ),
         access_log=[access_log()],
+        **client_cert_settings(options.tls),  # x-forwarded-client-cert: never the client's
         route_config=RouteConfiguration(
             name=config.project,
             virtual_hosts=[
@@ -381,26 +308,39 @@ def build_bootstrap(
         http_filters=filters,
     )
     listen = split_address(options.listen, "--listen")
-    listener = Listener(
-        name="ingress",
-        address=_socket(*listen),
-        filter_chains=[FilterChain(filters=[Filter(name=HCM, typed_config=AnyProto.pack(hcm))])],
-    )
+    chain = FilterChain(filters=[Filter(name=HCM, typed_config=AnyProto.pack(hcm))])
+    if options.tls is not None:
+        chain.transport_socket = transport_socket(options.tls)
+    listener = Listener(name="ingress", address=socket_address(*listen), filter_chains=[chain])
     authz_host, authz_port = split_address(options.authz, "--authz-address")
-    clusters = [cluster(AUTHZ_CLUSTER, authz_host, authz_port, http2=True)]
+    clusters = []
+    if not http or with_ext_proc:  # gRPC: Check, or (over HTTP) ext_proc only
+        clusters.append(cluster(AUTHZ_CLUSTER, authz_host, authz_port, http2=True))
+    if http:
+        check = cluster(
+            bootstrap_http.AUTHZ_HTTP_CLUSTER,
+            *split_address(options.authz_http, "--authz-http-address"),
+        )
+        check.typed_extension_protocol_options = bootstrap_http.http1_options()
+        clusters.append(check)
     for u in upstreams.values():
         clusters.append(cluster(u.cluster, u.host, u.port, sni=u.host if u.tls else ""))
-    admin = Admin(address=_socket(*split_address(options.admin, "--admin")))
+    admin = Admin(address=socket_address(*split_address(options.admin, "--admin")))
     resources = BootstrapStaticResources(listeners=[listener], clusters=clusters)
     return Bootstrap(admin=admin, static_resources=resources), notes
 
 
-def bootstrap_dict(bootstrap: Bootstrap) -> dict[str, Any]:
+def bootstrap_dict(bootstrap: Bootstrap, tls: ListenerTls | None = None) -> dict[str, Any]:
     out = bootstrap.to_dict(casing=betterproto2.Casing.SNAKE)
     # proto3 JSON leaves out fields at their default; say the fail-closed ones explicitly.
     for f in _http_filters(out):
         if f["name"] in (EXT_AUTHZ, EXT_PROC):
             f["typed_config"]["failure_mode_allow"] = False
+    for listener in out["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for f in chain["filters"]:
+                if f["name"] == HCM:
+                    f["typed_config"]["forward_client_cert_details"] = forward_name(tls)
     return out
 
 
@@ -418,8 +358,10 @@ def render_bootstrap(authorizer: Authorizer, options: BootstrapOptions) -> str:
     head = [
         "# Envoy bootstrap generated by `authz envoy-config`",
         f"# project {authorizer.config.project}, config version {authorizer.version};"
-        f" authz at {options.authz}.",
+        f" authz at {options.authz_http if options.transport == 'http' else options.authz}"
+        f" ({options.transport}).",
         *(f"# note: {n}" for n in notes),
     ]
-    body = yaml.safe_dump(bootstrap_dict(bootstrap), sort_keys=False, width=1000)
+    out = bootstrap_dict(bootstrap, options.tls)
+    body = yaml.safe_dump(out, sort_keys=False, width=1000)
     return "\n".join(head) + "\n" + body

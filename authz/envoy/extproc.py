@@ -58,7 +58,7 @@ from envoy.type.v3.http_status_pb2 import HttpStatus
 from authz.documents import apply_response, replay
 from authz.envoy.encode import error_body
 from authz.errors import PlanError, ResponseError
-from authz.plan import EMPTY_HASH, PLAN_KEY, PLAN_REQUIRED_METADATA, Plan, parse
+from authz.plan import EMPTY_HASH, METADATA_KEYS, PLAN_REQUIRED_METADATA, Plan, parse
 from authz.request import parse_json_body
 
 if TYPE_CHECKING:
@@ -102,9 +102,12 @@ class _Fail(Exception):
 def plan_text(req: ProcessingRequest) -> str | None:
     """The plan string from the forwarded ext_authz metadata, or None."""
     ns = req.metadata_context.filter_metadata.get(NAMESPACE)
-    if ns is None or PLAN_KEY not in ns.fields:
+    if ns is None:
         return None
-    value = ns.fields[PLAN_KEY]
+    key = next((k for k in METADATA_KEYS if k in ns.fields), None)
+    if key is None:
+        return None
+    value = ns.fields[key]
     if value.WhichOneof("kind") != "string_value":
         raise PlanError("the plan is not a string")
     text: str = value.string_value

@@ -16,13 +16,19 @@ from typing import Any
 import httpx
 
 from authz.config.auth import AuthSettings
-from authz.errors import ConfigError, TokenError
+from authz.errors import ConfigError, DependencyError, TokenError
+from authz.identity.apikeys import ApiKeys
 from authz.identity.cache import TokenCache
 from authz.identity.extract import TokenExtractor
+from authz.identity.introspection import Introspector
 from authz.identity.jwks import JwksSource
 from authz.identity.keys import Key, Problems, load_static_key, pick_primary
 from authz.identity.mint import SERVICE_TOKEN_TYP, Minter, ServiceTokens
+from authz.identity.mtls import MtlsSource
+from authz.identity.oidc import OidcSource
+from authz.identity.sources import Accepted, Authenticated, authenticate
 from authz.identity.verify import Provider, Verifier
+from authz.peer import Peer
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,17 @@ class Identity:
         self.cache = TokenCache(settings.cacheSize, settings.leeway)
         problems = Problems()  # every problem of the section, raised together
         providers, static = self._load(settings, base_dir, problems)
+        # the other sources (docs/identity.md); None / empty when not configured
+        providers += [
+            OidcSource(o, f"auth.oidc[{i}]", on_removed=self.cache.purge, clock=self.monotonic)
+            for i, o in enumerate(settings.oidc)
+        ]
+        self.api_keys = ApiKeys(settings.apiKeys, base_dir, problems) if settings.apiKeys else None
+        self.mtls = MtlsSource(settings.mtls) if settings.mtls else None
+        self.introspectors = [
+            Introspector(t, f"auth.introspection[{i}]", leeway=settings.leeway, clock=clock)
+            for i, t in enumerate(settings.introspection)
+        ]
         self.sources = [p for p in providers if isinstance(p, JwksSource)]
         self.verifier = Verifier(
             providers,
@@ -85,13 +102,36 @@ class Identity:
     async def start(self, http: httpx.AsyncClient) -> None:
         """First JWKS fetches (failures leave us not ready), then the background refreshes."""
         await asyncio.gather(*(s.start(http) for s in self.sources))
+        for introspector in self.introspectors:
+            await introspector.start(http)
+        if self.api_keys is not None:
+            await self.api_keys.start()
 
     async def close(self) -> None:
         await asyncio.gather(*(s.close() for s in self.sources))
+        await asyncio.gather(*(i.close() for i in self.introspectors))
+        if self.api_keys is not None:
+            await self.api_keys.close()
 
     @property
     def ready(self) -> bool:
         return all(s.ready for s in self.sources)
+
+    def dependencies(self) -> dict[str, str]:
+        """/readyz detail per remote source: OIDC issuers, introspection endpoints and the API
+        key file (reported only: endpoints that need them answer 503, or keep the last good
+        keys)."""
+        out = {
+            f"oidc:{s.issuer}": "ok" if s.ready else f"not loaded: {s.problem}"
+            for s in self.sources
+            if isinstance(s, OidcSource)
+        }
+        for i in self.introspectors:
+            out[f"introspection:{i.path}"] = i.status
+        if self.api_keys is not None and self.api_keys.file is not None:
+            problem = self.api_keys.problem
+            out["apiKeys.file"] = "ok" if problem is None else f"last reload failed: {problem}"
+        return out
 
     @property
     def can_sign(self) -> bool:
@@ -120,13 +160,37 @@ class Identity:
             return claims
         try:
             claims, key, exp, nbf = await self.verifier.verify(token)
-        except TokenError:
+        except (TokenError, DependencyError):  # 401, or 503 while a key set has not loaded
             raise
         except Exception as e:  # fail closed: an unforeseen input is a bad token, not a crash
             log.warning("token verification failed unexpectedly: %s", type(e).__name__)
             raise TokenError("token could not be verified", "error") from None
         self.cache.put(token, claims, exp, nbf, key)
         return claims
+
+    async def authenticate(
+        self, accepted: Accepted, headers: Mapping[str, str], peer: Peer | None
+    ) -> Authenticated | None:
+        """(source, token, claims) for an endpoint that lists sources (sources.py)."""
+        return await authenticate(self, accepted, headers, peer)
+
+    async def introspect(self, token: str) -> dict[str, Any]:
+        """The first active answer of the introspection endpoints, in config order; 401 when
+        every one says inactive, 503 when one that could have answered did not."""
+        if len(token) > self.max_bytes:
+            raise TokenError("token too large", "too_large")
+        failure: DependencyError | None = None
+        for introspector in self.introspectors:
+            try:
+                claims = await introspector.introspect(token)
+            except DependencyError as exc:
+                failure = failure or exc
+                continue
+            if claims is not None:
+                return claims
+        if failure is not None:
+            raise failure
+        raise TokenError("token is not active", "inactive")
 
     def mint(self, claims: dict[str, Any], ttl: float) -> str:
         """An end-user JWT signed by the primary key, with iat/exp (`authz token`, rule

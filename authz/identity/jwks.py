@@ -98,6 +98,10 @@ def keys_from_jwks(doc: Any, s: SecretSettings, source: str) -> list[Key]:
     return keys
 
 
+def _why(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__  # a timeout has no message
+
+
 class JwksSource:
     """One `jwksUrl` entry of `auth.secrets` and its current key set."""
 
@@ -116,6 +120,7 @@ class JwksSource:
         self.path = path
         self.keys: tuple[Key, ...] | None = None  # None until a first good fetch
         self.fetches = 0  # attempts, for metrics and tests
+        self.problem: str | None = "not fetched yet"  # why the last fetch failed (/readyz)
         self._on_removed = on_removed
         self._clock = clock
         self._min_interval = min_interval
@@ -182,8 +187,10 @@ class JwksSource:
                 body = await self._download()
             keys = keys_from_jwks(strictjson.loads(body), self.settings, self.path)
         except Exception as e:  # outage, garbage, timeout: keep serving the last good set
+            self.problem = _why(e)
             log.warning("jwks %s: refresh failed, keeping the last key set: %s", self.path, e)
             return
+        self.problem = None
         self._install(keys)
 
     async def _download(self) -> bytes:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from authz.errors import TokenError
+from authz.errors import DependencyError, TokenError
 from authz.identity.claims import check_claims
 from authz.identity.jwks import JwksSource
 from authz.identity.keys import ALGORITHMS, Key
@@ -64,12 +64,23 @@ class Verifier:
             await asyncio.gather(*(s.refresh_on_demand() for s in self.sources))
             keys = self.candidates(token.alg, token.kid)
         if not keys:
+            self._unloaded(token.alg)
             if token.kid is not None:
                 raise TokenError("unknown kid", "unknown_key")
             # the alg is the token's text: named only when it is one we know
             alg = token.alg if token.alg in ALGORITHMS else "(unsupported)"
             raise TokenError(f"no key for alg {alg}", "unknown_key")
         return keys
+
+    def _unloaded(self, alg: str) -> None:
+        """DependencyError (503) when a remote key set that could hold this token's key has
+        never loaded: the token may be good, so it is not a 401; never an allow."""
+        waiting = [
+            s for s in self.sources
+            if not s.ready and (s.settings.alg is None or s.settings.alg == alg)
+        ]  # fmt: skip
+        if waiting:
+            raise DependencyError(f"key set {waiting[0].path} has not loaded yet")
 
     async def verify(self, token: str) -> tuple[dict[str, Any], Key, float | None, float | None]:
         """(claims, key, exp, nbf) of a valid token; TokenError otherwise."""

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from authz.cache import MISS, ResultCache, freeze
 from authz.config.schema import QueryRule
 from authz.datastores.base import Datastore
-from authz.datastores.cache import MISS, ResultCache, freeze
 from authz.datastores.filters import (
     FIELD,
     LIST_OPERATORS,

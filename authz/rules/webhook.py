@@ -19,8 +19,8 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from authz.cache import MISS, ResultCache, freeze
 from authz.config.schema import WebhookRule
-from authz.datastores.cache import MISS, ResultCache, freeze
 from authz.errors import DependencyError
 from authz.fetch import FetchError, fetch, url_problem
 from authz.rules.base import Context, Failure, Rule
@@ -239,6 +239,8 @@ def _configured_token_headers(config: Any) -> frozenset[str]:
     if auth is None:
         return frozenset((SERVICE_TOKEN_HEADER,))
     names = {auth.serviceToken.header, auth.token.header}
+    if auth.apiKeys is not None:  # an API key is a credential too
+        names.add(auth.apiKeys.header)
     return frozenset(n.lower() for n in names if n)
 
 

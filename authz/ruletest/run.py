@@ -48,6 +48,8 @@ def build_request(case: Case, authorizer: Authorizer, n: int) -> Request:
     item.update(method=method, path=path, service=r.service, endpoint=r.endpoint, body=r.body)
     if r.claims is not None:
         _put_token(item["headers"], authorizer, r.claims)
+    if r.peer is not None:
+        item["peer"] = r.peer
     return to_request(item, n)
 
 

@@ -40,6 +40,7 @@ class TestRequest(StrictModel):
     headers: dict[str, str] = {}
     claims: dict[str, Any] | None = None  # minted into a token (primary key), put where read
     body: Any = None  # an object/list is sent as JSON, a string as it is
+    peer: dict[str, str] | None = None  # the client certificate: {principal, certificate}
 
 
 class Expect(StrictModel):

@@ -45,10 +45,10 @@ def evaluate_now(self, ctx):  # Match.evaluate calls it too
         raise RuntimeError("adversarial: rule")
     return _evaluate_now(self, ctx)
 
-def decode(data):
+def decode(data, *args):
     if b"/t/decode-boom" in data:
         raise RuntimeError("adversarial: decode")
-    return _decode(data)
+    return _decode(data, *args)
 
 def serialize(decision):
     if decision.request_id == "encode-boom":

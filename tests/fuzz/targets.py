@@ -19,6 +19,7 @@ from authz.envoy.decode import decode
 from authz.envoy.encode import encode
 from authz.errors import ConfigError, RequestError, TokenError
 from authz.request import parse_json_body
+from tests.fuzz.http_targets import serve_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "fuzz-secret-0123456789abcdef0123456789"
@@ -109,7 +110,20 @@ def config(data: bytes) -> None:
         return
 
 
+def http_request(data: bytes) -> None:
+    """Raw bytes into the HTTP Check server (tests/fuzz/http_targets.py)."""
+    statuses, decisions, _closed = serve_bytes(LOOP, AUTHORIZER, data)
+    if any(s >= 500 for s in statuses):
+        raise FuzzFinding(f"internal error answer: {statuses}")
+    if len(statuses) < len(decisions):
+        raise FuzzFinding(f"{len(decisions)} Checks, {len(statuses)} answers")
+    for d in decisions:
+        if d is not None and d.allowed and (d.service, d.endpoint) in NEVER_ALLOWED:
+            raise FuzzFinding(f"allowed on {(d.service, d.endpoint)}")
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
+    "http_request": http_request,
     "check_request": check_request,
     "token": token,
     "json_body": json_body,
@@ -145,6 +159,17 @@ def seeds(name: str) -> list[bytes]:
             msg.attributes.context_extensions.update(ctx)
             out.append(msg.SerializeToString())
         return out
+    if name == "http_request":
+        auth = f"authorization: Bearer {good}\r\n".encode()
+        return [
+            b"GET /v1/health HTTP/1.1\r\nhost: a\r\n\r\n",
+            b"GET /v1/admin/stats HTTP/1.1\r\n" + auth + b"\r\nHEAD /v1/health HTTP/1.1\r\n\r\n",
+            b"POST /v1/orders HTTP/1.1\r\n" + auth + b"content-type: application/json\r\n"
+            b'content-length: 26\r\n\r\n{"item": "x", "amount": 5}',
+            b"PATCH /v1/orders/o-1 HTTP/1.1\r\n" + auth + b"transfer-encoding: chunked\r\n"
+            b'content-type: application/json\r\n\r\n5\r\n{"a":\r\n2\r\n1}\r\n0\r\n\r\n',
+            b"GET /v1/orders?_method=DELETE HTTP/1.0\r\n" + auth + b"\r\n",
+        ]
     if name == "token":
         return [good.encode(), b"a.b.c", good.rsplit(".", 1)[0].encode() + b"."]
     if name == "json_body":

@@ -179,6 +179,7 @@ def start_authz(
     raising: bool = False,
     env: dict[str, str] | None = None,
     grpc_port: int | None = None,
+    extra_args: Iterable[str] = (),
 ) -> AuthzServer:
     """`authz serve` on free ports (gRPC on `grpc_port` when given), ready (/readyz 200) when
     it returns. `raising` runs it through RAISING_LAUNCHER."""
@@ -186,7 +187,7 @@ def start_authz(
     prefix = ["-c", RAISING_LAUNCHER] if raising else ["-m", "authz"]
     cmd = [sys.executable, *prefix, "serve", "--config", str(config),
            "--listen", f"127.0.0.1:{grpc_port}", "--http-listen", f"127.0.0.1:{http_port}",
-           "--drain", drain, "--log-level", "info"]  # fmt: skip
+           "--drain", drain, "--log-level", "info", *extra_args]  # fmt: skip
     proc = Process(name, cmd, log_dir, authz_env(env))
     server = AuthzServer(proc, grpc_port, http_port)
     try:

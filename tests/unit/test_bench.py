@@ -7,6 +7,7 @@ import math
 import sqlite3
 import struct
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 
@@ -351,3 +352,30 @@ def test_fixed_rate_requests_arrive_evenly_spaced() -> None:
     )
     gaps = {round(b - a, 6) for a, b in pairwise(sends)}
     assert gaps == {1.0}  # one request every millisecond, never a burst
+
+
+def test_http_transport_ratios_and_chart(tmp_path: Path) -> None:
+    from bench.chart import write
+
+    results = {
+        "envoy": _scenario("wrk", _run(80_000, 0.4, None)),
+        "native": _scenario("wrk", _run(25_000, 1.2, None)),
+        "authz": _scenario("wrk", _run(6_000, 5.0, 200)),
+        "http-floor": _scenario("wrk", _run(26_000, 1.2, 10)),
+        "authz-http": _scenario("wrk", _run(23_400, 1.3, 20)),
+        "authz-query-sqlite-http": _scenario("wrk", _run(11_700, 2.0, 60)),
+    }
+    results["envoy"]["modes"]["fixed"] = {"summary": summarize_runs([_run(1000, 0.5, None)])}
+    results["authz-http"]["modes"]["fixed"] = {"summary": summarize_runs([_run(1000, 0.7, 20)])}
+    r = ratios(results)
+    assert r["authz-http/native req/s"] == pytest.approx(0.936)
+    assert r["authz-http/authz req/s"] == pytest.approx(3.9)
+    assert r["authz-http/http-floor req/s"] == pytest.approx(0.9)
+    assert r["authz-query-sqlite-http/authz-http req/s"] == pytest.approx(0.5)
+    assert r["added p50 ms @fixed rate (authz-http - envoy)"] == pytest.approx(0.2)
+    svg = write(results, "t", tmp_path / "c.svg")
+    assert svg is not None
+    text = svg.read_text()
+    assert text.startswith("<svg") and "authz-http" in text and "23,400" in text
+    assert ">0.20<" in text  # the added p50 of authz-http
+    assert write({"direct-authz": _scenario("direct", _run(9_000, 3.0, 165))}, "t", svg) is None

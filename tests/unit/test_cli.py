@@ -190,3 +190,74 @@ def test_serve_on_a_busy_port_is_one_line(config, which, workers):
     assert proc.returncode == 1, proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith(f"authz serve: cannot listen on {taken}: "), line
+
+
+def test_apikey_prints_a_new_key_and_its_config_line(capsys):
+    import hashlib
+
+    import yaml
+
+    assert main(["apikey", "--claims", '{"id": "billing"}']) == 0
+    out = capsys.readouterr().out.splitlines()
+    key = out[0].removeprefix("key: ")
+    assert key.startswith("azk_") and len(key) > 40
+    entry = yaml.safe_load(out[-1])[0]
+    assert entry == {
+        "sha256": hashlib.sha256(key.encode()).hexdigest(),
+        "claims": {"id": "billing"},
+    }
+    assert key not in out[-1]
+
+
+def test_apikey_hash(capsys, monkeypatch):
+    import io
+
+    assert main(["apikey", "--hash", "test"]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    )
+    monkeypatch.setattr("sys.stdin", io.StringIO("test\n"))
+    assert main(["apikey", "--hash", "-"]) == 0
+    assert capsys.readouterr().out.strip().startswith("9f86d0")
+    assert main(["apikey", "--claims", "[1]"]) == 2
+    assert main(["apikey", "--hash", ""]) == 2
+
+
+def test_check_explain_shows_the_identity_and_args_auth(tmp_path, capsys, monkeypatch):
+    import hashlib
+
+    from tests.unit.identity.certs import issue, make_ca
+
+    spiffe = "spiffe://example.org/sa/billing"
+    config = tmp_path / "c.yaml"
+    digest = hashlib.sha256(b"azk_k-0123456789").hexdigest()
+    config.write_text(f"""
+project: demo
+auth:
+  secrets: [{{alg: HS256, secret: "{SECRET}", primary: true}}]
+  apiKeys: {{keys: [{{sha256: {digest}, claims: {{id: billing}}}}]}}
+  mtls: {{}}
+services:
+  s:
+    endpoints:
+      e: {{path: /e, identity: [apiKey, mtls], rule: {{rule: authenticated}}}}
+""")
+    pem = issue(make_ca(), "billing", uris=(spiffe,)).pem
+    requests = tmp_path / "r.json"
+    requests.write_text(json.dumps([
+        {"path": "/e", "headers": {"x-api-key": "azk_k-0123456789"}},
+        {"path": "/e", "peer": {"principal": spiffe, "certificate": pem}},
+        {"path": "/e", "peer": {"principal": 1}},
+    ]))  # fmt: skip
+    assert main(["check", "--config", str(config), str(requests), "--explain"]) == 2
+    assert "peer must be an object of strings" in capsys.readouterr().err
+    requests.write_text(json.dumps(json.loads(requests.read_text())[:2]))
+    assert main(["check", "--config", str(config), str(requests), "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert 'identity: apiKey  args.auth = {"id": "billing"}' in out
+    assert 'identity: mtls  args.auth = {"dns": [], "fingerprint": ' in out
+    assert f'"id": "{spiffe}"' in out
+    assert main(["check", "--config", str(config), str(requests)]) == 0
+    decisions = json.loads(capsys.readouterr().out)
+    assert [d["identity"] for d in decisions] == ["apiKey", "mtls"]
+    assert decisions[1]["auth"]["spiffe"] == spiffe

@@ -218,7 +218,11 @@ def test_validation_catches_a_typo():
         kubernetes_validate.validate(bad, K8S_VERSIONS[-1], strict=True)
 
 
-OPTIONAL_MANIFESTS = {"istio-operator.yaml", "servicemonitor.yaml"}  # istioctl; a CRD
+OPTIONAL_MANIFESTS = {
+    "istio-operator.yaml",
+    "istio-operator-http.yaml",
+    "servicemonitor.yaml",
+}  # istioctl; a CRD
 
 
 @pytest.mark.parametrize("base", [K8S, K8S / "sidecar", ISTIO], ids=lambda p: p.name)

@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "authz.errors",
             "authz.durations",
             "authz.values",
+            "authz.cache",
             "authz.numeric",
             "authz.strictjson",
             "authz.config",
@@ -35,7 +36,16 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "authz.debug_descriptor",
         ),
     ),
-    ("decode", ("authz.request", "authz.param_names", "authz.envoy.decode")),
+    (
+        "decode",
+        (
+            "authz.request",
+            "authz.param_names",
+            "authz.peer",
+            "authz.envoy.decode",
+            "authz.envoy.http.decode",
+        ),
+    ),
     ("resolve", ("authz.resolve",)),
     ("identify", ("authz.identity",)),
     (
@@ -65,6 +75,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "authz.debug",
             "authz.importers",
             "authz.envoy.bootstrap",
+            "authz.envoy.bootstrap_http",
+            "authz.envoy.clusters",
+            "authz.envoy.tls",
+            "authz.envoy.http.server",
         ),
     ),
 ]

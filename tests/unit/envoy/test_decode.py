@@ -64,3 +64,35 @@ def test_reading_the_protobuf_maps_never_adds_keys():
     Router([]).resolve(req.method, req.path, req.context)
     assert dict(req.headers) == {"x-other": "1"}
     assert dict(req.context) == {"service": "s", "endpoint": "e"}
+
+
+def test_peer_is_the_connection_envoy_reports():
+    from authz.peer import NO_PEER, Peer
+
+    msg = CheckRequest.FromString(data())
+    assert decode(msg.SerializeToString()).peer is NO_PEER  # no client certificate
+    msg.attributes.source.principal = "spiffe://td/sa/x"
+    msg.attributes.source.certificate = "-----BEGIN%20CERTIFICATE-----"
+    assert decode(msg.SerializeToString()).peer == Peer(
+        "spiffe://td/sa/x", "-----BEGIN%20CERTIFICATE-----"
+    )
+    # a client's x-forwarded-client-cert does not become a peer on this transport
+    req = decode(data(headers={"x-forwarded-client-cert": "URI=spiffe://td/sa/admin"}))
+    assert req.peer is NO_PEER
+
+
+def test_peer_is_skipped_for_a_config_without_mtls():
+    from authz.peer import NO_PEER
+
+    msg = CheckRequest.FromString(data())
+    msg.attributes.source.principal = "spiffe://td/sa/x"
+    assert decode(msg.SerializeToString(), peer=False).peer is NO_PEER  # never None: no XFCC
+
+
+def test_the_server_reads_the_peer_only_when_auth_mtls_is_configured():
+    from authz.authorizer import Authorizer
+    from authz.config.load import load_config_text
+
+    base = "project: p\nauth: {serviceToken: {enabled: false}%s}\n"
+    assert Authorizer(load_config_text(base % ", mtls: {}", {})).reads_peer is True
+    assert Authorizer(load_config_text(base % "", {})).reads_peer is False

@@ -1,4 +1,5 @@
-"""A small TTL + LRU cache for the results of `query` and `webhook` rules (`cache: {ttl}`).
+"""A small TTL + LRU cache for the results of `query` and `webhook` rules (`cache: {ttl}`)
+and of token introspection (`auth.introspection[].cache`).
 
 The one cache-key rule: a key holds every input that can change the answer (for a query,
 the values of its filter; for a webhook, the body, the minted claims and the forwarded
@@ -62,13 +63,15 @@ class ResultCache:
         self._items.move_to_end(key)
         return copy.deepcopy(value)
 
-    def put(self, key: Any, value: Any) -> None:
+    def put(self, key: Any, value: Any, ttl: float | None = None) -> None:
+        """`ttl`: this entry's lifetime when shorter than the cache's (a token's exp)."""
+        ttl = self.ttl if ttl is None else min(ttl, self.ttl)
         cost = approx_size(key) + approx_size(value)
         if key in self._items:
             self._pop(key)
-        if cost > self.max_bytes:
-            return  # larger than the whole budget: not cached at all
-        self._items[key] = (time.monotonic() + self.ttl, copy.deepcopy(value), cost)
+        if cost > self.max_bytes or ttl <= 0:
+            return  # larger than the whole budget, or already expired: not cached
+        self._items[key] = (time.monotonic() + ttl, copy.deepcopy(value), cost)
         self.bytes += cost
         while len(self._items) > self.size or self.bytes > self.max_bytes:
             _, (_, _, dropped) = self._items.popitem(last=False)

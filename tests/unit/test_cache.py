@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tracemalloc
 
-from authz.datastores.cache import MISS, ResultCache, approx_size, freeze
+from authz.cache import MISS, ResultCache, approx_size, freeze
 
 
 def test_hit_miss_and_copies():
@@ -44,7 +44,7 @@ def test_bounded_by_bytes_with_the_default_settings():
 
 def test_bytes_are_accounted_on_replace_expiry_and_eviction(monkeypatch):
     clock = [0.0]
-    monkeypatch.setattr("authz.datastores.cache.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("authz.cache.time.monotonic", lambda: clock[0])
     cache = ResultCache(ttl=30, size=100, max_bytes=10_000)
     small, big = "a" * 100, "b" * 4_000
     cache.put(small, 1)
