@@ -13,6 +13,7 @@ _PARSE, _VERIFY = _U + "identity/test_parse.py", _U + "identity/test_verify.py"
 _KEYS, _JWKS = _U + "identity/test_keys.py", _U + "identity/test_jwks.py"
 _REQUEST, _NAMES = _U + "test_request.py", _U + "test_param_names.py"
 _DECODE, _EXTPROC = _U + "envoy/test_decode.py", _U + "envoy/test_extproc.py"
+_HTTP = _U + "envoy/http/"  # the HTTP transport
 
 TARGETS: dict[str, list[str]] = {
     "authz/rules/match.py": [_MATCH, _LOGIC, *_RULES],
@@ -31,4 +32,5 @@ TARGETS: dict[str, list[str]] = {
     "authz/param_names.py": [_NAMES, _REQUEST, _DECODE],
     "authz/plan.py": [_PLAN, _EXTPROC],
     "authz/envoy/extproc.py": [_EXTPROC, _PLAN],
+    "authz/envoy/http/decode.py": [_HTTP + "test_decode.py", _HTTP + "test_server.py"],
 }  # fmt: skip
