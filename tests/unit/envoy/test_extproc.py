@@ -676,3 +676,12 @@ def test_only_the_required_mark_makes_a_plan_required(authorizer, servicer, meta
     msgs = [headers_msg(Metadata(), REQ_HEADERS, eos=True)]
     (out,) = process_marked(servicer, msgs, metadata=metadata)
     assert out.WhichOneof("response") == "request_headers"
+
+
+def test_metadata_without_a_plan_key_is_no_plan(authorizer, servicer):
+    md = Metadata()
+    s = Struct()
+    s["other"] = "x"
+    md.filter_metadata[NAMESPACE].CopyFrom(s)
+    out = process(servicer, [headers_msg(md, REQ_HEADERS, eos=True)])
+    assert [r.WhichOneof("response") for r in out] == ["request_headers"]

@@ -478,3 +478,27 @@ async def test_refresh_backs_off_until_ready_then_waits_the_refresh_period(monke
     with pytest.raises(asyncio.CancelledError):
         await source._refresh_loop()
     assert delays == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0]
+
+
+async def test_an_unloaded_key_set_is_a_503_only_for_the_algorithm_it_is_pinned_to(
+    server, http, mono
+):
+    server.set(b"oops", status=503)
+    ident = make_identity({"secrets": [{"jwksUrl": server.url, "alg": "ES256"}]}, monotonic=mono)
+    await ident.start(http)
+    try:
+        es = jwt.encode(CLAIMS, ec_key("P-256"), "ES256")
+        with pytest.raises(
+            DependencyError, match=r"^key set auth.secrets\[0\] has not loaded yet$"
+        ):
+            await ident.verify(es)
+        await rejected(ident, rs(KEY_A, None), "no key for alg RS256")  # it could never hold one
+    finally:
+        await ident.close()
+
+
+def test_a_failure_without_a_message_is_named_by_its_type():
+    from authz.identity.jwks import _why
+
+    assert _why(TimeoutError()) == "TimeoutError"
+    assert _why(ValueError("not JSON")) == "not JSON"

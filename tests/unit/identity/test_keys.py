@@ -255,9 +255,10 @@ def test_a_key_that_cannot_check_a_signature_says_false():
     [
         # each entry has one problem, and only that one is reported
         ({"secret": "changeme"}, "auth.secrets[0].secret: HS256 needs a secret of at least 32"),
-        ({"secret": "-----BEGIN PUBLIC KEY----- changeme " + "x" * 40},
+        ({"secret": "ssh-rsa changeme " + "x" * 40},  # an example value that is also no HMAC key
          "auth.secrets[0].secret: is an example value published with authz"),
-        ({"alg": "ES256", "publicKey": public_pem(rsa_key()), "privateKey": private_pem(rsa_key())},
+        ({"alg": "ES256", "publicKey": public_pem(rsa_key()),
+          "privateKey": private_pem(rsa_key(2048, 1))},  # nor its private key's
          "auth.secrets[0].publicKey: ES256 needs an EC key"),
         ({"alg": "RS256", "publicKeyFile": "nope.pem", "privateKey": private_pem(rsa_key())},
          "auth.secrets[0].publicKeyFile: cannot read 'nope.pem'"),
