@@ -502,3 +502,11 @@ def test_a_failure_without_a_message_is_named_by_its_type():
 
     assert _why(TimeoutError()) == "TimeoutError"
     assert _why(ValueError("not JSON")) == "not JSON"
+
+
+async def test_a_closed_source_never_fetches_again(started, server, mono):
+    source = started.sources[0]
+    await source.close()
+    mono.now += 31
+    await rejected(started, rs(KEY_B, "b"), "unknown kid")
+    assert source.fetches == 1 and len(server.requests) == 1
