@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test lint format bench fuzz soak clean
+.PHONY: run test lint format bench fuzz explore mutate soak clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,6 +35,14 @@ bench: $(STAMP)
 ## Coverage-guided fuzzing (atheris), FUZZ_SECONDS per target (default 60).
 fuzz: $(STAMP)
 	@$(BIN)/python -m tests.fuzz
+
+## The property tests with ten times as many random (not derandomized) examples.
+explore: $(STAMP)
+	@HYPOTHESIS_PROFILE=explore $(BIN)/python -m pytest -q -p no:cacheprovider tests/property tests/adversarial/test_redos.py
+
+## Mutation testing of the security core (tests/mutation), MUTATE_SECONDS in all (default 3600).
+mutate: $(STAMP)
+	@$(BIN)/python -m tests.mutation
 
 ## Faults and overload through a real Envoy, bounded in time (not part of `make test`).
 soak: $(STAMP)

@@ -12,6 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+
+def examples(n: int) -> int:
+    """`n` examples scaled by the Hypothesis profile (tests/conftest.py): n in `ci`, 10n in
+    `explore`, n/4 in `mutate`."""
+    return max(1, n * settings().max_examples // 100)
 
 
 def free_port() -> int:

@@ -46,6 +46,7 @@ from authz.observability.decisionlog import DecisionLog
 from authz.observability.masking import MASK, mask
 from authz.request import Request
 from authz.resolve import compile_path_template
+from tests.helpers import examples
 
 HANG = 20  # seconds: far above the milliseconds these take; only catches a hang
 LONG = 50_000  # Envoy's default header limit is 60 KiB: a path of this size reaches authz
@@ -146,7 +147,7 @@ def template_and_path(draw):
     return template, path
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=examples(600))
 @given(template_and_path())
 def test_template_matching_equals_the_regex(case):
     template, path = case
@@ -231,7 +232,7 @@ _PIECES = ["e", "w", "y", "J", "v", "1", ".", "a", "-", "_", " ", "é", "=", "b"
 _SECRETISH = st.lists(st.sampled_from([*_PIECES, "v1."]), max_size=30).map("".join)
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=examples(1500))
 @given(_SECRETISH)
 def test_masking_verdicts_equal_the_old_expression(text):
     assert (mask(text) == MASK) == bool(OLD_SECRET.search(text))

@@ -10,7 +10,7 @@ from typing import Any
 
 import jwt
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authz.authorizer import Authorizer
@@ -18,6 +18,7 @@ from authz.config.load import load_config
 from authz.observability.decisionlog import DecisionLog
 from authz.request import Request
 from authz.server import AuthzServer, ServeOptions
+from tests.helpers import examples
 from tests.integration.harness import AES_KEY, EXAMPLE_CONFIG, SECRET
 
 ENV = {"AUTHZ_SECRET": SECRET, "AUTHZ_AES_KEY": AES_KEY}
@@ -26,7 +27,7 @@ NEVER_ALLOWED = {("orders", "export"), ("orders", "refund")}  # deny rule, no ru
 PATHS = ["/v1/health", "/v1/orders", "/v1/orders/o-1", "/v1/admin/stats", "/v1/legacy/export",
          "/v1/orders/o-1/refund", "/v1/reports/2024-01-01", "/v1/users",
          "/v1/users/lookup"]  # fmt: skip
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(300))
 
 
 def _token(data: dict[str, Any], mangle: int) -> str:

@@ -8,7 +8,7 @@ import asyncio
 from datetime import UTC, date, datetime
 from typing import Any
 
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
@@ -17,6 +17,7 @@ from authz.errors import ConfigError
 from authz.rules.base import Context
 from authz.rules.compiler import compile_rule
 from authz.rules.compiling import CompileContext
+from tests.helpers import examples
 
 EVALS = {
     "string": ["==", "!=", "in", "notIn"],
@@ -263,7 +264,7 @@ def compiled_outcome(rule: dict[str, Any], args: dict[str, Any]) -> str:
 _NO_ARGS: dict[str, Any] = {"auth": {}, "params": {}, "query": {}}
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400))
 @given(rule=rules, args=request_args)
 # f2 `utils.now()` (a literal the strategies draw): once a disagreement (fail vs error)
 @example(
@@ -292,7 +293,7 @@ def test_compiled_rules_agree_with_the_reference(
     assert compiled_outcome(rule, args) == reference(rule, args), (rule, args)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150))
 @given(args=request_args, key=st.sampled_from(KEYS))
 def test_request_values_are_never_resolved_again(args: dict[str, Any], key: str) -> None:
     # A param holding the text of a reference is compared as that text (docs/rules.md).

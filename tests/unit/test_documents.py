@@ -6,7 +6,18 @@ import pytest
 
 from authz.config.schema import CryptoKey, CryptoSettings
 from authz.crypto import Keyring
-from authz.documents import RESPONSE, FieldPath, PathError, ResponseAction, find, replay, set_value
+from authz.documents import (
+    RESPONSE,
+    FieldChange,
+    FieldPath,
+    PathError,
+    ResponseAction,
+    apply_response,
+    find,
+    json_type,
+    replay,
+    set_value,
+)
 from authz.errors import ResponseError
 from authz.values import MISSING
 
@@ -70,3 +81,72 @@ def test_failing_response_actions_raise(action, body):
 def test_malformed_plans_are_rejected(data):
     with pytest.raises(ResponseError):
         ResponseAction.from_json(data)
+
+
+def fp(text: str) -> FieldPath:
+    root, *keys = text.split(".")
+    return FieldPath.of(root, tuple(keys), text)
+
+
+@pytest.mark.parametrize(
+    ("doc", "path", "where"),
+    [
+        ("text", "res.a", "a string at the top level"),
+        ({"a": 5}, "res.a.b", "a number at a"),
+        ({"a": [{"b": True}]}, "res.a.0.b.c", "a boolean at a.0.b"),
+        ({"a": [1]}, "res.a.x", "a list at a"),
+    ],
+)
+def test_strict_find_names_what_the_response_has_where(doc, path, where):
+    with pytest.raises(PathError) as e:
+        find(doc, fp(path), strict=True)
+    assert str(e.value) == f"the response has {where}"
+
+
+def test_strict_find_walks_arrays_by_index_and_stops_at_their_end():
+    doc = {"a": [{"b": 1}, {"b": 2}]}
+    assert [m.path for m in find(doc, fp("res.a.1.b"), strict=True)] == [("a", 1, "b")]
+    assert find(doc, fp("res.a.2.b"), strict=True) == []
+    assert find(doc, fp("res.a.2")) == []  # exactly the length: not there
+    assert find({"a": None}, fp("res.a.b"), strict=True) == []
+
+
+def test_a_match_through_a_case_variant_is_not_exact_at_any_depth():
+    doc = {"A": {"b": 1}, "a": {"B": 2, "b": 3}}
+    found = {m.path: m.exact for m in find(doc, fp("params.a.b"))}
+    assert found == {("a", "b"): True, ("a", "B"): False, ("A", "b"): False}
+
+
+def test_set_value_errors():
+    with pytest.raises(PathError, match=r"^no index 1 in an array of 1$"):
+        set_value({"a": [1]}, ("a", "1"), 5)
+    with pytest.raises(PathError, match=r"^cannot set 'b' inside a string$"):
+        set_value({"a": "x"}, ("a", "b"), 5)
+    with pytest.raises(PathError, match=r"^empty path$"):
+        set_value({}, (), 5)
+
+
+@pytest.mark.parametrize(
+    ("value", "name"),
+    [(None, "null"), (True, "boolean"), ("s", "string"), (1, "number"), (1.5, "number"),
+     ([], "list"), ({}, "dict")],
+)  # fmt: skip
+def test_json_type(value, name):
+    assert json_type(value) == name
+
+
+def test_changes_and_actions_print_as_their_json():
+    doc = {"a": 1}
+    change = FieldChange("params", doc, "a", 1, 2, ("a",))
+    assert (
+        repr(change) == "FieldChange({'op': 'set', 'target': 'params', 'path': ['a'], 'value': 2})"
+    )
+    action = ResponseAction("remove", fp("res.a"))
+    assert repr(action) == f"ResponseAction({action.to_json()!r})" and "'remove'" in repr(action)
+
+
+def test_a_response_action_on_a_field_the_response_lacks_changes_nothing():
+    body = {"name": "A", "list": []}
+    for op in ("encrypt", "decrypt", "hash"):
+        apply_response([ResponseAction(op, fp("res.email"), KEYRING)], body)
+    assert body == {"name": "A", "list": []}

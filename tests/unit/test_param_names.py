@@ -70,3 +70,21 @@ def test_control_characters_raw_or_encoded_are_found(raw):
 @pytest.mark.parametrize("raw", ["a", "a%20b", "caf%C3%A9", "a%FF", "%25"])
 def test_printable_names_have_no_control_character(raw):
     assert not has_control_character(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "names", "tops"),
+    [
+        # ASP.NET's property binding: whatever follows the first `.`, a leading one too
+        (".a", {".a", "_a", "a"}, set()),
+        ("owner.id", {"owner.id", "owner_id", "id"}, {"owner"}),
+        # Rack 2 reads `owner]x` as owner[x] and keeps `owner[` whole
+        ("owner]x", {"owner]x", "owner[x]"}, {"owner"}),
+        ("owner[", {"owner[", "owner_"}, {"owner"}),
+        # qs reads `[a]b` as `a` (the rest after a leading group is dropped), Rack 2 as a[b]
+        ("[a]b", {"[a]b", "a[b]", "a"}, set()),
+        ("a[b][c]", {"a[b][c]"}, {"a"}),
+    ],
+)
+def test_the_readings_of_a_name_exactly(raw, names, tops):
+    assert readings(raw) == (frozenset(names), frozenset(tops))

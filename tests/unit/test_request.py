@@ -487,3 +487,125 @@ def test_a_semicolon_where_the_rules_do_not_read_the_query_passes():
 def test_a_method_override_after_a_semicolon_is_refused_whatever_the_rules_read():
     with pytest.raises(RequestError, match="overrides"):
         interpret(_req("/e?x=1;_method=DELETE", method="GET"), Reading(), LIM)
+
+
+# --- every bound at exactly its value: accepted; one more: refused ------------------------
+
+
+def refused(body: bytes, **limits: int) -> str:
+    with pytest.raises(RequestError) as exc:
+        parse_json_body(body, Limits(**limits))
+    return str(exc.value)
+
+
+def test_max_body_bytes_at_exactly_the_limit():
+    body = b'{"a": 123}'  # 10 bytes
+    assert parse_json_body(body, Limits(maxBodyBytes=10)) == {"a": 123}
+    assert refused(body, maxBodyBytes=9) == "the request body is too large"
+
+
+def test_max_json_keys_at_exactly_the_limit():
+    body = b'{"a": {"b": 1}, "c": [{"d": 2}]}'  # four members in three objects
+    assert parse_json_body(body, Limits(maxJsonKeys=4)) == {"a": {"b": 1}, "c": [{"d": 2}]}
+    assert refused(body, maxJsonKeys=3) == "the JSON body has too many object members"
+
+
+@pytest.mark.parametrize(
+    ("body", "values"),
+    [
+        (b'{"a": 1, "b": 2}', 3),  # two members and their object
+        (b"[1, 2, 3]", 3),  # three array elements
+        (b'{"a": {}, "b": {}}', 5),  # three objects, two members
+        (b"[[], [1]]", 3),  # three array elements
+    ],
+)
+def test_max_json_values_at_exactly_the_limit(body, values):
+    assert parse_json_body(body, Limits(maxJsonValues=values)) == json.loads(body)
+    assert refused(body, maxJsonValues=values - 1) == "the JSON body has too many values"
+
+
+@pytest.mark.parametrize(
+    ("body", "depth"),
+    [(b'{"a": {"b": 1}}', 2), (b"[[1]]", 2), (b'[{"a": []}]', 3), (b'{"a": [1, "x"]}', 2)],
+)
+def test_max_json_depth_at_exactly_the_limit(body, depth):
+    assert parse_json_body(body, Limits(maxJsonDepth=depth)) == json.loads(body)
+    assert refused(body, maxJsonDepth=depth - 1) == "the JSON body is nested too deeply"
+
+
+def test_finite_floats_are_numbers():
+    body = b'{"a": 1.5, "b": -0.0, "c": 1e2, "d": 2.5e-3, "e": [0.1]}'
+    value = parse_json_body(body, LIM)
+    assert value == {"a": 1.5, "b": -0.0, "c": 100.0, "d": 0.0025, "e": [0.1]}
+    assert all(type(v) is float for v in (value["a"], value["b"], value["c"], value["d"]))
+
+
+@pytest.mark.parametrize("number", [b"1e999", b"-1e999", b"1.8e308"])
+def test_a_float_that_overflows_is_refused(number):
+    assert refused(b'{"a": ' + number + b"}") == "the JSON body has a number out of range"
+
+
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+def test_nan_and_infinity_are_refused_by_name(constant):
+    message = refused(b'{"a": ' + constant + b"}")
+    assert message == f"the JSON body contains {constant.decode()}, which is not JSON"
+
+
+@pytest.mark.parametrize(
+    ("reads", "flags"),
+    [
+        ({"headers"}, (True, False, False)),
+        ({"query"}, (False, True, False)),
+        ({"params"}, (False, True, True)),
+        ({"*"}, (True, True, True)),
+        ({"auth"}, (False, False, False)),
+    ],
+)
+def test_reading_records_which_parts_rules_read(reads, flags):
+    reading = Reading.of(reads, {})
+    assert (reading.headers, reading.query, reading.params) == flags
+
+
+def test_a_raw_control_character_in_a_query_name_is_refused():
+    with pytest.raises(RequestError, match="control character"):
+        interpret(_req("/e?a\x01b=1", method="GET"), Reading(), LIM)
+
+
+def test_a_body_that_is_not_a_form_is_not_read_as_one():
+    for content_type in ("text/plain", "application/json", None):
+        headers = {"content-type": content_type} if content_type else {}
+        req = _req("/e", method="POST", body=b"_method=PUT", **headers)
+        interpret(req, Reading(), LIM)  # no override: the upstream does not read a form
+    form = _req("/e", method="POST", body=b"_method=PUT",
+                **{"content-type": "application/x-www-form-urlencoded"})  # fmt: skip
+    with pytest.raises(RequestError, match="_method form field"):
+        interpret(form, Reading(), LIM)
+
+
+def test_a_partial_body_is_refused_where_the_rules_read_it():
+    req = Request.from_target("POST", "/e", headers=JSON_CT, body=b'{"a": 1}', body_partial=True)
+    with pytest.raises(RequestError) as e:
+        interpret(req, WHOLE_PARAMS, LIM)
+    assert str(e.value) == "the request body is larger than the authorization limit"
+
+
+def test_long_names_are_cut_in_refusals():
+    name = "owner" + "x" * 100
+    with pytest.raises(RequestError) as e:
+        interpret(_req(f"/e?{name}=1", method="POST", body=b"{}", **JSON_CT),
+                  Reading.of({"params"}, {"params": {name}}), LIM)  # fmt: skip
+    assert repr(name[:64]) in str(e.value) and repr(name[:65]) not in str(e.value)
+    with pytest.raises(RequestError) as e:
+        interpret(_req(f"/e?{name.upper()}=1", method="GET"),
+                  Reading.of({"query"}, {"query": {name}}), LIM)  # fmt: skip
+    assert repr(name.upper()[:64]) in str(e.value) and repr(name.upper()[:65]) not in str(e.value)
+
+
+def test_strings_beside_an_escaped_surrogate_pair_and_numbers_are_checked_alike():
+    body = b'{"e": "\\ud83d\\ude00", "n": 1, "l": [2, "x"], "o": {"k": true}}'
+    assert parse_json_body(body, LIM) == {
+        "e": "\U0001f600",
+        "n": 1,
+        "l": [2, "x"],
+        "o": {"k": True},
+    }

@@ -22,6 +22,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 from envoy.service.ext_proc.v3.external_processor_pb2 import (
     HttpBody,
     HttpHeaders,
+    HttpTrailers,
     ProcessingRequest,
     ProcessingResponse,
 )
@@ -31,7 +32,7 @@ from authz.authorizer import Authorizer
 from authz.config.load import load_config_text
 from authz.crypto import hash_value
 from authz.envoy.encode import encode
-from authz.envoy.extproc import NAMESPACE, SERVICE, ExtProcServicer
+from authz.envoy.extproc import NAMESPACE, NOT_JSON, SERVICE, ExtProcServicer, _is_json
 from authz.request import Request
 from tests.helpers import free_port
 
@@ -564,3 +565,123 @@ def test_non_ascii_request_bodies_stay_utf8(authorizer, servicer):
     out = process(servicer, [headers_msg(md, REQ_HEADERS), body_msg(md, body)])
     raw = out[1].request_body.response.body_mutation.body
     assert "Zoë 東京".encode() in raw and json.loads(raw)["name"] == "Zoë 東京"
+
+
+# --- every message kind and failure, with its status and details ---------------------------
+
+
+def details(resp: ProcessingResponse) -> str:
+    return resp.immediate_response.details
+
+
+def test_a_plan_that_is_not_a_string_fails_closed():
+    md = Metadata()
+    s = Struct()
+    s["plan"] = 5
+    md.filter_metadata[NAMESPACE].CopyFrom(s)
+    (out,) = process(ExtProcServicer(lambda: None), [headers_msg(md, REQ_HEADERS)])
+    assert immediate(out)[0] == 500 and details(out) == "authz_ext_proc_bad_plan"
+
+
+def test_a_bad_plan_first_seen_at_the_response_is_a_502(servicer, caplog):
+    md = raw_plan_metadata("not json")
+    with caplog.at_level("ERROR", logger="authz.envoy.extproc"):
+        (out,) = process(servicer, [headers_msg(md, JSON_RESPONSE, response=True)])
+    assert immediate(out)[0] == 502 and details(out) == "authz_ext_proc_bad_plan"
+    assert "(request id '-')" in caplog.text
+
+
+def test_an_unexpected_error_is_a_500_on_the_request_side_and_a_502_on_the_response_side():
+    class NoRuntime:
+        pass
+
+    md = raw_plan_metadata(json.dumps({"v": 1, "bodyHash": "x", "request": [], "response": []}))
+    servicer = ExtProcServicer(lambda: NoRuntime())
+    (out,) = process(servicer, [headers_msg(md, JSON_RESPONSE, response=True)])
+    assert immediate(out)[0] == 502 and details(out) == "authz_ext_proc_error"
+    (out,) = process(servicer, [headers_msg(md, REQ_HEADERS)])
+    assert immediate(out)[0] == 500 and details(out) == "authz_ext_proc_error"
+
+
+def test_trailers_pass_and_an_unknown_message_fails_closed(authorizer, servicer, caplog):
+    md = metadata_for(authorizer, "GET", "/plain")
+    msgs = [
+        ProcessingRequest(request_trailers=HttpTrailers(), metadata_context=md),
+        ProcessingRequest(response_trailers=HttpTrailers(), metadata_context=md),
+    ]
+    kinds = [r.WhichOneof("response") for r in process(servicer, msgs)]
+    assert kinds == ["request_trailers", "response_trailers"]
+    with caplog.at_level("WARNING", logger="authz.envoy.extproc"):
+        (out,) = process(servicer, [ProcessingRequest(metadata_context=md)])
+    assert immediate(out)[0] == 500 and details(out) == "authz_ext_proc_unknown_message"
+    assert "(request id '-')" in caplog.text
+
+
+def test_a_plan_without_request_changes_passes_the_request_body_unchanged(authorizer, servicer):
+    md = metadata_for(authorizer, "GET", "/resp")
+    out = process(servicer, [headers_msg(md, REQ_HEADERS), body_msg(md, b"")])
+    assert out[1].WhichOneof("response") == "request_body"
+    assert not out[1].request_body.HasField("response")
+
+
+def test_a_plan_without_response_actions_passes_the_response(authorizer, servicer):
+    body = b'{"blob": "x"}'
+    md = metadata_for(authorizer, "POST", "/resize", body)
+    msgs = [
+        headers_msg(md, REQ_HEADERS),
+        body_msg(md, body),
+        headers_msg(md, JSON_RESPONSE, response=True),
+        body_msg(md, b"[]", response=True),
+    ]
+    out = process(servicer, msgs)
+    assert [r.WhichOneof("response") for r in out[2:]] == ["response_headers", "response_body"]
+    assert not out[2].response_headers.HasField("response")
+
+
+def test_a_plan_that_does_not_fit_the_body_says_so(servicer):
+    body = b'{"a": 1}'
+    op = {"op": "remove", "target": "params", "path": ["missing", "x"]}
+    plan = {"v": 1, "bodyHash": hashlib.sha256(body).hexdigest(), "request": [op], "response": []}
+    md = raw_plan_metadata(json.dumps(plan))
+    out = process(servicer, [headers_msg(md, REQ_HEADERS), body_msg(md, body)])
+    assert details(out[1]) == "authz_ext_proc_plan_mismatch"
+
+
+def test_a_response_body_in_two_chunks_is_a_502(authorizer, servicer):
+    md = metadata_for(authorizer, "GET", "/resp")
+    msgs = [*response_stream(md, b'{"name": "A"}'), body_msg(md, b"{}", response=True)]
+    out = process(servicer, msgs)
+    assert immediate(out[3])[0] == 502 and details(out[3]) == "authz_ext_proc_body_not_buffered"
+
+
+def test_invalid_json_in_a_response_says_so(authorizer, servicer):
+    md = metadata_for(authorizer, "GET", "/resp")
+    out = process(servicer, response_stream(md, b'{"secret": "s3cr3t"'))
+    assert immediate(out[2]) == (502, {"error": NOT_JSON, "requestId": "rid-1"})
+    assert details(out[2]) == "authz_response_not_json"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "json_"),
+    [("application/json", True), ("Application/JSON; charset=utf-8", True),
+     ("application/problem+json", True), ("text/plain+json", False),
+     ("application/xml", False), ("text/json", False)],
+)  # fmt: skip
+def test_which_responses_are_json(content_type, json_):
+    assert _is_json(content_type) is json_
+
+
+@pytest.mark.parametrize("metadata", [(("x-authz-plan", "optional"),), (("other", "required"),)])
+def test_only_the_required_mark_makes_a_plan_required(authorizer, servicer, metadata):
+    msgs = [headers_msg(Metadata(), REQ_HEADERS, eos=True)]
+    (out,) = process_marked(servicer, msgs, metadata=metadata)
+    assert out.WhichOneof("response") == "request_headers"
+
+
+def test_metadata_without_a_plan_key_is_no_plan(authorizer, servicer):
+    md = Metadata()
+    s = Struct()
+    s["other"] = "x"
+    md.filter_metadata[NAMESPACE].CopyFrom(s)
+    out = process(servicer, [headers_msg(md, REQ_HEADERS, eos=True)])
+    assert [r.WhichOneof("response") for r in out] == ["request_headers"]

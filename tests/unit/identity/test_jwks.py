@@ -332,3 +332,181 @@ async def test_close_during_a_refresh_gives_token_errors(server, http, mono):
     mono.now += 31
     await rejected(ident, rs(KEY_B, "b"), "unknown kid")  # closed: no new fetch
     assert len(server.requests) == 2
+
+
+# When a verification re-fetches the JWKS on demand (past the rate limit): only when no key
+# of the token's kid is known. Each case: the keys served, the token, whether it fetches.
+async def test_no_refetch_for_a_known_kid(started, server, mono):
+    mono.now += 31
+    assert await started.verify(rs(KEY_A, "a"))
+    await rejected(started, rs(KEY_B, "a"), "bad signature")  # known kid, wrong key
+    assert len(server.requests) == 1
+
+
+async def test_no_refetch_for_a_token_without_kid(started, server, mono):
+    mono.now += 31
+    assert await started.verify(rs(KEY_A, None))
+    await rejected(started, rs(KEY_B, None), "bad signature")
+    assert len(server.requests) == 1
+
+
+async def test_unknown_kid_refetches_while_kidless_keys_exist(server, http, mono):
+    server.set_keys(jwk(KEY_A, None, "RS256"))  # a kid-less key would be tried for any kid
+    ident = make_identity({"secrets": [{"jwksUrl": server.url}]}, monotonic=mono)
+    await ident.start(http)
+    try:
+        server.set_keys(jwk(KEY_A, None, "RS256"), JWK_B)
+        mono.now += 31
+        assert (await ident.verify(rs(KEY_B, "b")))["id"] == "u1"  # rotated in by the re-fetch
+        assert len(server.requests) == 2
+        assert await ident.verify(rs(KEY_A, "zzz"))  # unknown kid, the kid-less key after a
+        assert len(server.requests) == 2  # fetch that the rate limit skipped
+    finally:
+        await ident.close()
+
+
+async def test_no_key_of_the_alg_refetches(started, server, mono):
+    server.set_keys(JWK_A, jwk(ec_key("P-256"), None, "ES256"))
+    mono.now += 31
+    assert await started.verify(rs(ec_key("P-256"), None, alg="ES256"))
+    assert len(server.requests) == 2
+
+
+async def test_static_keys_never_fetch(server, http, mono):
+    ident = make_identity(
+        {"secrets": [{"secret": HS_SECRET}, {"jwksUrl": server.url}]}, monotonic=mono
+    )
+    await ident.start(http)
+    try:
+        mono.now += 31
+        assert await ident.verify(hs_token({"id": "u1"}))
+        assert len(server.requests) == 1
+    finally:
+        await ident.close()
+
+
+def test_each_unusable_remote_key_is_logged_with_its_reason(caplog):
+    from authz.config.auth import SecretSettings
+    from authz.identity.jwks import JwksError, keys_from_jwks
+
+    settings = SecretSettings(jwksUrl="http://127.0.0.1/jwks.json")
+    doc = {"keys": [
+        "not an object",
+        {"kty": "oct", "k": "c2VjcmV0"},
+        jwk(KEY_B, "enc", "RS256", use="enc"),
+        jwk(KEY_B, "ops", "RS256", key_ops=["sign"]),
+        jwk(KEY_B, 7, "RS256"),
+        jwk(KEY_B, "hs", "HS256"),
+        jwk(KEY_B, "rs1", "RS1"),
+        JWK_A,
+    ]}  # fmt: skip
+    with caplog.at_level("WARNING", logger="authz.identity.jwks"):
+        keys = keys_from_jwks(doc, settings, "auth.secrets[0]")
+    assert [k.kid for k in keys] == ["a"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "jwks auth.secrets[0]: ignoring key 0: not an object",
+        "jwks auth.secrets[0]: ignoring key 1: key type 'oct' not accepted",
+        "jwks auth.secrets[0]: ignoring key 2: not a signing key",
+        "jwks auth.secrets[0]: ignoring key 3: key_ops does not allow verify",
+        "jwks auth.secrets[0]: ignoring key 4: kid is not a string",
+        "jwks auth.secrets[0]: ignoring key 5: unsupported alg 'HS256'",
+        "jwks auth.secrets[0]: ignoring key 6: unsupported alg 'RS1'",
+    ]
+    for bad in ({"keys": "a"}, [JWK_A], {"other": []}):
+        with pytest.raises(JwksError, match=r"^not a JWKS document$"):
+            keys_from_jwks(bad, settings, "auth.secrets[0]")
+
+
+async def test_a_valid_key_set_with_an_error_status_is_not_installed(started, server, mono):
+    server.set({"keys": [JWK_A, JWK_B]}, status=404)
+    mono.now += 31
+    await rejected(started, rs(KEY_B, "b"), "unknown kid")
+    assert keys_of(started) == ["a"] and started.sources[0].fetches == 2
+
+
+async def test_the_rate_limit_ends_at_exactly_min_interval(started, server, mono):
+    assert started.sources[0].fetches == 1
+    server.set_keys(JWK_A, JWK_B)
+    mono.now += 29.9
+    await rejected(started, rs(KEY_B, "b"), "unknown kid")
+    mono.now += 0.1  # 30 s after the last fetch: allowed again
+    assert await started.verify(rs(KEY_B, "b"))
+    assert started.sources[0].fetches == 2
+
+
+async def test_a_reply_over_one_mib_is_not_read(started, server, mono):
+    pad = {"kty": "RSA", "kid": "pad", "n": "x" * ((1 << 20) - 100), "e": "AQAB"}
+    server.set_keys(JWK_A, JWK_B, pad)
+    assert len(server.body) > 1 << 20
+    mono.now += 31
+    await rejected(started, rs(KEY_B, "b"), "unknown kid")
+    server.set_keys(JWK_A, JWK_B, {**pad, "n": "x" * ((1 << 20) - 1200)})
+    assert len(server.body) < 1 << 20
+    mono.now += 31
+    assert await started.verify(rs(KEY_B, "b"))
+
+
+async def test_close_cancels_the_background_refresh(started):
+    loop_task = started.sources[0]._loop_task
+    assert loop_task is not None and not loop_task.done()
+    await started.sources[0].close()
+    assert loop_task.cancelled()
+
+
+async def test_refresh_backs_off_until_ready_then_waits_the_refresh_period(monkeypatch):
+    import types
+
+    from authz.config.auth import SecretSettings
+    from authz.identity import jwks
+
+    source = jwks.JwksSource(
+        SecretSettings(jwksUrl="http://127.0.0.1/jwks.json", refresh="10s"), "s", on_removed=list
+    )
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+        if len(delays) == 7:
+            raise asyncio.CancelledError
+
+    async def fetch() -> None:
+        if len(delays) == 5:
+            source.keys = ()  # ready from the fifth fetch on
+
+    monkeypatch.setattr(jwks, "asyncio", types.SimpleNamespace(sleep=sleep))
+    monkeypatch.setattr(source, "_fetch_shared", fetch)
+    with pytest.raises(asyncio.CancelledError):
+        await source._refresh_loop()
+    assert delays == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0]
+
+
+async def test_an_unloaded_key_set_is_a_503_only_for_the_algorithm_it_is_pinned_to(
+    server, http, mono
+):
+    server.set(b"oops", status=503)
+    ident = make_identity({"secrets": [{"jwksUrl": server.url, "alg": "ES256"}]}, monotonic=mono)
+    await ident.start(http)
+    try:
+        es = jwt.encode(CLAIMS, ec_key("P-256"), "ES256")
+        with pytest.raises(
+            DependencyError, match=r"^key set auth.secrets\[0\] has not loaded yet$"
+        ):
+            await ident.verify(es)
+        await rejected(ident, rs(KEY_A, None), "no key for alg RS256")  # it could never hold one
+    finally:
+        await ident.close()
+
+
+def test_a_failure_without_a_message_is_named_by_its_type():
+    from authz.identity.jwks import _why
+
+    assert _why(TimeoutError()) == "TimeoutError"
+    assert _why(ValueError("not JSON")) == "not JSON"
+
+
+async def test_a_closed_source_never_fetches_again(started, server, mono):
+    source = started.sources[0]
+    await source.close()
+    mono.now += 31
+    await rejected(started, rs(KEY_B, "b"), "unknown kid")
+    assert source.fetches == 1 and len(server.requests) == 1

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 
 from authz.config.auth import AuthSettings
 from authz.errors import ConfigError
-from authz.identity.keys import MIN_RSA_BITS, PUBLISHED_SECRETS
+from authz.identity.keys import MIN_RSA_BITS, PUBLISHED_SECRETS, check_public_key
 from tests.unit.identity.support import (
     HS_SECRET,
     ec_key,
@@ -199,3 +199,77 @@ def test_secret_defaults_to_hs256_and_jwks_alg_is_optional():
         {"secrets": [{"secret": HS_SECRET}, {"jwksUrl": "http://127.0.0.1/jwks"}]}
     )
     assert [s.alg for s in settings.secrets] == ["HS256", None]
+
+
+def test_a_key_verifies_what_it_signs_and_can_sign_only_with_a_private_key():
+    private = rsa_key()
+    signer = make_identity(
+        {"secrets": [{"alg": "RS256", "publicKey": public_pem(private),
+                      "privateKey": private_pem(private)}]}
+    ).verifier.providers[0]  # fmt: skip
+    verifier = make_identity(
+        {"secrets": [{"alg": "RS256", "publicKey": public_pem(private)}]}
+    ).verifier.providers[0]
+    assert signer.can_sign is True and verifier.can_sign is False
+    signature = signer.sign(b"input")
+    assert verifier.verify(b"input", signature) is True
+    assert verifier.verify(b"other", signature) is False
+    assert verifier.verify(b"input", b"not a signature") is False  # malformed: False, no raise
+
+
+def test_check_public_key_names_what_is_wrong():
+    public = rsa_key().public_key()
+    assert check_public_key("RS256", public) is None
+    assert check_public_key("PS384", public) is None
+    assert check_public_key("HS256", public) == "unsupported algorithm HS256"
+    assert check_public_key("ES256", public) == "ES256 needs an EC key"
+
+
+def test_unreadable_and_empty_key_files(tmp_path):
+    private = rsa_key()
+    (tmp_path / "pub.pem").write_text(public_pem(private))
+    (tmp_path / "empty.pem").write_text("")
+    errors = config_errors(
+        {"secrets": [
+            {"alg": "RS256", "publicKeyFile": "nope.pem"},
+            {"alg": "RS256", "publicKeyFile": "pub.pem", "privateKeyFile": "empty.pem"},
+            {"alg": "RS256", "publicKeyFile": "pub.pem", "privateKeyFile": "gone.pem"},
+        ]},
+        base_dir=tmp_path,
+    )  # fmt: skip
+    assert errors == [
+        "auth.secrets[0].publicKeyFile: cannot read 'nope.pem': No such file or directory",
+        "auth.secrets[1].privateKeyFile: empty",
+        "auth.secrets[2].privateKeyFile: cannot read 'gone.pem': No such file or directory",
+        "auth.secrets[2].privateKeyFile: empty",
+    ]
+
+
+def test_a_key_that_cannot_check_a_signature_says_false():
+    hs = make_identity({"secrets": [{"secret": HS_SECRET}]}).verifier.providers[0]
+    assert hs.verify(b"input", "a str, not bytes") is False  # raises inside: still False
+
+
+@pytest.mark.parametrize(
+    ("entry", "error"),
+    [
+        # each entry has one problem, and only that one is reported
+        ({"secret": "changeme"}, "auth.secrets[0].secret: HS256 needs a secret of at least 32"),
+        ({"secret": "ssh-rsa changeme " + "x" * 40},  # an example value that is also no HMAC key
+         "auth.secrets[0].secret: is an example value published with authz"),
+        ({"alg": "ES256", "publicKey": public_pem(rsa_key()),
+          "privateKey": private_pem(rsa_key(2048, 1))},  # nor its private key's
+         "auth.secrets[0].publicKey: ES256 needs an EC key"),
+        ({"alg": "RS256", "publicKeyFile": "nope.pem", "privateKey": private_pem(rsa_key())},
+         "auth.secrets[0].publicKeyFile: cannot read 'nope.pem'"),
+    ],
+)  # fmt: skip
+def test_one_problem_one_error(entry, error, tmp_path):
+    errors = config_errors({"secrets": [entry]}, base_dir=tmp_path)
+    assert len(errors) == 1 and errors[0].startswith(error), errors
+
+
+def test_two_primaries_are_one_error_whatever_the_keys():
+    public_only = {"alg": "RS256", "publicKey": public_pem(rsa_key()), "primary": True}
+    errors = config_errors({"secrets": [public_only, {"secret": HS_SECRET, "primary": True}]})
+    assert errors == ["auth.secrets: only one key may be primary (got secrets[0], secrets[1])"]

@@ -191,3 +191,80 @@ def test_b64url_decode_canonical_only():
     for bad in ("aGVsbG8=", "aGVsbG9", "aGVs+G8", "a"):
         with pytest.raises(ValueError):
             b64url_decode(bad)
+
+
+def parse_error(tok: str, max_bytes: int = 8192) -> TokenError:
+    with pytest.raises(TokenError) as e:
+        parse_token(tok, max_bytes)
+    return e.value
+
+
+HEAD, BODY, SIG = segment({"alg": "HS256"}), segment(CLAIMS), b64(b"sig")
+
+
+def with_header(header: dict | str) -> str:
+    return f"{segment(header)}.{BODY}.{SIG}"
+
+
+@pytest.mark.parametrize(
+    ("tok", "reason"),
+    [
+        (with_header({"typ": "JWT"}), "token header has no alg"),
+        (with_header({"alg": ""}), "token header has no alg"),
+        (with_header({"alg": 7}), "token header has no alg"),
+        (with_header({"alg": "None"}), "unsigned token (alg none)"),
+        (with_header({"alg": "HS256", "x5u": "u"}), "token header member 'x5u' is not accepted"),
+        (with_header({"alg": "HS256", "crit": []}),
+         "token header has crit extensions we do not understand"),
+        (with_header({"alg": "HS256", "b64": False}), "unencoded payload (b64) is not accepted"),
+        (with_header({"alg": "HS256", "enc": "A256GCM"}), "encrypted tokens are not accepted"),
+        (with_header({"alg": "HS256", "zip": "DEF"}), "encrypted tokens are not accepted"),
+        (with_header({"alg": "HS256", "kid": 7}), "token kid is not a string"),
+        (with_header("[]"), "token header is not a JSON object"),
+        (f"{HEAD}.{BODY}", "malformed token (expected header.payload.signature)"),
+        (f"{HEAD}.{BODY}.", "token has no signature"),
+        (f"{HEAD}..{SIG}", "token has no payload"),
+        (f"{HEAD}.{BODY}.{SIG}=", "malformed token signature"),
+        (f"{HEAD}.{BODY}.{SIG}é", "malformed token"),
+        (f"{b64(b'{')}.{BODY}.{SIG}", "malformed token header: "),
+    ],
+)  # fmt: skip
+def test_refusal_reasons(tok, reason):
+    # reasons reach the decision log and --explain: each refusal names its own cause
+    err = parse_error(tok)
+    assert err.reason == reason if not reason.endswith(": ") else err.reason.startswith(reason)
+    assert err.kind == "malformed"
+
+
+def test_token_of_exactly_max_bytes_is_parsed():
+    tok = hs_token(CLAIMS)
+    assert parse_token(tok, len(tok)).alg == "HS256"
+    err = parse_error(tok, len(tok) - 1)
+    assert (err.reason, err.kind) == ("token too large", "too_large")
+
+
+def test_header_brackets_limit_is_eight():
+    # one object plus seven nested lists is 8 brackets: parsed; one list more is refused
+    assert parse_token(with_header('{"alg":"HS256","x":' + "[" * 7 + "]" * 7 + "}"), 8192)
+    err = parse_error(with_header('{"alg":"HS256","x":' + "[" * 8 + "]" * 8 + "}"))
+    assert err.reason == "malformed token header: too complex"
+    # so is a header of nine flat objects' worth of brackets, nested or not
+    assert parse_error(with_header('{"alg":"HS256","x":[{},{},{},{},{},{},{},{}]}'))
+
+
+def test_the_bracket_limit_is_for_the_header_only():
+    payload = {"id": [[[[[[[[[["deep"]]]]]]]]]], "n": [{}, {}, {}, {}, {}, {}, {}, {}, {}]}
+    assert parse_payload(segment(payload)) == payload
+
+
+@pytest.mark.parametrize("n", range(12))
+def test_b64url_round_trip_of_every_length(n):
+    data = bytes(range(200, 200 + n))
+    assert b64url_decode(b64(data)) == data
+
+
+def test_b64url_decode_refusal_messages():
+    with pytest.raises(ValueError, match=r"^not base64url$"):
+        b64url_decode("aGVsbG8x5")  # 9 characters: no base64 text has length 1 mod 4
+    with pytest.raises(ValueError, match=r"^non-canonical base64url$"):
+        b64url_decode("aGVsbG9")  # the last character carries bits that are not zero

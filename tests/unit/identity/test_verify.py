@@ -264,3 +264,70 @@ async def test_differential_against_pyjwt():
         except TokenError:
             ours = False
         assert ours == theirs, tok
+
+
+async def refusal(ident, tok: str) -> tuple[str, str]:
+    with pytest.raises(TokenError) as e:
+        await ident.verify(tok)
+    return e.value.reason, e.value.kind
+
+
+async def test_reasons_and_kinds_of_key_choice():
+    # what the decision log and the token-failure metric say, per cause
+    key = rsa_key()
+    ident = make_identity(
+        {"secrets": [{"alg": "RS256", "publicKey": public_pem(key), "kid": "one"}]}
+    )
+    assert await refusal(ident, jwt.encode(CLAIMS, key, "RS256", headers={"kid": "two"})) == (
+        "unknown kid", "unknown_key",
+    )  # fmt: skip
+    assert await refusal(ident, jwt.encode(CLAIMS, key, "PS256")) == (
+        "no key for alg PS256", "unknown_key",
+    )  # fmt: skip
+    odd = token({"alg": "XX999"}, CLAIMS, HS_SECRET, "HS256")
+    assert await refusal(ident, odd) == ("no key for alg (unsupported)", "unknown_key")
+    other = jwt.encode(CLAIMS, rsa_key(2048, 1), "RS256", headers={"kid": "one"})
+    assert await refusal(ident, other) == ("bad signature", "signature")
+    assert await refusal(ident, token({"typ": "JWT"}, CLAIMS, HS_SECRET, "HS256")) == (
+        "token header has no alg", "malformed",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("typ", ["JWT", "at+jwt", "application/jwt", "service", 7])
+async def test_other_typ_values_are_end_user_tokens(typ):
+    ident = make_identity({"secrets": [{"secret": HS_SECRET}]})
+    assert await ident.verify(hs_token(CLAIMS, typ=typ)) == CLAIMS
+
+
+@pytest.mark.parametrize(
+    ("aud", "service"),
+    [("orders", True), (["x", "orders"], True), ("billing", False), (["billing"], False),
+     ("ORDERS", False), ({"orders": 1}, False)],
+)  # fmt: skip
+async def test_a_token_for_the_upstream_service_is_refused(aud, service):
+    ident = make_identity(
+        {"secrets": [{"secret": HS_SECRET}], "serviceToken": {"audience": "orders"}}
+    )
+    tok = hs_token({**CLAIMS, "aud": aud})
+    if service:
+        assert await refusal(ident, tok) == (
+            "a token for the upstream service is not an end-user token", "service_token",
+        )  # fmt: skip
+    else:
+        await ident.verify(tok)
+
+
+async def test_without_kid_the_keys_of_the_alg_are_tried_and_a_kidless_key_serves_any_kid():
+    k1, k2 = rsa_key(2048, 0), rsa_key(2048, 1)
+    ident = make_identity(
+        {"secrets": [
+            {"alg": "RS256", "publicKey": public_pem(k1), "kid": "one"},
+            {"alg": "RS256", "publicKey": public_pem(k2)},
+        ]}
+    )  # fmt: skip
+    assert await ident.verify(jwt.encode(CLAIMS, k2, "RS256", headers={"kid": "nope"}))
+    assert await ident.verify(jwt.encode(CLAIMS, k1, "RS256"))  # no kid: every RS256 key
+    assert await ident.verify(jwt.encode(CLAIMS, k2, "RS256"))
+    # a known kid picks its own key only: the kid-less key is not tried for it
+    reason = await refusal(ident, jwt.encode(CLAIMS, k2, "RS256", headers={"kid": "one"}))
+    assert reason == ("bad signature", "signature")

@@ -530,3 +530,79 @@ def test_trace_never_shows_values():
 
     assert asyncio.run(run_rule(compiled, ctx)) is None
     assert ctx.trace[-1].detail == "set args.params.token" and "u1" not in ctx.trace[-1].detail
+
+
+def traced(rule: dict[str, Any], args: dict[str, Any], runtime: Any = RUNTIME):
+    compiled, _ = compile_dict(rule, CONFIG)
+    ctx = Context(args, runtime, trace=True)
+    failure = asyncio.run(compiled.evaluate(ctx))
+    return failure, ctx.detail
+
+
+@pytest.mark.parametrize(
+    ("rule", "params", "detail"),
+    [
+        (remove("args.params.a", "args.params.b", "args.params.c"), {"a": 1, "b": 2},
+         "removed 2 field(s)"),
+        (remove("args.params.c"), {"a": 1}, "removed 0 field(s)"),
+        ({"rule": "encrypt", "fields": ["args.params.a", "args.params.b"]}, {"a": "x", "b": "y"},
+         "encrypted 2 field(s)"),
+        ({"rule": "hash", "fields": ["args.params.a", "args.params.c"]}, {"a": "x"},
+         "hashed 1 field(s)"),
+        ({"rule": "decrypt", "fields": ["args.params.c"]}, {"a": "x"}, "decrypted 0 field(s)"),
+        (force("args.params.a", "secret"), {}, "set args.params.a"),
+    ],
+)  # fmt: skip
+def test_the_trace_says_how_many_fields_were_changed(rule, params, detail):
+    failure, shown = traced(rule, make_args(params))
+    assert failure is None and shown == detail
+
+
+def test_force_into_a_part_that_is_not_an_object_is_an_error():
+    failure, _ = run(force("args.params.x", 1), make_args(params=["a"]))
+    assert failure is not None and failure.error and failure.fatal
+    assert failure.reason == "args.params is not an object"
+
+
+def test_a_list_is_a_query_value_but_not_a_header_value():
+    args = make_args(params={"tags": ["a", "b"]})
+    assert run(force("args.query.t", "args.params.tags"), args)[0] is None
+    assert args["query"]["t"] == ["a", "b"]
+    failure, _ = run(force("args.headers.x-t", "args.params.tags"), args)
+    assert failure is not None and failure.error
+    assert failure.reason == "value args.params.tags is not a valid headers value"
+
+
+def test_a_field_path_with_a_bracketed_literal_key():
+    args = make_args({"a": {"b c": 1}, "list": ["x", "y"]})
+    assert run(remove("args.params.a['b c']", "args.params.list[0]"), args)[0] is None
+    assert args["params"] == {"a": {}, "list": ["y"]}
+
+
+def test_field_rules_list_their_clause():
+    with_clause, _ = compile_dict(force("args.params.a", 1, clause=TRUE), CONFIG)
+    assert [c.kind for c in with_clause.children()] == ["match"]
+    assert compile_dict(force("args.params.a", 1), CONFIG)[0].children() == ()
+
+
+def test_encrypting_a_response_field_needs_no_hash_key():
+    # (the keyring is checked when the response is encrypted; a keyed hash needs it now)
+    _, ctx = run({"rule": "encrypt", "fields": ["res.a"]}, make_args(), None, KEYED)
+    assert [a.to_json()["op"] for a in ctx.changes] == ["encrypt"]
+    with pytest.raises(AuthzError, match=r"^the crypto keyring is not loaded$"):
+        run({"rule": "hash", "fields": ["res.a"]}, make_args(), None, KEYED)
+
+
+def test_a_field_path_that_names_no_field_is_a_config_error():
+    with pytest.raises(ConfigError) as e:
+        compile_dict(force("args.params", 1), CONFIG)
+    assert e.value.errors == [
+        "rule.field: a field path is args.params.*, args.query.*, args.headers.* or res.*, "
+        "got 'args.params'"
+    ]
+
+
+def test_transforms_compile_without_a_config():
+    # rule tests and unit tests compile without one: the keys are checked when they run
+    rule, _ = compile_dict({"rule": "encrypt", "fields": ["args.params.a"]})
+    assert rule.kind == "encrypt"

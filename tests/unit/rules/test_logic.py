@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 
-from authz.rules.base import Context, Rule
+from authz.rules.base import Context, Failure, Rule
 from authz.rules.logic import And, Or
 from tests.unit.rules.ruletools import compile_dict, evaluate, outcome
 
@@ -135,3 +135,36 @@ def test_a_composite_is_sync_only_when_every_clause_is():
     assert evaluate(both, {}) is None
     assert evaluate(both, {"fail": True}).reason == "awaited"
     assert evaluate(Or("rule", None, (false, _Awaits("rule.clauses[1]"))), {}) is None
+
+
+class _Fatal(Rule):
+    """A clause whose failure denies even inside `or` (a field rule that cannot act)."""
+
+    kind = "fatal"
+    sync = True
+
+    def evaluate_now(self, ctx):
+        return Failure(self.path, "cannot act", True, "masked", fatal=True)
+
+    async def evaluate(self, ctx):
+        return self.evaluate_now(ctx)
+
+
+def test_a_fatal_clause_ends_or_without_trying_the_next_one():
+    allow, _ = compile_dict({"rule": "allow"})
+    rule = Or("rule", "or's text", (_Fatal("rule.clauses[0]"), allow))
+    expected = Failure("rule.clauses[0]", "cannot act", True, "masked", fatal=True)
+    assert evaluate(rule, {}) == expected  # async path
+    assert rule.evaluate_now(Context({})) == expected  # sync path
+    traced = Context({}, trace=True)
+    assert asyncio.run(rule.evaluate(traced)) == expected
+    assert [e.path for e in traced.trace] == ["rule.clauses[0]"]  # allow never ran
+    outer = And("outer", None, (rule,))  # serving: And calls Or.evaluate_now
+    assert evaluate(outer, {}) == expected
+
+
+def test_composites_list_their_clauses():
+    rule, _ = compile_dict({"rule": "or", "clauses": [TRUE, {"rule": "and", "clauses": [FALSE]}]})
+    assert [c.kind for c in rule.children()] == ["match", "and"]
+    assert [c.path for c in rule.children()[1].children()] == ["rule.clauses[1].clauses[0]"]
+    assert compile_dict({"rule": "deny"})[0].children() == ()

@@ -1,6 +1,10 @@
+import asyncio
+from types import SimpleNamespace
+
 import pytest
 
 from authz.errors import ConfigError
+from authz.rules.base import Context, run
 from tests.unit.rules.ruletools import compile_dict, evaluate, outcome
 
 
@@ -140,3 +144,116 @@ def test_failure_reason_never_shows_values_read_from_secrets(f1, f2, shown):
     failure = evaluate(m("==", "string", f1, f2), args)
     assert failure is not None and not failure.error
     assert failure.reason.startswith(shown) and "k-" not in failure.reason
+
+
+def traced(rule: dict, args: dict) -> tuple[object, list]:
+    """Evaluate as --explain does: the failure (or None) and the trace entries."""
+    compiled = compile_dict(rule)[0]
+    ctx = Context(args, None, trace=True)
+    failure = asyncio.run(run(compiled, ctx))
+    return failure, ctx.trace
+
+
+SECRET_ARGS = {"params": {"password": "k-sent", "secret": ["k-one", "k-two"]}}
+
+
+@pytest.mark.parametrize(
+    ("rule", "passed", "detail"),
+    [
+        (m("==", "string", "args.params.password", "k-sent"), True,
+         "args.params.password == <literal>"),
+        (m("!=", "string", "args.params.password", "k-sent"), False,
+         "args.params.password != <literal> is false (values not shown)"),
+        (m("in", "string", "args.params.password", ["k-sent", "args.auth.id"]), True,
+         "args.params.password in [<literal>, args.auth.id]"),
+        (m("in", "string", "k-one", "args.params.secret"), True, "<literal> in args.params.secret"),
+    ],
+)  # fmt: skip
+def test_the_trace_of_a_masked_match_never_shows_values(rule, passed, detail):
+    failure, trace = traced(rule, {**SECRET_ARGS, "auth": {"id": "u1"}})
+    assert (failure is None) is passed
+    [entry] = trace
+    assert entry.passed is passed and entry.detail == detail and "k-" not in entry.detail
+
+
+def test_the_trace_of_a_plain_match_shows_the_values_compared():
+    failure, [entry] = traced(m("<", "number", "args.auth.age", 31), ARGS)
+    assert failure is None and entry.detail == "30 < 31"
+    failure, [entry] = traced(m("in", "string", "args.auth.role", ["user"]), ARGS)
+    assert entry.detail == "'admin' in ['user'] is false" and not entry.passed
+
+
+@pytest.mark.parametrize(
+    ("rule", "reason"),
+    [
+        (m("==", "string", "args.auth.missing", "x"), "f1 args.auth.missing does not resolve"),
+        (m("==", "string", "args.params.n", "x"), "f1 args.params.n is not a string"),
+        (m("==", "string", "x", "args.auth.missing"), "f2 args.auth.missing does not resolve"),
+        (m("==", "string", "x", "args.params.n"), "f2 args.params.n is not a string"),
+        (m("<", "number", 1, "args.params.numstr"), "f2 args.params.numstr is not a number"),
+        (m("==", "date", "2026-01-02", "args.params.n"), "f2 args.params.n is not a date"),
+        (m("in", "string", "a", "args.params.userId"), "f2 args.params.userId is not a list"),
+        (m("in", "string", "a", "args.params.mixed"),
+         "f2 args.params.mixed has an item that is not a string"),
+        (m("in", "number", 1, "args.params.list"),
+         "f2 args.params.list has an item that is not a number"),
+        (m("notIn", "string", "a", "args.auth.missing"), "f2 args.auth.missing does not resolve"),
+    ],
+)  # fmt: skip
+def test_a_side_of_the_wrong_type_is_an_error_not_a_fail(rule, reason):
+    # an error, not a fail: `or` treats the two differently (docs/rule-semantics.md)
+    failure = evaluate(rule, ARGS)
+    assert failure is not None and failure.error and failure.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        (m("!=", "date", "args.params.when", "2026-01-02T03:04:05Z"), "fail"),
+        (m("!=", "date", "args.params.when", "2026-01-02T04:04:05+01:00"), "fail"),
+        (m("!=", "date", "args.params.when", "2026-01-02T03:04:06Z"), "pass"),
+        (m("!=", "date", "args.params.day", "args.params.day"), "fail"),
+        (m("!=", "date", "args.params.day", "2026-01-03"), "pass"),
+        (m("==", "date", "args.params.when", "2026-01-02T05:04:05+02:00"), "pass"),
+        (m("!=", "date", "args.params.nullv", "2026-01-03"), "error"),
+        (m("<", "date", "args.params.day", "2026-01-02"), "fail"),
+        (m("<=", "date", "args.params.day", "2026-01-02"), "pass"),
+        (m(">", "date", "args.params.day", "2026-01-02"), "fail"),
+        (m(">=", "date", "args.params.day", "2026-01-02"), "pass"),
+        (m("<", "number", "args.auth.age", 30), "fail"),
+        (m("<=", "number", "args.auth.age", 29), "fail"),
+        (m(">", "number", "args.auth.age", 29), "pass"),
+        (m(">=", "number", "args.auth.age", 31), "fail"),
+        (m("==", "bool", "args.auth.ok", True), "pass"),
+        (m("!=", "bool", "args.auth.ok", True), "fail"),
+        (m("==", "number", "args.params.f", 1), "pass"),
+        (m("==", "number", "args.params.flag", "args.params.n"), "error"),
+        (m("notIn", "number", "args.params.n", [2, 3]), "pass"),
+        (m("notIn", "number", "args.params.n", "args.params.nums"), "fail"),
+    ],
+)
+def test_each_operator_at_its_boundary(rule, expected):
+    assert outcome(rule, ARGS) == expected
+
+
+def test_a_literal_filled_from_the_environment_is_never_shown():
+    config = SimpleNamespace(_interpolated=frozenset({"sekrit", "args.params.owner"}))
+    args = {"params": {"owner": "a-guess"}}
+    secret = compile_dict(m("==", "string", "args.params.owner", "sekrit"), config)[0]
+    failure = evaluate(secret, args)
+    assert failure.reason == "args.params.owner == <literal> is false (values not shown)"
+    # another literal, or a reference that happens to equal a configured string: shown
+    plain = compile_dict(m("==", "string", "args.params.owner", "other"), config)[0]
+    assert evaluate(plain, args).reason == "'a-guess' == 'other' is false"
+
+
+def test_a_utils_call_that_folds_to_a_constant_is_not_a_literal():
+    assert outcome(m("==", "number", "utils.length('abc')", 3), ARGS) == "pass"
+    with pytest.raises(ConfigError, match="must be a list"):
+        compile_dict(m("in", "string", "x", "y"))
+
+
+def test_an_invalid_reference_is_one_error_not_also_a_wrong_literal():
+    with pytest.raises(ConfigError) as e:
+        compile_dict(m("==", "number", "args.", 1))
+    assert e.value.errors == ["rule.f1: invalid reference 'args.': path ends with '.'"]

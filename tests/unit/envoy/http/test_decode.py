@@ -66,3 +66,26 @@ def test_requests_no_envoy_route_sends_are_refused(method: str, target: str, pre
 def test_path_prefix_is_removed() -> None:
     req = decode("GET", "/check/v1/a?b=1", {}, b"", "/check")
     assert (req.path, req.query_string, req.headers[":path"]) == ("/v1/a", "b=1", "/v1/a?b=1")
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "prefix", "reason"),
+    [
+        ("CONNECT", "/v1/a", "", "CONNECT is not authorized over the HTTP transport"),
+        ("GET", "/v1/a", "/check", "the request path does not start with the Check path prefix"),
+        ("GET", "*", "", "the request path must start with '/'"),
+        ("GET", "/check", "/check", "the request path must start with '/'"),
+    ],
+)
+def test_each_refusal_says_why(method: str, target: str, prefix: str, reason: str) -> None:
+    with pytest.raises(RequestError) as e:
+        decode(method, target, {}, b"", prefix)
+    assert str(e.value) == reason
+
+
+def test_only_what_envoy_sent_is_restored() -> None:
+    req = decode("OPTIONS", "/v1/a", {"x-request-id": "r2"}, b"", "")
+    assert dict(req.headers) == {":method": "OPTIONS", ":path": "/v1/a", "x-request-id": "r2"}
+    assert req.body_partial is False and req.request_id == "r2"
+    plain = decode("GET", "/", {"x-envoy-auth-partial-body": "yes"}, b"", "")
+    assert plain.body_partial is False and plain.request_id == ""
