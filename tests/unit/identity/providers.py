@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -14,21 +13,18 @@ from urllib.parse import parse_qs
 
 import jwt
 
-from tests.helpers import free_port
-from tests.unit.identity.support import _QuietServer, jwk, rsa_key
+from tests.unit.identity.support import LocalServer, jwk, rsa_key
 
 Reply = tuple[int, bytes]
 
 
-class Server:
+class Server(LocalServer):
     """Routes by path; `reply(method, path, headers, body)` is overridden by each provider."""
 
     def __init__(self) -> None:
-        self.port = free_port()
         self.delay = 0.0
         self.requests: list[tuple[str, str]] = []  # (method, path)
-        self._server = _QuietServer(("127.0.0.1", self.port), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,))
+        self._listen()
 
     @property
     def base(self) -> str:
@@ -60,15 +56,6 @@ class Server:
                 pass
 
         return Handler
-
-    def __enter__(self) -> Any:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
 
 
 class OidcProvider(Server):

@@ -9,7 +9,7 @@ import time
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
@@ -148,7 +148,29 @@ class _QuietServer(ThreadingHTTPServer):
         pass  # a client that gave up (timeout tests) is expected, not a failure
 
 
-class HttpServer:
+class LocalServer:
+    """A stdlib HTTP server on 127.0.0.1 in a thread, run with `with`; `_handler` says what it
+    answers (subclasses)."""
+
+    def _listen(self) -> None:
+        self.port = free_port()
+        self._server = _QuietServer(("127.0.0.1", self.port), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,))
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+class HttpServer(LocalServer):
     """A stdlib HTTP server on 127.0.0.1 in a thread; serves `body` and counts requests."""
 
     def __init__(self, body: bytes | dict = b"{}", status: int = 200):
@@ -157,9 +179,7 @@ class HttpServer:
         self.headers: dict[str, str] = {}
         self.requests: list[str] = []
         self.set(body)
-        self.port = free_port()
-        self._server = _QuietServer(("127.0.0.1", self.port), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,))
+        self._listen()
 
     def set(self, body: bytes | dict, status: int = 200) -> None:
         self.body = json.dumps(body).encode() if isinstance(body, dict) else body
@@ -192,12 +212,3 @@ class HttpServer:
                 pass
 
         return Handler
-
-    def __enter__(self) -> HttpServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
